@@ -1,0 +1,1 @@
+"""Training, evaluation, export and engine building for streamdet's detectors."""
