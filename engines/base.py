@@ -135,8 +135,13 @@ def _import(spec: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def open_backend(path: str | Path, device: str = "cpu") -> Backend:
-    """Open a model file with the backend its suffix names."""
+def open_backend(path: str | Path, device: str = "cpu", threads: int | None = None
+                 ) -> Backend:
+    """Open a model file with the backend its suffix names.
+
+    ``threads`` (ONNX Runtime only) caps intra-op threads, so inference leaves
+    cores for decoding and encoding.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
@@ -144,6 +149,8 @@ def open_backend(path: str | Path, device: str = "cpu") -> Backend:
     if spec is None:
         raise ModelError(f"{path}: unknown model format {path.suffix!r}; "
                          f"expected one of {sorted(BACKENDS)}")
+    if threads and path.suffix.lower() == ".onnx":
+        return _import(spec)(path, device=device, threads=threads)
     return _import(spec)(path, device=device)
 
 
@@ -207,7 +214,7 @@ SHIPPED: dict[str, tuple[str, str | None]] = {
 
 
 def load_detector(model: str | Path, device: str = "cpu", family: str | None = None,
-                  **options: Any) -> Detector:
+                  threads: int | None = None, **options: Any) -> Detector:
     """Build a detector from a shipped name (``hog``, ``yolo``, ...) or a model file.
 
     The family comes from ``family`` when given, else from the file's metadata,
@@ -220,7 +227,7 @@ def load_detector(model: str | Path, device: str = "cpu", family: str | None = N
         if filename is None:
             return _import(FAMILIES[family])(None, **options)
         model = MODELS_DIR / filename
-    backend = open_backend(model, device=device)
+    backend = open_backend(model, device=device, threads=threads)
     try:
         family = (family or (backend.meta.family if backend.meta else None)
                   or guess_family(backend))

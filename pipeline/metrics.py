@@ -1,0 +1,134 @@
+"""Per-stage latency, queue depth, frame counts, FPS: the summary table and JSON."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WINDOW = 20_000  # samples kept per series: bounded memory on long runs
+
+
+@dataclass
+class SourceCounts:
+    """Frame accounting for one source. For files: read == processed == written
+    unless the run was interrupted (then ``unfinished`` holds the difference)."""
+
+    read: int = 0
+    skipped: int = 0
+    dropped: int = 0
+    lost: int = 0
+    processed: int = 0
+    written: int = 0
+    reconnects: int = 0
+    unreadable: int = 0
+    status: str = "ok"
+    reason: str = ""
+
+
+@dataclass
+class Metrics:
+    """Thread-safe collector; stages call ``record``/``count``; ``summary`` reports."""
+
+    started: float = field(default_factory=time.perf_counter)
+    finished: float | None = None
+    latencies: dict[str, deque[float]] = field(default_factory=dict)
+    depths: dict[str, deque[int]] = field(default_factory=dict)
+    sources: dict[str, SourceCounts] = field(default_factory=dict)
+    end_to_end: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.latencies.setdefault(stage, deque(maxlen=WINDOW)).append(seconds)
+
+    def record_depth(self, queue_name: str, depth: int) -> None:
+        with self._lock:
+            self.depths.setdefault(queue_name, deque(maxlen=WINDOW)).append(depth)
+
+    def source(self, source_id: str) -> SourceCounts:
+        with self._lock:
+            return self.sources.setdefault(source_id, SourceCounts())
+
+    def written(self, source_id: str, captured_at: float) -> None:
+        counts = self.source(source_id)
+        with self._lock:
+            counts.written += 1
+            if captured_at:
+                self.end_to_end.append(time.perf_counter() - captured_at)
+
+    def finish(self) -> None:
+        self.finished = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.perf_counter()) - self.started
+
+    def summary(self) -> dict[str, Any]:
+        """Everything as plain JSON-able values (milliseconds for latencies)."""
+        with self._lock:
+            stages = {name: _stats_ms(values) for name, values in self.latencies.items()}
+            depths = {name: {"mean": float(np.mean(v)) if v else 0.0,
+                             "max": int(max(v)) if v else 0}
+                      for name, v in self.depths.items()}
+            sources = {sid: vars(c).copy() for sid, c in self.sources.items()}
+            e2e = _stats_ms(self.end_to_end)
+            batches = list(self.batch_sizes)
+        written = sum(s["written"] for s in sources.values())
+        elapsed = self.elapsed
+        return {
+            "elapsed_s": round(elapsed, 3),
+            "frames_written": written,
+            "fps": round(written / elapsed, 2) if elapsed > 0 else 0.0,
+            "end_to_end_ms": e2e,
+            "mean_batch": round(float(np.mean(batches)), 2) if batches else 0.0,
+            "stages_ms": stages,
+            "queue_depth": depths,
+            "sources": sources,
+        }
+
+    def table(self) -> str:
+        """The human-readable summary printed at the end of a run."""
+        s = self.summary()
+        lines = [f"{'stage':<12}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}{'n':>8}"]
+        for name, st in s["stages_ms"].items():
+            lines.append(f"{name:<12}{st['mean']:>10.2f}{st['p50']:>10.2f}"
+                         f"{st['p95']:>10.2f}{st['n']:>8}")
+        e = s["end_to_end_ms"]
+        lines.append(f"{'end-to-end':<12}{e['mean']:>10.2f}{e['p50']:>10.2f}"
+                     f"{e['p95']:>10.2f}{e['n']:>8}")
+        lines.append("")
+        lines.append(f"{'source':<24}{'read':>7}{'skip':>6}{'drop':>6}{'lost':>6}"
+                     f"{'proc':>7}{'written':>8}  status")
+        for sid, c in s["sources"].items():
+            status = c["status"] + (f" ({c['reason']})" if c["reason"] else "")
+            lines.append(f"{sid[:23]:<24}{c['read']:>7}{c['skipped']:>6}"
+                         f"{c['dropped']:>6}{c['lost']:>6}{c['processed']:>7}"
+                         f"{c['written']:>8}  {status}")
+        if s["queue_depth"]:
+            depth = ", ".join(f"{k} {v['mean']:.1f}/{v['max']}"
+                              for k, v in s["queue_depth"].items())
+            lines.append(f"queue depth mean/max: {depth}")
+        lines.append(f"{s['frames_written']} frames in {s['elapsed_s']:.2f} s: "
+                     f"{s['fps']:.2f} FPS (mean batch {s['mean_batch']})")
+        return "\n".join(lines)
+
+    def write_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.summary(), indent=2))
+
+
+def _stats_ms(values: deque[float] | list[float]) -> dict[str, float]:
+    if not values:
+        return {"mean": 0.0, "p50": 0.0, "p95": 0.0, "n": 0}
+    arr = np.asarray(values, dtype=np.float64) * 1000.0
+    return {"mean": round(float(arr.mean()), 3),
+            "p50": round(float(np.percentile(arr, 50)), 3),
+            "p95": round(float(np.percentile(arr, 95)), 3),
+            "n": len(arr)}

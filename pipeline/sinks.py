@@ -1,0 +1,233 @@
+"""Sinks: MP4 writer, image folder, JSON Lines log, MOT-challenge CSV, window.
+
+Each sink opens at pipeline start (so a writer that cannot open fails before any
+frame is processed), receives every ``Result`` of one source in order, and is
+closed in a ``finally`` so outputs are flushed on errors and Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.types import Result
+
+log = logging.getLogger(__name__)
+
+
+class SinkError(RuntimeError):
+    """An output that cannot be opened or written; names the path."""
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Which outputs to write, into ``out_dir`` (one set of files per source).
+
+    ``video``: annotated MP4 (image sources: annotated images). ``jsonl``: one JSON
+    record per frame, frames without detections included. ``mot``: MOT-challenge
+    CSV. ``show``: an OpenCV window (q or Esc stops). ``fourcc``: MP4 codec.
+    """
+
+    out_dir: Path = Path("output")
+    video: bool = True
+    jsonl: bool = True
+    mot: bool = False
+    show: bool = False
+    fourcc: str = "mp4v"
+
+    @property
+    def needs_overlay(self) -> bool:
+        return self.video or self.show
+
+
+def output_path(out_dir: Path, source_id: str, suffix: str) -> Path:
+    """``out_dir/source_id+suffix``, refusing anything that would leave ``out_dir``."""
+    path = (out_dir / f"{source_id}{suffix}").resolve()
+    if out_dir.resolve() not in path.parents:
+        raise SinkError(f"output name {source_id!r} escapes {out_dir}")
+    return path
+
+
+class Sink(ABC):
+    @abstractmethod
+    def write(self, result: Result) -> None: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        ...
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VideoSink(Sink):
+    """Annotated MP4 at the source's size and FPS; frames of another size are
+    resized to it (logged once), never dropped."""
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int],
+                 fourcc: str = "mp4v") -> None:
+        self.path = path
+        self.size = size
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if size[0] <= 0 or size[1] <= 0:
+            raise SinkError(f"{path}: cannot write video of size {size}")
+        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc),
+                                      fps, size)
+        if not self.writer.isOpened():
+            raise SinkError(f"{path}: cannot open video writer ({fourcc}, "
+                            f"{size[0]}x{size[1]} at {fps:g} FPS)")
+        self._warned = False
+        self.frames = 0
+
+    def write(self, result: Result) -> None:
+        image = result.output_image
+        if (image.shape[1], image.shape[0]) != self.size:
+            if not self._warned:
+                log.warning("%s: frame size changed to %dx%d; resizing to %dx%d",
+                            self.path.name, image.shape[1], image.shape[0], *self.size)
+                self._warned = True
+            image = cv2.resize(image, self.size)
+        self.writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None  # type: ignore[assignment]
+
+
+class ImageSink(Sink):
+    """Annotated images, one per input frame, in ``out_dir/source_id/``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, result: Result) -> None:
+        path = self.folder / f"{result.frame.index:06d}.jpg"
+        ok, data = cv2.imencode(".jpg", result.output_image)
+        if not ok:
+            raise SinkError(f"{path}: JPEG encoding failed")
+        path.write_bytes(data.tobytes())
+
+
+class JsonlSink(Sink):
+    """One JSON object per frame; flushed per line so a crash leaves valid lines."""
+
+    def __init__(self, path: Path, class_names: list[str]) -> None:
+        self.path = path
+        self.class_names = list(class_names)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise SinkError(f"{path}: cannot open for writing ({exc.strerror})") from exc
+
+    def write(self, result: Result) -> None:
+        d = result.detections
+        names = self.class_names
+        record = {
+            "source": result.frame.source_id,
+            "frame": result.frame.index,
+            "timestamp": round(result.frame.timestamp, 6),
+            "detections": [
+                {"xyxy": [round(float(v), 2) for v in box], "score": round(float(s), 4),
+                 "class_id": int(c),
+                 "class": names[c] if 0 <= c < len(names) else str(int(c)),
+                 "track_id": int(t)}
+                for box, s, c, t in zip(d.xyxy, d.scores, d.class_ids, d.track_ids,
+                                        strict=True)
+            ],
+        }
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+
+class MotSink(Sink):
+    """MOT-challenge rows: ``frame,id,x,y,w,h,conf,-1,-1,-1`` (frame 1-based)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise SinkError(f"{path}: cannot open for writing ({exc.strerror})") from exc
+
+    def write(self, result: Result) -> None:
+        d = result.detections
+        if not len(d):
+            return
+        xywh = np.concatenate([d.xyxy[:, :2], d.xyxy[:, 2:] - d.xyxy[:, :2]], axis=1)
+        frame = result.frame.index + 1
+        self.file.writelines(
+            f"{frame},{t},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.4f},-1,-1,-1\n"
+            for (x, y, w, h), s, t in zip(xywh, d.scores, d.track_ids, strict=True))
+        self.file.flush()
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+
+class WindowSink(Sink):
+    """An OpenCV window; ``q`` or Esc calls ``on_quit`` (stops the pipeline)."""
+
+    def __init__(self, title: str, on_quit: Callable[[], None]) -> None:
+        self.title = title
+        self.on_quit = on_quit
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error as exc:
+            raise SinkError(f"cannot open a window for {title!r} (no display?): "
+                            f"{exc.err}") from exc
+
+    def write(self, result: Result) -> None:
+        cv2.imshow(self.title, result.output_image)
+        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            self.on_quit()
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+        except cv2.error:
+            pass
+
+
+def open_sinks(config: OutputConfig, source_id: str, fps: float,
+               size: tuple[int, int], class_names: list[str], image_source: bool,
+               on_quit: Callable[[], None]) -> list[Sink]:
+    """All sinks for one source, opened now; on failure the opened ones are closed."""
+    sinks: list[Sink] = []
+    try:
+        out = config.out_dir
+        if config.video:
+            if image_source:
+                sinks.append(ImageSink(output_path(out, source_id, "")))
+            else:
+                sinks.append(VideoSink(output_path(out, source_id, ".mp4"), fps, size,
+                                       config.fourcc))
+        if config.jsonl:
+            sinks.append(JsonlSink(output_path(out, source_id, ".jsonl"), class_names))
+        if config.mot:
+            sinks.append(MotSink(output_path(out, source_id, ".mot.txt")))
+        if config.show:
+            sinks.append(WindowSink(source_id, on_quit))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks

@@ -1,0 +1,451 @@
+"""Frame sources: video files, webcams, RTSP/HTTP streams, image folders and globs.
+
+Every source is a context manager and an iterator of ``Frame``. Live sources
+(webcam, network, or a file paced with ``realtime``) are marked ``live`` so the
+pipeline may drop their oldest frames; file sources never drop.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+
+from pipeline.types import Frame
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm",
+                  ".ppm"}
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://",
+               "tcp://", "srt://")
+DEFAULT_FPS = 25.0
+MAX_PIXELS = 8192 * 8192  # larger frames are refused rather than risk memory blowups
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or read; the message names the source."""
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """How sources open and read.
+
+    ``timeout_s``: open and read timeout for network streams. ``reconnect_attempts``:
+    how many reopen tries after a stream stalls (0 = give up at once), waiting
+    ``backoff_s`` doubled each try up to ``max_backoff_s``. ``realtime``: pace a
+    file at its native FPS and treat it as live (drops when behind), as a camera.
+    ``stride``: keep every Nth frame. ``max_frames``: stop after this many frames
+    read (0 = all). ``image_fps``: timestamps for image folders.
+    """
+
+    timeout_s: float = 5.0
+    reconnect_attempts: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+    realtime: bool = False
+    stride: int = 1
+    max_frames: int = 0
+    image_fps: float = DEFAULT_FPS
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if self.reconnect_attempts < 0:
+            raise ValueError(f"reconnect_attempts must be >= 0, got "
+                             f"{self.reconnect_attempts}")
+        if self.stride < 1:
+            raise ValueError(f"stride must be >= 1, got {self.stride}")
+        if self.max_frames < 0:
+            raise ValueError(f"max_frames must be >= 0, got {self.max_frames}")
+
+
+@dataclass
+class SourceStats:
+    """What a source did: frames read (decoded), skipped by stride, lost in outages."""
+
+    read: int = 0
+    skipped: int = 0
+    lost: int = 0
+    reconnects: int = 0
+    errors: int = 0
+    damaged: str = ""  # why reading ended early, when it did (file marked partial)
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password, safe for names and logs."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def safe_name(spec: str) -> str:
+    """A file-name stem for a source: no separators, no '..', no credentials."""
+    if is_url(spec):
+        parts = urlsplit(redact_url(spec))
+        raw = f"{parts.hostname or 'stream'}{parts.path}"
+    elif spec.isdigit():
+        raw = f"webcam{spec}"
+    else:
+        path = Path(spec)
+        raw = path.name if path.is_dir() else path.stem
+        raw = raw or "source"
+    name = re.sub(r"[^\w.-]+", "_", raw, flags=re.UNICODE).strip("._") or "source"
+    return name[:100]
+
+
+def is_url(spec: str) -> bool:
+    return spec.lower().startswith(URL_SCHEMES)
+
+
+# FFmpeg reads OPENCV_FFMPEG_CAPTURE_OPTIONS at open time; the lock keeps the
+# per-open value from leaking between threads that open at the same moment.
+_OPEN_LOCK = threading.Lock()
+
+
+def open_capture(target: str | int, ffmpeg_options: str | None = None,
+                 params: list[int] | None = None) -> cv2.VideoCapture:
+    """``cv2.VideoCapture`` with per-open FFmpeg options (e.g. a protocol whitelist)."""
+    with _OPEN_LOCK:
+        old = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+        if ffmpeg_options is not None:
+            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = ffmpeg_options
+        try:
+            if isinstance(target, int):
+                return cv2.VideoCapture(target)
+            return cv2.VideoCapture(target, cv2.CAP_FFMPEG, params or [])
+        finally:
+            if ffmpeg_options is not None:
+                if old is None:
+                    os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
+                else:
+                    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = old
+
+
+def to_bgr8(image: np.ndarray) -> np.ndarray:
+    """Any decoded image (gray, BGRA, 16-bit) as H×W×3 uint8 BGR."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return image
+
+
+class Source:
+    """Base: iterate ``Frame``s; ``stats`` counts what happened."""
+
+    live = False
+
+    def __init__(self, spec: str, config: SourceConfig | None = None,
+                 source_id: str | None = None) -> None:
+        self.spec = spec
+        self.config = config or SourceConfig()
+        self.source_id = source_id or safe_name(spec)
+        self.display_name = redact_url(spec) if is_url(spec) else spec
+        self.stats = SourceStats()
+        self.fps = DEFAULT_FPS
+        self.size: tuple[int, int] = (0, 0)  # (width, height) of the first frame
+        self.frame_count = 0  # frames in the file when known, else 0
+        self._closed = threading.Event()
+
+    def open(self) -> None:
+        """Open and read enough to know size and FPS; raise SourceError if unusable."""
+
+    def frames(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Ask ``frames()`` to end after the current read; safe from any thread."""
+        self._closed.set()
+
+    def close(self) -> None:
+        """Release the device or file; only from the thread that reads."""
+        self._closed.set()
+
+    def __enter__(self) -> Source:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _error(self, problem: str) -> SourceError:
+        return SourceError(f"{self.display_name}: {problem}")
+
+    def _keep(self, index: int) -> bool:
+        """Stride filter: frames read but not kept are counted as skipped."""
+        if index % self.config.stride == 0:
+            return True
+        self.stats.skipped += 1
+        return False
+
+    def _limit_reached(self) -> bool:
+        return bool(self.config.max_frames) and self.stats.read >= self.config.max_frames
+
+
+class VideoSource(Source):
+    """A video file, webcam index or network URL through OpenCV's FFmpeg backend."""
+
+    def __init__(self, spec: str, config: SourceConfig | None = None,
+                 source_id: str | None = None) -> None:
+        super().__init__(spec, config, source_id)
+        self.is_network = is_url(spec)
+        self.is_webcam = spec.isdigit()
+        self.live = self.is_network or self.is_webcam or self.config.realtime
+        self.cap: cv2.VideoCapture | None = None
+        self._first: np.ndarray | None = None
+
+    def _open_once(self) -> cv2.VideoCapture:
+        timeout_ms = int(self.config.timeout_s * 1000)
+        if self.is_webcam:
+            return open_capture(int(self.spec))
+        if self.is_network:
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms,
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+            return open_capture(self.spec, None, params)
+        # Files may only read files: a media file can embed playlist references
+        # that make FFmpeg read other local files (CVE-2016-1897, CVE-2017-9993).
+        return open_capture(self.spec, "protocol_whitelist;file")
+
+    def open(self) -> None:
+        if not (self.is_network or self.is_webcam):
+            path = Path(self.spec)
+            if not path.exists():
+                raise self._error("file not found")
+            if path.is_dir():
+                raise self._error("is a folder, not a video")
+            if path.stat().st_size == 0:
+                raise self._error("file is empty (0 bytes)")
+        started = time.monotonic()
+        self.cap = self._open_once()
+        if not self.cap.isOpened():
+            what = ("cannot open webcam (no such device or it is busy)" if self.is_webcam
+                    else f"cannot connect within {self.config.timeout_s:g} s"
+                    if self.is_network else "not a readable video (unknown format, "
+                    "unsupported codec or damaged file)")
+            raise self._error(what)
+        ok, first = self.cap.read()
+        if not ok or first is None:
+            elapsed = time.monotonic() - started
+            raise self._error(f"opened but no frame could be decoded "
+                              f"(after {elapsed:.1f} s)")
+        first = to_bgr8(first)
+        self._check_size(first)
+        self._first = first
+        self.size = (first.shape[1], first.shape[0])
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        if not fps or not np.isfinite(fps) or fps <= 0 or fps > 1000:
+            log.warning("%s: the file gives no usable FPS (%r); assuming %.0f",
+                        self.display_name, fps, DEFAULT_FPS)
+            fps = DEFAULT_FPS
+        self.fps = float(fps)
+        count = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frame_count = int(count) if count and count > 0 and not self.live else 0
+        log.info("opened %s: %dx%d at %.2f FPS%s", self.display_name, *self.size,
+                 self.fps, f", {self.frame_count} frames" if self.frame_count else "")
+
+    def _check_size(self, image: np.ndarray) -> None:
+        if image.shape[0] * image.shape[1] > MAX_PIXELS:
+            raise self._error(f"frame of {image.shape[1]}x{image.shape[0]} exceeds the "
+                              f"{MAX_PIXELS} pixel limit")
+
+    def _timestamp(self, index: int) -> float:
+        assert self.cap is not None
+        pos_ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
+        if self.is_network or self.is_webcam:
+            return time.time()
+        # Decoder position when the container has one; FFmpeg reports 0 for
+        # streams without timestamps, where index / FPS is the best we know.
+        if pos_ms and pos_ms > 0 or index == 0:
+            return pos_ms / 1000.0
+        return index / self.fps
+
+    def _read(self) -> np.ndarray | None:
+        assert self.cap is not None
+        if self._first is not None:
+            frame, self._first = self._first, None
+            return frame
+        ok, frame = self.cap.read()
+        return to_bgr8(frame) if ok and frame is not None else None
+
+    def _reconnect(self) -> bool:
+        """Reopen a stalled network stream with exponential backoff."""
+        delay = self.config.backoff_s
+        for attempt in range(1, self.config.reconnect_attempts + 1):
+            if self._closed.wait(delay):
+                return False
+            log.warning("%s: stream stalled; reconnect attempt %d/%d",
+                        self.display_name, attempt, self.config.reconnect_attempts)
+            if self.cap is not None:
+                self.cap.release()
+            self.cap = self._open_once()
+            if self.cap.isOpened():
+                self.stats.reconnects += 1
+                log.info("%s: reconnected", self.display_name)
+                return True
+            delay = min(delay * 2, self.config.max_backoff_s)
+        return False
+
+    def frames(self) -> Iterator[Frame]:
+        if self.cap is None:
+            self.open()
+        index = 0
+        pace_start = time.perf_counter()
+        while not self._closed.is_set() and not self._limit_reached():
+            read_started = time.monotonic()
+            image = self._read()
+            if image is None:
+                if not self.is_network:
+                    self._note_end(index)
+                    return
+                stalled_at = read_started
+                if not self._reconnect():
+                    raise self._error(
+                        f"stream lost and {self.config.reconnect_attempts} reconnect "
+                        "attempts failed")
+                # Frames the camera produced while we were away are lost, not faked.
+                lost = int((time.monotonic() - stalled_at) * self.fps)
+                self.stats.lost += lost
+                index += lost
+                continue
+            self._check_size(image)
+            self.stats.read += 1
+            if self.config.realtime and not self.is_network and not self.is_webcam:
+                delay = pace_start + index / self.fps - time.perf_counter()
+                if delay > 0 and self._closed.wait(delay):
+                    return
+            if self._keep(index):
+                yield Frame(self.source_id, index, self._timestamp(index), image,
+                            time.perf_counter())
+            index += 1
+
+    def _note_end(self, index: int) -> None:
+        """A file that ends before its header's frame count was damaged or cut."""
+        if self.frame_count and index < self.frame_count - 1:
+            self.stats.damaged = (f"decoding stopped at frame {index} of "
+                                  f"{self.frame_count} (truncated or damaged)")
+            log.warning("%s: %s", self.display_name, self.stats.damaged)
+
+    def close(self) -> None:
+        super().close()
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+class ImageFolderSource(Source):
+    """A folder of images (sorted by name) or a glob pattern."""
+
+    def __init__(self, spec: str, config: SourceConfig | None = None,
+                 source_id: str | None = None) -> None:
+        super().__init__(spec, config, source_id)
+        self.paths: list[Path] = []
+
+    def open(self) -> None:
+        if any(ch in self.spec for ch in "*?["):
+            candidates = [Path(p) for p in sorted(glob.glob(self.spec))]
+        elif Path(self.spec).is_file():
+            candidates = [Path(self.spec)]
+        else:
+            folder = Path(self.spec)
+            if not folder.is_dir():
+                raise self._error("folder not found")
+            candidates = sorted(folder.iterdir())
+        self.paths = [p for p in candidates
+                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        if not self.paths:
+            raise self._error(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+        self.fps = self.config.image_fps
+        self.frame_count = len(self.paths)
+        first = self._load(self.paths[0])
+        self.size = (first.shape[1], first.shape[0]) if first is not None else (0, 0)
+
+    def _load(self, path: Path) -> np.ndarray | None:
+        data = np.fromfile(path, dtype=np.uint8)  # handles non-ASCII names
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        if image is None:
+            return None
+        if image.shape[0] * image.shape[1] > MAX_PIXELS:
+            log.warning("%s: %dx%d exceeds the %d pixel limit; skipped", path,
+                        image.shape[1], image.shape[0], MAX_PIXELS)
+            return None
+        return to_bgr8(image)
+
+    def frames(self) -> Iterator[Frame]:
+        if not self.paths:
+            self.open()
+        for index, path in enumerate(self.paths):
+            if self._closed.is_set() or self._limit_reached():
+                return
+            image = self._load(path)
+            if image is None:
+                self.stats.errors += 1
+                log.warning("%s: unreadable or oversized image %s; skipped",
+                            self.display_name, path.name)
+                continue
+            self.stats.read += 1
+            if self._keep(index):
+                yield Frame(self.source_id, index, index / self.fps, image,
+                            time.perf_counter())
+
+
+def make_source(spec: str, config: SourceConfig | None = None,
+                source_id: str | None = None) -> Source:
+    """A source for a file path, webcam index, URL, image folder or glob."""
+    spec = str(spec).strip()
+    if not spec:
+        raise SourceError("empty source")
+    if is_url(spec) or spec.isdigit():
+        return VideoSource(spec, config, source_id)
+    path = Path(spec)
+    if path.is_dir() or any(ch in spec for ch in "*?["):
+        return ImageFolderSource(spec, config, source_id)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageFolderSource(spec, config, source_id)
+    return VideoSource(spec, config, source_id)
+
+
+def expand_sources(specs: list[str]) -> list[str]:
+    """Source specs with ``@list.txt`` / ``*.txt`` files expanded (one per line, # comments)."""
+    out: list[str] = []
+    for spec in specs:
+        list_file = spec[1:] if spec.startswith("@") else spec
+        if list_file.endswith(".txt") and Path(list_file).is_file():
+            for line in Path(list_file).read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    out.append(line)
+        else:
+            out.append(spec)
+    return out
+
+
+def unique_ids(specs: list[str]) -> list[str]:
+    """Safe, distinct source ids (``name``, ``name_2``, ...) for output files."""
+    seen: dict[str, int] = {}
+    ids = []
+    for spec in specs:
+        base = safe_name(spec)
+        seen[base] = seen.get(base, 0) + 1
+        ids.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
+    return ids

@@ -1,0 +1,92 @@
+"""SORT (Bewley et al., 2016): Kalman prediction + one Hungarian match on IoU.
+
+Simpler and faster than ByteTrack, but a track survives only ``max_age`` missed
+frames and low-score boxes are never used, so occlusions break identities more.
+The Kalman filter is the (cx, cy, aspect, h) one shared with ByteTrack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.tracking.base import (
+    TRACKED,
+    Tracker,
+    TrackTable,
+    check_fraction,
+    check_non_negative_int,
+    new_tracks,
+    valid_boxes,
+)
+from pipeline.tracking.kalman import KalmanFilterXYAH, xyah_to_xyxy, xyxy_to_xyah
+from pipeline.tracking.matching import iou_cost, linear_assignment
+from pipeline.types import Detections
+
+
+@dataclass(frozen=True)
+class SortConfig:
+    """SORT parameters (defaults: the reference implementation's).
+
+    ``max_age``: missed frames after which a track is deleted (1).
+    ``min_hits``: consecutive matches before a track is reported; during the
+    first ``min_hits`` frames of a source tracks are reported at once (3).
+    ``iou_threshold``: smallest IoU accepted as a match (0.3).
+    ``min_score``: detections scoring below this are ignored (0.0).
+    """
+
+    max_age: int = 1
+    min_hits: int = 3
+    iou_threshold: float = 0.3
+    min_score: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_non_negative_int("max_age", self.max_age)
+        check_non_negative_int("min_hits", self.min_hits)
+        check_fraction("iou_threshold", self.iou_threshold)
+        check_fraction("min_score", self.min_score)
+
+
+class SortTracker(Tracker):
+    """SORT over ``Detections``. ``frame_rate`` is accepted for a uniform factory
+    signature; ``max_age`` counts frames."""
+
+    def __init__(self, config: SortConfig | None = None, frame_rate: float = 30.0,
+                 kalman: KalmanFilterXYAH | None = None) -> None:
+        if not frame_rate > 0:
+            raise ValueError(f"frame_rate must be > 0, got {frame_rate!r}")
+        self.config = config or SortConfig()
+        self.frame_rate = float(frame_rate)
+        self.kalman = kalman or KalmanFilterXYAH()
+        self.reset()
+
+    def reset(self) -> None:
+        self.tracks = TrackTable.empty()
+        self.frame_id = 0
+        self.next_id = 1
+
+    def update(self, detections: Detections) -> Detections:
+        cfg, t = self.config, self.tracks
+        self.frame_id += 1
+        frame = self.frame_id
+        dets = detections
+        usable = np.flatnonzero(valid_boxes(dets.xyxy) & (dets.scores >= cfg.min_score))
+
+        t.mean, t.cov = self.kalman.multi_predict(t.mean, t.cov)
+        cost = iou_cost(xyah_to_xyxy(t.mean), dets.xyxy[usable])
+        matches, _, free = linear_assignment(cost, 1.0 - cfg.iou_threshold)
+        rows, cols = matches[:, 0], usable[matches[:, 1]]
+        t.streak[t.last_frame != frame - 1] = 0  # missed last frame: streak broken
+        t.match(rows, dets, cols, frame)
+        t.mean[rows], t.cov[rows] = self.kalman.multi_update(
+            t.mean[rows], t.cov[rows], xyxy_to_xyah(dets.xyxy[cols]))
+
+        t = t.take(frame - t.last_frame <= cfg.max_age)
+        t = t.extend(new_tracks(self.kalman, dets, usable[free], self.next_id, frame,
+                                TRACKED))
+        self.next_id += len(free)
+        self.tracks = t
+        shown = (t.last_frame == frame) & ((t.streak >= cfg.min_hits)
+                                          | (frame <= cfg.min_hits))
+        return t.to_detections(np.flatnonzero(shown))
