@@ -2,7 +2,7 @@
 """Run a detector over videos, webcams, streams or image folders.
 
 Examples:
-  python run_stream.py                                  # HOG people detector on the sample clip
+  python run_stream.py                                  # HOG people, sample clip
   python run_stream.py --source 0 --model yolo --show   # webcam, shipped YOLO, window
   python run_stream.py --source rtsp://cam/stream --model model.onnx --tracker bytetrack
   python run_stream.py --source a.mp4 --source b.mp4 --batch 4 --metrics m.json
@@ -32,60 +32,123 @@ log = logging.getLogger("streamdet")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="run_stream.py", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="run_stream.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = p.add_argument_group("sources")
-    src.add_argument("--source", "-s", action="append", metavar="SRC",
-                     help="video file, webcam index (0), rtsp/http URL, image folder, "
-                          "glob, or a .txt list of these; repeat for several "
-                          f"(default: {SAMPLE.relative_to(ROOT)})")
-    src.add_argument("--max-frames", type=int, default=0, metavar="N",
-                     help="stop each source after N frames read (0 = all)")
-    src.add_argument("--stride", type=int, default=1, metavar="N",
-                     help="process every Nth frame (the others are counted as skipped)")
-    src.add_argument("--realtime", action="store_true",
-                     help="pace files at their native FPS and treat them as live "
-                          "(drop oldest frames when behind), as a camera would")
-    src.add_argument("--timeout", type=float, default=5.0, metavar="S",
-                     help="open/read timeout for network streams (default 5)")
-    src.add_argument("--reconnect", type=int, default=5, metavar="N",
-                     help="reconnect attempts after a stream stalls (default 5)")
+    src.add_argument(
+        "--source",
+        "-s",
+        action="append",
+        metavar="SRC",
+        help="video file, webcam index (0), rtsp/http URL, image folder, "
+        "glob, or a .txt list of these; repeat for several "
+        f"(default: {SAMPLE.relative_to(ROOT)})",
+    )
+    src.add_argument(
+        "--max-frames",
+        type=int,
+        default=0,
+        metavar="N",
+        help="stop each source after N frames read (0 = all)",
+    )
+    src.add_argument(
+        "--stride",
+        type=int,
+        default=1,
+        metavar="N",
+        help="process every Nth frame (the others are counted as skipped)",
+    )
+    src.add_argument(
+        "--realtime",
+        action="store_true",
+        help="pace files at their native FPS and treat them as live "
+        "(drop oldest frames when behind), as a camera would",
+    )
+    src.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="open/read timeout for network streams (default 5)",
+    )
+    src.add_argument(
+        "--reconnect",
+        type=int,
+        default=5,
+        metavar="N",
+        help="reconnect attempts after a stream stalls (default 5)",
+    )
 
     mdl = p.add_argument_group("model")
-    mdl.add_argument("--model", "-m", default="hog",
-                     help="hog, yolo, yolo-people, faster-rcnn (shipped), or a "
-                          ".onnx / .engine / .plan / .pt file (default: hog)")
-    mdl.add_argument("--family", choices=["yolo", "faster_rcnn", "hog"],
-                     help="model family when the file carries no metadata")
-    mdl.add_argument("--device", default="cpu",
-                     help="cpu (ONNX Runtime), cuda, tensorrt (ORT execution "
-                          "providers), cuda:N for .engine/.pt (default: cpu)")
+    mdl.add_argument(
+        "--model",
+        "-m",
+        default="hog",
+        help="hog, yolo, yolo-people, faster-rcnn (shipped), or a "
+        ".onnx / .engine / .plan / .pt file (default: hog)",
+    )
+    mdl.add_argument(
+        "--family",
+        choices=["yolo", "faster_rcnn", "hog"],
+        help="model family when the file carries no metadata",
+    )
+    mdl.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (ONNX Runtime), cuda, tensorrt (ORT execution "
+        "providers), cuda:N for .engine/.pt (default: cpu)",
+    )
     mdl.add_argument("--conf", type=float, help="score threshold (family default)")
     mdl.add_argument("--iou", type=float, help="NMS IoU threshold (family default)")
-    mdl.add_argument("--threads", type=int, default=None,
-                     help="ONNX Runtime intra-op threads (default: all cores)")
+    mdl.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="ONNX Runtime intra-op threads (default: all cores)",
+    )
 
     run = p.add_argument_group("pipeline")
-    run.add_argument("--batch", type=int, default=1,
-                     help="frames per inference call, batched across sources")
-    run.add_argument("--max-wait-ms", type=float, default=5.0,
-                     help="how long inference waits for a batch to fill")
+    run.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="frames per inference call, batched across sources",
+    )
+    run.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long inference waits for a batch to fill",
+    )
     run.add_argument("--queue-size", type=int, default=8, help="bound of every queue")
-    run.add_argument("--tracker", choices=["none", "bytetrack", "sort"], default="none",
-                     help="multi-object tracker (default: none)")
+    run.add_argument(
+        "--tracker",
+        choices=["none", "bytetrack", "sort"],
+        default="none",
+        help="multi-object tracker (default: none)",
+    )
 
     out = p.add_argument_group("outputs")
-    out.add_argument("--out", "-o", type=Path, default=Path("output"),
-                     help="output folder (default: ./output)")
+    out.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        default=Path("output"),
+        help="output folder (default: ./output)",
+    )
     out.add_argument("--no-video", action="store_true", help="skip the annotated MP4")
     out.add_argument("--no-jsonl", action="store_true", help="skip the JSON Lines log")
     out.add_argument("--mot", action="store_true", help="write MOT-challenge CSV")
     out.add_argument("--show", action="store_true", help="display a window (q quits)")
-    out.add_argument("--metrics", type=Path, metavar="FILE",
-                     help="write the run's metrics as JSON")
+    out.add_argument(
+        "--metrics", type=Path, metavar="FILE", help="write the run's metrics as JSON"
+    )
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
-    out.add_argument("--log-level", default="INFO",
-                     choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    out.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     return p
 
 
@@ -107,8 +170,9 @@ def install_signal_handlers(on_stop: Any) -> dict[int, int]:
         received[signum] = received.get(signum, 0) + 1
         if sum(received.values()) > 1:
             os._exit(128 + signum)
-        log.warning("%s received: stopping (again to force)",
-                    signal.Signals(signum).name)
+        log.warning(
+            "%s received: stopping (again to force)", signal.Signals(signum).name
+        )
         on_stop()
 
     signal.signal(signal.SIGINT, handle)
@@ -118,8 +182,9 @@ def install_signal_handlers(on_stop: Any) -> dict[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     from engines.base import ModelError, load_detector
     from pipeline.overlay import OverlayConfig
     from pipeline.runner import Pipeline, PipelineConfig, PipelineError
@@ -137,21 +202,36 @@ def main(argv: list[str] | None = None) -> int:
     received = install_signal_handlers(stop)
     try:
         config = PipelineConfig(
-            batch=args.batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
+            batch=args.batch,
+            max_wait_ms=args.max_wait_ms,
+            queue_size=args.queue_size,
             tracker=args.tracker,
-            sources=SourceConfig(timeout_s=args.timeout,
-                                 reconnect_attempts=args.reconnect,
-                                 realtime=args.realtime, stride=args.stride,
-                                 max_frames=args.max_frames),
-            outputs=OutputConfig(out_dir=args.out, video=not args.no_video,
-                                 jsonl=not args.no_jsonl, mot=args.mot,
-                                 show=args.show),
+            sources=SourceConfig(
+                timeout_s=args.timeout,
+                reconnect_attempts=args.reconnect,
+                realtime=args.realtime,
+                stride=args.stride,
+                max_frames=args.max_frames,
+            ),
+            outputs=OutputConfig(
+                out_dir=args.out,
+                video=not args.no_video,
+                jsonl=not args.no_jsonl,
+                mot=args.mot,
+                show=args.show,
+            ),
             overlay=OverlayConfig(),
-            progress=not args.no_progress)
+            progress=not args.no_progress,
+        )
         specs = expand_sources(args.source or [str(SAMPLE)])
         # The model loads (and is checked) before any source opens.
-        detector = load_detector(args.model, device=args.device, family=args.family,
-                                 threads=args.threads, **detector_options(args))
+        detector = load_detector(
+            args.model,
+            device=args.device,
+            family=args.family,
+            threads=args.threads,
+            **detector_options(args),
+        )
         with detector:
             pipeline = Pipeline(specs, detector, config)
             if stop_requested:

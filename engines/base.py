@@ -98,7 +98,7 @@ class Backend(ABC):
 
     @abstractmethod
     def load(self) -> None:
-        """Open the model; set ``meta`` (when the file carries it) and ``input_shape``."""
+        """Open the model; set ``meta`` (if the file carries it) and ``input_shape``."""
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
@@ -110,7 +110,7 @@ class Backend(ABC):
             for _ in range(runs):
                 self.infer(np.zeros(shape, dtype=np.float32))
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release device memory and sessions."""
 
     def __enter__(self) -> Backend:
@@ -135,8 +135,9 @@ def _import(spec: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def open_backend(path: str | Path, device: str = "cpu", threads: int | None = None
-                 ) -> Backend:
+def open_backend(
+    path: str | Path, device: str = "cpu", threads: int | None = None
+) -> Backend:
     """Open a model file with the backend its suffix names.
 
     ``threads`` (ONNX Runtime only) caps intra-op threads, so inference leaves
@@ -147,8 +148,10 @@ def open_backend(path: str | Path, device: str = "cpu", threads: int | None = No
         raise ModelError(f"model file not found: {path}")
     spec = BACKENDS.get(path.suffix.lower())
     if spec is None:
-        raise ModelError(f"{path}: unknown model format {path.suffix!r}; "
-                         f"expected one of {sorted(BACKENDS)}")
+        raise ModelError(
+            f"{path}: unknown model format {path.suffix!r}; "
+            f"expected one of {sorted(BACKENDS)}"
+        )
     if threads and path.suffix.lower() == ".onnx":
         return _import(spec)(path, device=device, threads=threads)
     return _import(spec)(path, device=device)
@@ -184,10 +187,10 @@ class Detector(ABC):
         """Largest batch ``infer`` accepts in one call."""
         return 1
 
-    def warmup(self) -> None:  # noqa: B027 - optional hook
+    def warmup(self) -> None:
         """Run once on a dummy input so the first real frame is not slow."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release the backend."""
 
     def __enter__(self) -> Detector:
@@ -213,8 +216,13 @@ SHIPPED: dict[str, tuple[str, str | None]] = {
 }
 
 
-def load_detector(model: str | Path, device: str = "cpu", family: str | None = None,
-                  threads: int | None = None, **options: Any) -> Detector:
+def load_detector(
+    model: str | Path,
+    device: str = "cpu",
+    family: str | None = None,
+    threads: int | None = None,
+    **options: Any,
+) -> Detector:
     """Build a detector from a shipped name (``hog``, ``yolo``, ...) or a model file.
 
     The family comes from ``family`` when given, else from the file's metadata,
@@ -229,12 +237,17 @@ def load_detector(model: str | Path, device: str = "cpu", family: str | None = N
         model = MODELS_DIR / filename
     backend = open_backend(model, device=device, threads=threads)
     try:
-        family = (family or (backend.meta.family if backend.meta else None)
-                  or guess_family(backend))
+        family = (
+            family
+            or (backend.meta.family if backend.meta else None)
+            or guess_family(backend)
+        )
         family = family.replace("-", "_")
         if family not in FAMILIES:
-            raise ModelError(f"{model}: unknown model family {family!r}; "
-                             f"expected one of {sorted(FAMILIES)}")
+            raise ModelError(
+                f"{model}: unknown model family {family!r}; "
+                f"expected one of {sorted(FAMILIES)}"
+            )
         return _import(FAMILIES[family])(backend, **options)
     except BaseException:
         backend.close()
@@ -248,5 +261,7 @@ def guess_family(backend: Backend) -> str:
         return "faster_rcnn"
     if len(getattr(backend, "output_names", [])) >= 1:
         return "yolo"
-    raise ModelError(f"{backend.path}: carries no streamdet metadata and its outputs "
-                     "match no known family; pass --family")
+    raise ModelError(
+        f"{backend.path}: carries no streamdet metadata and its outputs "
+        "match no known family; pass --family"
+    )

@@ -38,8 +38,13 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0).astype(np.float32)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray | None,
-        iou_threshold: float, max_detections: int = 300) -> np.ndarray:
+def nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray | None,
+    iou_threshold: float,
+    max_detections: int = 300,
+) -> np.ndarray:
     """Indices kept by (class-aware when ``class_ids`` is given) NMS, best first.
 
     Boxes are xyxy. Class-aware NMS offsets each class into its own region of the
@@ -103,23 +108,35 @@ class BoxTransform:
         return out
 
 
-def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: int = 114
-              ) -> tuple[np.ndarray, BoxTransform]:
+def letterbox(
+    image: np.ndarray, size: tuple[int, int], pad_value: int = 114
+) -> tuple[np.ndarray, BoxTransform]:
     """Resize keeping aspect ratio into ``size`` = (height, width), pad centred."""
     h, w = image.shape[:2]
     out_h, out_w = size
     scale = min(out_h / h, out_w / w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     pad_x, pad_y = (out_w - new_w) // 2, (out_h - new_h) // 2
-    resized = image if (new_w, new_h) == (w, h) else cv2.resize(
-        image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    out = cv2.copyMakeBorder(resized, pad_y, out_h - new_h - pad_y, pad_x,
-                             out_w - new_w - pad_x, cv2.BORDER_CONSTANT,
-                             value=(pad_value,) * 3)
+    resized = (
+        image
+        if (new_w, new_h) == (w, h)
+        else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    )
+    out = cv2.copyMakeBorder(
+        resized,
+        pad_y,
+        out_h - new_h - pad_y,
+        pad_x,
+        out_w - new_w - pad_x,
+        cv2.BORDER_CONSTANT,
+        value=(pad_value,) * 3,
+    )
     return out, BoxTransform(new_w / w, new_h / h, pad_x, pad_y, w, h)
 
 
-def stretch(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, BoxTransform]:
+def stretch(
+    image: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, BoxTransform]:
     """Resize to ``size`` = (height, width) without keeping aspect ratio."""
     h, w = image.shape[:2]
     out_h, out_w = size

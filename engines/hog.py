@@ -29,10 +29,16 @@ class HogDetector(Detector):
 
     class_names = ["person"]
 
-    def __init__(self, backend: None | str | Path = None, conf_threshold: float = 0.5,
-                 iou_threshold: float = 0.45, max_width: int = 1024,
-                 scale: float = 1.05, win_stride: int = 8, group_threshold: int = 2
-                 ) -> None:
+    def __init__(
+        self,
+        backend: str | Path | None = None,
+        conf_threshold: float = 0.5,
+        iou_threshold: float = 0.45,
+        max_width: int = 1024,
+        scale: float = 1.05,
+        win_stride: int = 8,
+        group_threshold: int = 2,
+    ) -> None:
         if backend is not None:
             raise ValueError(f"the HOG detector takes no model file, got {backend}")
         if not 0 <= conf_threshold <= 1:
@@ -54,8 +60,11 @@ class HogDetector(Detector):
         h, w = image.shape[:2]
         factor = min(1.0, self.max_width / w)
         if factor < 1.0:
-            image = cv2.resize(image, (round(w * factor), round(h * factor)),
-                               interpolation=cv2.INTER_AREA)
+            image = cv2.resize(
+                image,
+                (round(w * factor), round(h * factor)),
+                interpolation=cv2.INTER_AREA,
+            )
         return Prepared(image, BoxTransform(factor, factor, 0.0, 0.0, w, h))
 
     def infer(self, batch: list[Prepared]) -> list[Detections]:
@@ -66,8 +75,12 @@ class HogDetector(Detector):
         if image.shape[0] < 128 or image.shape[1] < 64:
             return Detections.empty()  # smaller than one detection window
         rects, weights = self.hog.detectMultiScale(
-            image, winStride=self.win_stride, padding=(8, 8), scale=self.scale,
-            groupThreshold=self.group_threshold)
+            image,
+            winStride=self.win_stride,
+            padding=(8, 8),
+            scale=self.scale,
+            groupThreshold=self.group_threshold,
+        )
         if len(rects) == 0:
             return Detections.empty()
         rects = np.asarray(rects, dtype=np.float32).reshape(-1, 4)

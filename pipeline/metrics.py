@@ -74,10 +74,16 @@ class Metrics:
     def summary(self) -> dict[str, Any]:
         """Everything as plain JSON-able values (milliseconds for latencies)."""
         with self._lock:
-            stages = {name: _stats_ms(values) for name, values in self.latencies.items()}
-            depths = {name: {"mean": float(np.mean(v)) if v else 0.0,
-                             "max": int(max(v)) if v else 0}
-                      for name, v in self.depths.items()}
+            stages = {
+                name: _stats_ms(values) for name, values in self.latencies.items()
+            }
+            depths = {
+                name: {
+                    "mean": float(np.mean(v)) if v else 0.0,
+                    "max": int(max(v)) if v else 0,
+                }
+                for name, v in self.depths.items()
+            }
             sources = {sid: vars(c).copy() for sid, c in self.sources.items()}
             e2e = _stats_ms(self.end_to_end)
             batches = list(self.batch_sizes)
@@ -99,25 +105,36 @@ class Metrics:
         s = self.summary()
         lines = [f"{'stage':<12}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}{'n':>8}"]
         for name, st in s["stages_ms"].items():
-            lines.append(f"{name:<12}{st['mean']:>10.2f}{st['p50']:>10.2f}"
-                         f"{st['p95']:>10.2f}{st['n']:>8}")
+            lines.append(
+                f"{name:<12}{st['mean']:>10.2f}{st['p50']:>10.2f}"
+                f"{st['p95']:>10.2f}{st['n']:>8}"
+            )
         e = s["end_to_end_ms"]
-        lines.append(f"{'end-to-end':<12}{e['mean']:>10.2f}{e['p50']:>10.2f}"
-                     f"{e['p95']:>10.2f}{e['n']:>8}")
+        lines.append(
+            f"{'end-to-end':<12}{e['mean']:>10.2f}{e['p50']:>10.2f}"
+            f"{e['p95']:>10.2f}{e['n']:>8}"
+        )
         lines.append("")
-        lines.append(f"{'source':<24}{'read':>7}{'skip':>6}{'drop':>6}{'lost':>6}"
-                     f"{'proc':>7}{'written':>8}  status")
+        lines.append(
+            f"{'source':<24}{'read':>7}{'skip':>6}{'drop':>6}{'lost':>6}"
+            f"{'proc':>7}{'written':>8}  status"
+        )
         for sid, c in s["sources"].items():
             status = c["status"] + (f" ({c['reason']})" if c["reason"] else "")
-            lines.append(f"{sid[:23]:<24}{c['read']:>7}{c['skipped']:>6}"
-                         f"{c['dropped']:>6}{c['lost']:>6}{c['processed']:>7}"
-                         f"{c['written']:>8}  {status}")
+            lines.append(
+                f"{sid[:23]:<24}{c['read']:>7}{c['skipped']:>6}"
+                f"{c['dropped']:>6}{c['lost']:>6}{c['processed']:>7}"
+                f"{c['written']:>8}  {status}"
+            )
         if s["queue_depth"]:
-            depth = ", ".join(f"{k} {v['mean']:.1f}/{v['max']}"
-                              for k, v in s["queue_depth"].items())
+            depth = ", ".join(
+                f"{k} {v['mean']:.1f}/{v['max']}" for k, v in s["queue_depth"].items()
+            )
             lines.append(f"queue depth mean/max: {depth}")
-        lines.append(f"{s['frames_written']} frames in {s['elapsed_s']:.2f} s: "
-                     f"{s['fps']:.2f} FPS (mean batch {s['mean_batch']})")
+        lines.append(
+            f"{s['frames_written']} frames in {s['elapsed_s']:.2f} s: "
+            f"{s['fps']:.2f} FPS (mean batch {s['mean_batch']})"
+        )
         return "\n".join(lines)
 
     def write_json(self, path: str | Path) -> None:
@@ -128,7 +145,9 @@ def _stats_ms(values: deque[float] | list[float]) -> dict[str, float]:
     if not values:
         return {"mean": 0.0, "p50": 0.0, "p95": 0.0, "n": 0}
     arr = np.asarray(values, dtype=np.float64) * 1000.0
-    return {"mean": round(float(arr.mean()), 3),
-            "p50": round(float(np.percentile(arr, 50)), 3),
-            "p95": round(float(np.percentile(arr, 95)), 3),
-            "n": len(arr)}
+    return {
+        "mean": round(float(arr.mean()), 3),
+        "p50": round(float(np.percentile(arr, 50)), 3),
+        "p95": round(float(np.percentile(arr, 95)), 3),
+        "n": len(arr),
+    }

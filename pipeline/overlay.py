@@ -40,8 +40,9 @@ def color_for(key: int) -> tuple[int, int, int]:
 class Overlay:
     """Draws detections on a copy of the frame (the frame itself stays untouched)."""
 
-    def __init__(self, class_names: list[str], config: OverlayConfig | None = None
-                 ) -> None:
+    def __init__(
+        self, class_names: list[str], config: OverlayConfig | None = None
+    ) -> None:
         self.class_names = list(class_names)
         self.config = config or OverlayConfig()
         self.trails: dict[int, deque[tuple[int, int]]] = {}
@@ -60,8 +61,9 @@ class Overlay:
             return self.class_names[class_id]
         return str(class_id)
 
-    def draw(self, image: np.ndarray, dets: Detections,
-             latency_ms: float | None = None) -> np.ndarray:
+    def draw(
+        self, image: np.ndarray, dets: Detections, latency_ms: float | None = None
+    ) -> np.ndarray:
         out = image.copy()
         h, w = out.shape[:2]
         scale = max(0.4, min(w, h) / 720)  # readable from 320p to 4K
@@ -74,7 +76,8 @@ class Overlay:
             self._draw_trails(out, thickness)
         boxes = np.round(dets.xyxy).astype(np.int32)
         for (x1, y1, x2, y2), score, cid, tid in zip(
-                boxes, dets.scores, dets.class_ids, dets.track_ids, strict=True):
+            boxes, dets.scores, dets.class_ids, dets.track_ids, strict=True
+        ):
             color = color_for(int(tid) if tid >= 0 else int(cid) + 1000)
             cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
             if not self.config.labels:
@@ -94,12 +97,16 @@ class Overlay:
         for tid, (cx, cy) in zip(dets.track_ids, centres, strict=True):
             if tid < 0:
                 continue
-            trail = self.trails.setdefault(int(tid),
-                                           deque(maxlen=self.config.trail_length))
+            trail = self.trails.setdefault(
+                int(tid), deque(maxlen=self.config.trail_length)
+            )
             trail.append((int(cx), int(cy)))
             self._last_seen[int(tid)] = self._frames
-        stale = [t for t, seen in self._last_seen.items()
-                 if self._frames - seen > self.config.trail_length]
+        stale = [
+            t
+            for t, seen in self._last_seen.items()
+            if self._frames - seen > self.config.trail_length
+        ]
         for tid in stale:  # bounded memory on long runs
             self.trails.pop(tid, None)
             self._last_seen.pop(tid, None)
@@ -112,22 +119,49 @@ class Overlay:
             points = list(trail)
             for i in range(1, len(points)):
                 fade = i / len(points)  # older segments darker and thinner
-                cv2.line(out, points[i - 1], points[i], (color * fade).tolist(),
-                         max(1, round(thickness * fade)), cv2.LINE_AA)
+                cv2.line(
+                    out,
+                    points[i - 1],
+                    points[i],
+                    (color * fade).tolist(),
+                    max(1, round(thickness * fade)),
+                    cv2.LINE_AA,
+                )
 
     @staticmethod
-    def _label(out: np.ndarray, text: str, origin: tuple[int, int],
-               color: tuple[int, int, int], font_scale: float, thickness: int) -> None:
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                                         max(1, thickness - 1))
+    def _label(
+        out: np.ndarray,
+        text: str,
+        origin: tuple[int, int],
+        color: tuple[int, int, int],
+        font_scale: float,
+        thickness: int,
+    ) -> None:
+        (tw, th), base = cv2.getTextSize(
+            text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(1, thickness - 1)
+        )
         x, y = origin
         y = max(y, th + base + 2)
         cv2.rectangle(out, (x, y - th - base - 2), (x + tw + 2, y), color, -1)
-        cv2.putText(out, text, (x + 1, y - base), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                    (0, 0, 0), max(1, thickness - 1), cv2.LINE_AA)
+        cv2.putText(
+            out,
+            text,
+            (x + 1, y - base),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            (0, 0, 0),
+            max(1, thickness - 1),
+            cv2.LINE_AA,
+        )
 
-    def _hud(self, out: np.ndarray, dets: Detections, latency_ms: float | None,
-             font_scale: float, thickness: int) -> None:
+    def _hud(
+        self,
+        out: np.ndarray,
+        dets: Detections,
+        latency_ms: float | None,
+        font_scale: float,
+        thickness: int,
+    ) -> None:
         parts = []
         if len(self._times) > 1:
             span = self._times[-1] - self._times[0]
@@ -137,8 +171,10 @@ class Overlay:
             parts.append(f"{latency_ms:.0f} ms")
         if self.config.counts and len(dets):
             ids, counts = np.unique(dets.class_ids, return_counts=True)
-            parts += [f"{self.name(int(i))}: {c}" for i, c in zip(ids, counts,
-                                                                   strict=True)]
+            parts += [
+                f"{self.name(int(i))}: {c}" for i, c in zip(ids, counts, strict=True)
+            ]
         if parts:
-            self._label(out, "  ".join(parts), (4, 4), (255, 255, 255), font_scale,
-                        thickness)
+            self._label(
+                out, "  ".join(parts), (4, 4), (255, 255, 255), font_scale, thickness
+            )

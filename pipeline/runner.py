@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -95,15 +94,22 @@ class _Lane:
 class Pipeline:
     """Runs one detector over one or more sources. ``run()`` blocks until done."""
 
-    def __init__(self, sources: list[str] | list[Source], detector: Detector,
-                 config: PipelineConfig | None = None) -> None:
+    def __init__(
+        self,
+        sources: list[str] | list[Source],
+        detector: Detector,
+        config: PipelineConfig | None = None,
+    ) -> None:
         self.config = config or PipelineConfig()
         self.detector = detector
         specs = [s for s in sources if isinstance(s, str)]
         ids = iter(unique_ids(specs))
         self.sources: list[Source] = [
-            s if isinstance(s, Source)
-            else make_source(s, self.config.sources, next(ids)) for s in sources]
+            s
+            if isinstance(s, Source)
+            else make_source(s, self.config.sources, next(ids))
+            for s in sources
+        ]
         if not self.sources:
             raise ValueError("no sources given")
         self.state = RunState()
@@ -125,8 +131,8 @@ class Pipeline:
     def run(self) -> Metrics:
         """Open everything, process until all sources end or a stop, then report.
 
-        Raises ``PipelineError`` when a stage fails (or every source fails to
-        open); a source that fails while others run is marked failed and the
+        Raises ``SourceError`` when no source opens and ``PipelineError`` when a
+        stage fails; a source that fails while others run is marked failed and the
         others carry on.
         """
         try:
@@ -145,8 +151,9 @@ class Pipeline:
     # -- start-up ------------------------------------------------------------
     def _open_sources(self) -> None:
         """Open all sources at once (network opens can take their timeout)."""
-        pool = ThreadPoolExecutor(max_workers=len(self.sources),
-                                  thread_name_prefix="open")
+        pool = ThreadPoolExecutor(
+            max_workers=len(self.sources), thread_name_prefix="open"
+        )
         futures = {pool.submit(s.open): s for s in self.sources}
         pool.shutdown(wait=False)
         errors: list[str] = []
@@ -158,10 +165,13 @@ class Pipeline:
             counts = self.metrics.source(source.source_id)
             if exc is not None:
                 counts.status, counts.reason = "failed", str(exc)
-                errors.append(str(exc) if isinstance(exc, SourceError)
-                              else f"{source.display_name}: {exc}")
+                errors.append(
+                    str(exc)
+                    if isinstance(exc, SourceError)
+                    else f"{source.display_name}: {exc}"
+                )
         if len(errors) == len(self.sources):
-            raise PipelineError(errors[0] if len(errors) == 1 else "; ".join(errors))
+            raise SourceError(errors[0] if len(errors) == 1 else "; ".join(errors))
         for message in errors:
             log.error("%s (other sources continue)", message)
 
@@ -177,22 +187,42 @@ class Pipeline:
             if self.metrics.source(source.source_id).status == "failed":
                 continue
             size = cfg.queue_size
-            lane = _Lane(source, queue.Queue(size), queue.Queue(size),
-                         queue.Queue(size), queue.Queue(size))
+            lane = _Lane(
+                source,
+                queue.Queue(size),
+                queue.Queue(size),
+                queue.Queue(size),
+                queue.Queue(size),
+            )
             if tracker_factory is not None:
-                lane.tracker = tracker_factory(cfg.tracker, frame_rate=source.fps,
-                                               **cfg.tracker_params)
+                lane.tracker = tracker_factory(
+                    cfg.tracker, frame_rate=source.fps, **cfg.tracker_params
+                )
             if cfg.outputs.needs_overlay:
                 lane.overlay = Overlay(names, cfg.overlay)
-            lane.sinks = open_sinks(cfg.outputs, source.source_id, source.fps,
-                                    source.size, names,
-                                    isinstance(source, ImageFolderSource),
-                                    self.request_stop)
+            lane.sinks = open_sinks(
+                cfg.outputs,
+                source.source_id,
+                source.fps,
+                source.size,
+                names,
+                isinstance(source, ImageFolderSource),
+                self.request_stop,
+            )
             self.lanes[source.source_id] = lane
         total = sum(lane.source.frame_count for lane in self.lanes.values())
-        if cfg.progress and total and not any(l.source.live for l in self.lanes.values()):
-            self._progress = tqdm(total=total, unit="frame", desc="frames",
-                                  dynamic_ncols=True, leave=False)
+        if (
+            cfg.progress
+            and total
+            and not any(lane.source.live for lane in self.lanes.values())
+        ):
+            self._progress = tqdm(
+                total=total,
+                unit="frame",
+                desc="frames",
+                dynamic_ncols=True,
+                leave=False,
+            )
 
     def _start_threads(self) -> None:
         for sid, lane in self.lanes.items():
@@ -204,7 +234,9 @@ class Pipeline:
             self._spawn("overlay", self._overlay, lane, sid)
             self._spawn("sink", self._sink, lane, sid)
 
-    def _spawn(self, stage: str, body: Any, lane: _Lane | None, sid: str | None) -> None:
+    def _spawn(
+        self, stage: str, body: Any, lane: _Lane | None, sid: str | None
+    ) -> None:
         thread = StageThread(stage, lambda t: body(t, lane), self.state, sid)
         self._threads.append(thread)
         thread.start()
@@ -287,14 +319,19 @@ class Pipeline:
                 detections = self.detector.infer([prepared for _, prepared, _ in batch])
                 elapsed = time.perf_counter() - started
                 if len(detections) != len(batch):
-                    raise RuntimeError(f"detector returned {len(detections)} results "
-                                       f"for a batch of {len(batch)}")
+                    raise RuntimeError(
+                        f"detector returned {len(detections)} results "
+                        f"for a batch of {len(batch)}"
+                    )
                 self.metrics.record("infer", elapsed / len(batch))
                 self.metrics.batch_sizes.append(len(batch))
                 for (frame, _, prep_s), dets in zip(batch, detections, strict=True):
                     self.metrics.source(frame.source_id).processed += 1
-                    result = Result(frame, dets, {"preprocess": prep_s,
-                                                  "infer": elapsed / len(batch)})
+                    result = Result(
+                        frame,
+                        dets,
+                        {"preprocess": prep_s, "infer": elapsed / len(batch)},
+                    )
                     if not put(self.lanes[frame.source_id].tracked_in, result, state):
                         return
             for eos in ended:
@@ -328,8 +365,9 @@ class Pipeline:
             if lane.overlay is not None:
                 started = time.perf_counter()
                 latency_ms = (started - result.frame.captured_at) * 1000
-                result.image = lane.overlay.draw(result.frame.image, result.detections,
-                                                 latency_ms)
+                result.image = lane.overlay.draw(
+                    result.frame.image, result.detections, latency_ms
+                )
                 result.timings["overlay"] = time.perf_counter() - started
                 self.metrics.record("overlay", result.timings["overlay"])
             if not put(lane.sink_in, result, state):
@@ -369,8 +407,10 @@ class Pipeline:
             if self.state.stopping.is_set():
                 stop_seen = stop_seen or time.perf_counter()
                 if time.perf_counter() - stop_seen > self.config.drain_timeout_s:
-                    log.warning("queued frames did not finish within %.1f s; "
-                                "abandoning them", self.config.drain_timeout_s)
+                    log.warning(
+                        "queued frames did not finish within %.1f s; abandoning them",
+                        self.config.drain_timeout_s,
+                    )
                     self.state.abort.set()
                     break
             for t in sink_threads:
@@ -404,9 +444,13 @@ class Pipeline:
         return self.state.error
 
 
-def run_plain_loop(source: Source, detector: Detector, tracker: Any = None,
-                   overlay: Overlay | None = None, sinks: list[Sink] | None = None,
-                   ) -> tuple[int, float]:
+def run_plain_loop(
+    source: Source,
+    detector: Detector,
+    tracker: Any = None,
+    overlay: Overlay | None = None,
+    sinks: list[Sink] | None = None,
+) -> tuple[int, float]:
     """The single-threaded baseline: read → prepare → infer → track → draw → write.
 
     Returns (frames, seconds). Used by benchmarks to compare against ``Pipeline``.

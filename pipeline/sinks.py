@@ -48,10 +48,19 @@ class OutputConfig:
 
 
 def output_path(out_dir: Path, source_id: str, suffix: str) -> Path:
-    """``out_dir/source_id+suffix``, refusing anything that would leave ``out_dir``."""
+    """``out_dir/source_id+suffix``, refusing anything that would leave ``out_dir``.
+
+    Creates ``out_dir``; a folder that cannot be created is a ``SinkError``.
+    """
     path = (out_dir / f"{source_id}{suffix}").resolve()
     if out_dir.resolve() not in path.parents:
         raise SinkError(f"output name {source_id!r} escapes {out_dir}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SinkError(
+            f"{out_dir}: cannot create output folder ({exc.strerror or exc})"
+        ) from exc
     return path
 
 
@@ -59,8 +68,7 @@ class Sink(ABC):
     @abstractmethod
     def write(self, result: Result) -> None: ...
 
-    def close(self) -> None:  # noqa: B027 - optional hook
-        ...
+    def close(self) -> None: ...
 
     def __enter__(self) -> Sink:
         return self
@@ -73,18 +81,21 @@ class VideoSink(Sink):
     """Annotated MP4 at the source's size and FPS; frames of another size are
     resized to it (logged once), never dropped."""
 
-    def __init__(self, path: Path, fps: float, size: tuple[int, int],
-                 fourcc: str = "mp4v") -> None:
+    def __init__(
+        self, path: Path, fps: float, size: tuple[int, int], fourcc: str = "mp4v"
+    ) -> None:
         self.path = path
         self.size = size
-        path.parent.mkdir(parents=True, exist_ok=True)
         if size[0] <= 0 or size[1] <= 0:
             raise SinkError(f"{path}: cannot write video of size {size}")
-        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc),
-                                      fps, size)
+        self.writer = cv2.VideoWriter(
+            str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size
+        )
         if not self.writer.isOpened():
-            raise SinkError(f"{path}: cannot open video writer ({fourcc}, "
-                            f"{size[0]}x{size[1]} at {fps:g} FPS)")
+            raise SinkError(
+                f"{path}: cannot open video writer ({fourcc}, "
+                f"{size[0]}x{size[1]} at {fps:g} FPS)"
+            )
         self._warned = False
         self.frames = 0
 
@@ -92,8 +103,13 @@ class VideoSink(Sink):
         image = result.output_image
         if (image.shape[1], image.shape[0]) != self.size:
             if not self._warned:
-                log.warning("%s: frame size changed to %dx%d; resizing to %dx%d",
-                            self.path.name, image.shape[1], image.shape[0], *self.size)
+                log.warning(
+                    "%s: frame size changed to %dx%d; resizing to %dx%d",
+                    self.path.name,
+                    image.shape[1],
+                    image.shape[0],
+                    *self.size,
+                )
                 self._warned = True
             image = cv2.resize(image, self.size)
         self.writer.write(image)
@@ -110,7 +126,10 @@ class ImageSink(Sink):
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise SinkError(f"{folder}: cannot create ({exc.strerror or exc})") from exc
 
     def write(self, result: Result) -> None:
         path = self.folder / f"{result.frame.index:06d}.jpg"
@@ -126,11 +145,12 @@ class JsonlSink(Sink):
     def __init__(self, path: Path, class_names: list[str]) -> None:
         self.path = path
         self.class_names = list(class_names)
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115
+            self.file = open(path, "w", encoding="utf-8")
         except OSError as exc:
-            raise SinkError(f"{path}: cannot open for writing ({exc.strerror})") from exc
+            raise SinkError(
+                f"{path}: cannot open for writing ({exc.strerror})"
+            ) from exc
 
     def write(self, result: Result) -> None:
         d = result.detections
@@ -140,12 +160,16 @@ class JsonlSink(Sink):
             "frame": result.frame.index,
             "timestamp": round(result.frame.timestamp, 6),
             "detections": [
-                {"xyxy": [round(float(v), 2) for v in box], "score": round(float(s), 4),
-                 "class_id": int(c),
-                 "class": names[c] if 0 <= c < len(names) else str(int(c)),
-                 "track_id": int(t)}
-                for box, s, c, t in zip(d.xyxy, d.scores, d.class_ids, d.track_ids,
-                                        strict=True)
+                {
+                    "xyxy": [round(float(v), 2) for v in box],
+                    "score": round(float(s), 4),
+                    "class_id": int(c),
+                    "class": names[c] if 0 <= c < len(names) else str(int(c)),
+                    "track_id": int(t),
+                }
+                for box, s, c, t in zip(
+                    d.xyxy, d.scores, d.class_ids, d.track_ids, strict=True
+                )
             ],
         }
         self.file.write(json.dumps(record) + "\n")
@@ -161,11 +185,12 @@ class MotSink(Sink):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115
+            self.file = open(path, "w", encoding="utf-8")
         except OSError as exc:
-            raise SinkError(f"{path}: cannot open for writing ({exc.strerror})") from exc
+            raise SinkError(
+                f"{path}: cannot open for writing ({exc.strerror})"
+            ) from exc
 
     def write(self, result: Result) -> None:
         d = result.detections
@@ -175,7 +200,8 @@ class MotSink(Sink):
         frame = result.frame.index + 1
         self.file.writelines(
             f"{frame},{t},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.4f},-1,-1,-1\n"
-            for (x, y, w, h), s, t in zip(xywh, d.scores, d.track_ids, strict=True))
+            for (x, y, w, h), s, t in zip(xywh, d.scores, d.track_ids, strict=True)
+        )
         self.file.flush()
 
     def close(self) -> None:
@@ -192,8 +218,9 @@ class WindowSink(Sink):
         try:
             cv2.namedWindow(title, cv2.WINDOW_NORMAL)
         except cv2.error as exc:
-            raise SinkError(f"cannot open a window for {title!r} (no display?): "
-                            f"{exc.err}") from exc
+            raise SinkError(
+                f"cannot open a window for {title!r} (no display?): {exc.err}"
+            ) from exc
 
     def write(self, result: Result) -> None:
         cv2.imshow(self.title, result.output_image)
@@ -207,9 +234,15 @@ class WindowSink(Sink):
             pass
 
 
-def open_sinks(config: OutputConfig, source_id: str, fps: float,
-               size: tuple[int, int], class_names: list[str], image_source: bool,
-               on_quit: Callable[[], None]) -> list[Sink]:
+def open_sinks(
+    config: OutputConfig,
+    source_id: str,
+    fps: float,
+    size: tuple[int, int],
+    class_names: list[str],
+    image_source: bool,
+    on_quit: Callable[[], None],
+) -> list[Sink]:
     """All sinks for one source, opened now; on failure the opened ones are closed."""
     sinks: list[Sink] = []
     try:
@@ -218,8 +251,11 @@ def open_sinks(config: OutputConfig, source_id: str, fps: float,
             if image_source:
                 sinks.append(ImageSink(output_path(out, source_id, "")))
             else:
-                sinks.append(VideoSink(output_path(out, source_id, ".mp4"), fps, size,
-                                       config.fourcc))
+                sinks.append(
+                    VideoSink(
+                        output_path(out, source_id, ".mp4"), fps, size, config.fourcc
+                    )
+                )
         if config.jsonl:
             sinks.append(JsonlSink(output_path(out, source_id, ".jsonl"), class_names))
         if config.mot:

@@ -25,10 +25,27 @@ from pipeline.types import Frame
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm",
-                  ".ppm"}
-URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://",
-               "tcp://", "srt://")
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".pgm",
+    ".ppm",
+}
+URL_SCHEMES = (
+    "rtsp://",
+    "rtsps://",
+    "rtmp://",
+    "http://",
+    "https://",
+    "udp://",
+    "tcp://",
+    "srt://",
+)
 DEFAULT_FPS = 25.0
 MAX_PIXELS = 8192 * 8192  # larger frames are refused rather than risk memory blowups
 
@@ -62,8 +79,9 @@ class SourceConfig:
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
         if self.reconnect_attempts < 0:
-            raise ValueError(f"reconnect_attempts must be >= 0, got "
-                             f"{self.reconnect_attempts}")
+            raise ValueError(
+                f"reconnect_attempts must be >= 0, got {self.reconnect_attempts}"
+            )
         if self.stride < 1:
             raise ValueError(f"stride must be >= 1, got {self.stride}")
         if self.max_frames < 0:
@@ -117,8 +135,11 @@ def is_url(spec: str) -> bool:
 _OPEN_LOCK = threading.Lock()
 
 
-def open_capture(target: str | int, ffmpeg_options: str | None = None,
-                 params: list[int] | None = None) -> cv2.VideoCapture:
+def open_capture(
+    target: str | int,
+    ffmpeg_options: str | None = None,
+    params: list[int] | None = None,
+) -> cv2.VideoCapture:
     """``cv2.VideoCapture`` with per-open FFmpeg options (e.g. a protocol whitelist)."""
     with _OPEN_LOCK:
         old = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
@@ -156,8 +177,12 @@ class Source:
 
     live = False
 
-    def __init__(self, spec: str, config: SourceConfig | None = None,
-                 source_id: str | None = None) -> None:
+    def __init__(
+        self,
+        spec: str,
+        config: SourceConfig | None = None,
+        source_id: str | None = None,
+    ) -> None:
         self.spec = spec
         self.config = config or SourceConfig()
         self.source_id = source_id or safe_name(spec)
@@ -200,14 +225,20 @@ class Source:
         return False
 
     def _limit_reached(self) -> bool:
-        return bool(self.config.max_frames) and self.stats.read >= self.config.max_frames
+        return (
+            bool(self.config.max_frames) and self.stats.read >= self.config.max_frames
+        )
 
 
 class VideoSource(Source):
     """A video file, webcam index or network URL through OpenCV's FFmpeg backend."""
 
-    def __init__(self, spec: str, config: SourceConfig | None = None,
-                 source_id: str | None = None) -> None:
+    def __init__(
+        self,
+        spec: str,
+        config: SourceConfig | None = None,
+        source_id: str | None = None,
+    ) -> None:
         super().__init__(spec, config, source_id)
         self.is_network = is_url(spec)
         self.is_webcam = spec.isdigit()
@@ -220,8 +251,12 @@ class VideoSource(Source):
         if self.is_webcam:
             return open_capture(int(self.spec))
         if self.is_network:
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms,
-                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+            params = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                timeout_ms,
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                timeout_ms,
+            ]
             return open_capture(self.spec, None, params)
         # Files may only read files: a media file can embed playlist references
         # that make FFmpeg read other local files (CVE-2016-1897, CVE-2017-9993).
@@ -239,35 +274,51 @@ class VideoSource(Source):
         started = time.monotonic()
         self.cap = self._open_once()
         if not self.cap.isOpened():
-            what = ("cannot open webcam (no such device or it is busy)" if self.is_webcam
-                    else f"cannot connect within {self.config.timeout_s:g} s"
-                    if self.is_network else "not a readable video (unknown format, "
-                    "unsupported codec or damaged file)")
+            what = (
+                "cannot open webcam (no such device or it is busy)"
+                if self.is_webcam
+                else f"cannot connect within {self.config.timeout_s:g} s"
+                if self.is_network
+                else "not a readable video (unknown format, "
+                "unsupported codec or damaged file)"
+            )
             raise self._error(what)
         ok, first = self.cap.read()
         if not ok or first is None:
             elapsed = time.monotonic() - started
-            raise self._error(f"opened but no frame could be decoded "
-                              f"(after {elapsed:.1f} s)")
+            raise self._error(
+                f"opened but no frame could be decoded (after {elapsed:.1f} s)"
+            )
         first = to_bgr8(first)
         self._check_size(first)
         self._first = first
         self.size = (first.shape[1], first.shape[0])
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         if not fps or not np.isfinite(fps) or fps <= 0 or fps > 1000:
-            log.warning("%s: the file gives no usable FPS (%r); assuming %.0f",
-                        self.display_name, fps, DEFAULT_FPS)
+            log.warning(
+                "%s: the file gives no usable FPS (%r); assuming %.0f",
+                self.display_name,
+                fps,
+                DEFAULT_FPS,
+            )
             fps = DEFAULT_FPS
         self.fps = float(fps)
         count = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count = int(count) if count and count > 0 and not self.live else 0
-        log.info("opened %s: %dx%d at %.2f FPS%s", self.display_name, *self.size,
-                 self.fps, f", {self.frame_count} frames" if self.frame_count else "")
+        log.info(
+            "opened %s: %dx%d at %.2f FPS%s",
+            self.display_name,
+            *self.size,
+            self.fps,
+            f", {self.frame_count} frames" if self.frame_count else "",
+        )
 
     def _check_size(self, image: np.ndarray) -> None:
         if image.shape[0] * image.shape[1] > MAX_PIXELS:
-            raise self._error(f"frame of {image.shape[1]}x{image.shape[0]} exceeds the "
-                              f"{MAX_PIXELS} pixel limit")
+            raise self._error(
+                f"frame of {image.shape[1]}x{image.shape[0]} exceeds the "
+                f"{MAX_PIXELS} pixel limit"
+            )
 
     def _timestamp(self, index: int) -> float:
         assert self.cap is not None
@@ -276,7 +327,7 @@ class VideoSource(Source):
             return time.time()
         # Decoder position when the container has one; FFmpeg reports 0 for
         # streams without timestamps, where index / FPS is the best we know.
-        if pos_ms and pos_ms > 0 or index == 0:
+        if (pos_ms and pos_ms > 0) or index == 0:
             return pos_ms / 1000.0
         return index / self.fps
 
@@ -294,8 +345,12 @@ class VideoSource(Source):
         for attempt in range(1, self.config.reconnect_attempts + 1):
             if self._closed.wait(delay):
                 return False
-            log.warning("%s: stream stalled; reconnect attempt %d/%d",
-                        self.display_name, attempt, self.config.reconnect_attempts)
+            log.warning(
+                "%s: stream stalled; reconnect attempt %d/%d",
+                self.display_name,
+                attempt,
+                self.config.reconnect_attempts,
+            )
             if self.cap is not None:
                 self.cap.release()
             self.cap = self._open_once()
@@ -322,7 +377,8 @@ class VideoSource(Source):
                 if not self._reconnect():
                     raise self._error(
                         f"stream lost and {self.config.reconnect_attempts} reconnect "
-                        "attempts failed")
+                        "attempts failed"
+                    )
                 # Frames the camera produced while we were away are lost, not faked.
                 lost = int((time.monotonic() - stalled_at) * self.fps)
                 self.stats.lost += lost
@@ -335,15 +391,22 @@ class VideoSource(Source):
                 if delay > 0 and self._closed.wait(delay):
                     return
             if self._keep(index):
-                yield Frame(self.source_id, index, self._timestamp(index), image,
-                            time.perf_counter())
+                yield Frame(
+                    self.source_id,
+                    index,
+                    self._timestamp(index),
+                    image,
+                    time.perf_counter(),
+                )
             index += 1
 
     def _note_end(self, index: int) -> None:
         """A file that ends before its header's frame count was damaged or cut."""
         if self.frame_count and index < self.frame_count - 1:
-            self.stats.damaged = (f"decoding stopped at frame {index} of "
-                                  f"{self.frame_count} (truncated or damaged)")
+            self.stats.damaged = (
+                f"decoding stopped at frame {index} of "
+                f"{self.frame_count} (truncated or damaged)"
+            )
             log.warning("%s: %s", self.display_name, self.stats.damaged)
 
     def close(self) -> None:
@@ -356,8 +419,12 @@ class VideoSource(Source):
 class ImageFolderSource(Source):
     """A folder of images (sorted by name) or a glob pattern."""
 
-    def __init__(self, spec: str, config: SourceConfig | None = None,
-                 source_id: str | None = None) -> None:
+    def __init__(
+        self,
+        spec: str,
+        config: SourceConfig | None = None,
+        source_id: str | None = None,
+    ) -> None:
         super().__init__(spec, config, source_id)
         self.paths: list[Path] = []
 
@@ -371,8 +438,9 @@ class ImageFolderSource(Source):
             if not folder.is_dir():
                 raise self._error("folder not found")
             candidates = sorted(folder.iterdir())
-        self.paths = [p for p in candidates
-                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        self.paths = [
+            p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        ]
         if not self.paths:
             raise self._error(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
         self.fps = self.config.image_fps
@@ -386,8 +454,13 @@ class ImageFolderSource(Source):
         if image is None:
             return None
         if image.shape[0] * image.shape[1] > MAX_PIXELS:
-            log.warning("%s: %dx%d exceeds the %d pixel limit; skipped", path,
-                        image.shape[1], image.shape[0], MAX_PIXELS)
+            log.warning(
+                "%s: %dx%d exceeds the %d pixel limit; skipped",
+                path,
+                image.shape[1],
+                image.shape[0],
+                MAX_PIXELS,
+            )
             return None
         return to_bgr8(image)
 
@@ -400,17 +473,22 @@ class ImageFolderSource(Source):
             image = self._load(path)
             if image is None:
                 self.stats.errors += 1
-                log.warning("%s: unreadable or oversized image %s; skipped",
-                            self.display_name, path.name)
+                log.warning(
+                    "%s: unreadable or oversized image %s; skipped",
+                    self.display_name,
+                    path.name,
+                )
                 continue
             self.stats.read += 1
             if self._keep(index):
-                yield Frame(self.source_id, index, index / self.fps, image,
-                            time.perf_counter())
+                yield Frame(
+                    self.source_id, index, index / self.fps, image, time.perf_counter()
+                )
 
 
-def make_source(spec: str, config: SourceConfig | None = None,
-                source_id: str | None = None) -> Source:
+def make_source(
+    spec: str, config: SourceConfig | None = None, source_id: str | None = None
+) -> Source:
     """A source for a file path, webcam index, URL, image folder or glob."""
     spec = str(spec).strip()
     if not spec:
@@ -426,7 +504,7 @@ def make_source(spec: str, config: SourceConfig | None = None,
 
 
 def expand_sources(specs: list[str]) -> list[str]:
-    """Source specs with ``@list.txt`` / ``*.txt`` files expanded (one per line, # comments)."""
+    """Specs with ``@list.txt`` / ``*.txt`` files expanded (one per line, # comments)."""
     out: list[str] = []
     for spec in specs:
         list_file = spec[1:] if spec.startswith("@") else spec

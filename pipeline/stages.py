@@ -30,11 +30,13 @@ class EndOfStream:
 class StageError(RuntimeError):
     """A stage failed; names the stage, the source and the frame index."""
 
-    def __init__(self, stage: str, source_id: str | None, index: int | None,
-                 cause: BaseException) -> None:
+    def __init__(
+        self, stage: str, source_id: str | None, index: int | None, cause: BaseException
+    ) -> None:
         where = f"source {source_id!r} frame {index}" if source_id else "start-up"
-        super().__init__(f"stage {stage!r} failed on {where}: "
-                         f"{type(cause).__name__}: {cause}")
+        super().__init__(
+            f"stage {stage!r} failed on {where}: {type(cause).__name__}: {cause}"
+        )
         self.stage, self.source_id, self.index = stage, source_id, index
         self.cause = cause
 
@@ -104,8 +106,13 @@ class StageThread(threading.Thread):
     """Runs ``body(thread)``; an exception becomes a ``StageError`` in ``state``
     naming the stage and ``thread.current`` = (source_id, frame index)."""
 
-    def __init__(self, stage: str, body: Callable[[StageThread], None],
-                 state: RunState, source_id: str | None = None) -> None:
+    def __init__(
+        self,
+        stage: str,
+        body: Callable[[StageThread], None],
+        state: RunState,
+        source_id: str | None = None,
+    ) -> None:
         name = f"{stage}:{source_id}" if source_id else stage
         super().__init__(name=name, daemon=True)
         self.stage = stage

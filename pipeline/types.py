@@ -57,8 +57,11 @@ class Detections:
             track_ids = np.full(n, -1, dtype=np.int32)
         else:
             track_ids = np.asarray(self.track_ids, dtype=np.int32).reshape(-1)
-        for name, arr in (("scores", scores), ("class_ids", class_ids),
-                          ("track_ids", track_ids)):
+        for name, arr in (
+            ("scores", scores),
+            ("class_ids", class_ids),
+            ("track_ids", track_ids),
+        ):
             if len(arr) != n:
                 raise ValueError(f"Detections.{name} has {len(arr)} rows, xyxy has {n}")
         object.__setattr__(self, "xyxy", xyxy)
@@ -68,16 +71,21 @@ class Detections:
 
     @classmethod
     def empty(cls) -> Detections:
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
-                   np.zeros(0, np.int32))
+        return cls(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
+        )
 
     def __len__(self) -> int:
         return len(self.xyxy)
 
     def __getitem__(self, index: np.ndarray | slice | list[int]) -> Detections:
         """Rows selected by a boolean mask, an index array or a slice."""
-        return Detections(self.xyxy[index], self.scores[index],
-                          self.class_ids[index], self.track_ids[index])
+        return Detections(
+            self.xyxy[index],
+            self.scores[index],
+            self.class_ids[index],
+            self.track_ids[index],
+        )
 
     def with_track_ids(self, track_ids: np.ndarray) -> Detections:
         return Detections(self.xyxy, self.scores, self.class_ids, track_ids)

@@ -17,8 +17,9 @@ from pipeline.types import Detections  # noqa: E402
 SAMPLE_VIDEO = ROOT / "samples" / "vtest.mp4"
 
 
-def make_detections(boxes: list[list[float]] | np.ndarray, scores=None, class_ids=None,
-                    track_ids=None) -> Detections:
+def make_detections(
+    boxes: list[list[float]] | np.ndarray, scores=None, class_ids=None, track_ids=None
+) -> Detections:
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     n = len(boxes)
     return Detections(
@@ -32,3 +33,89 @@ def make_detections(boxes: list[list[float]] | np.ndarray, scores=None, class_id
 @pytest.fixture
 def sample_video() -> Path:
     return SAMPLE_VIDEO
+
+
+class StubDetector:
+    """A fast fake detector: one box per frame at a fixed place, optional delay
+    and a failure hook, for pipeline tests that are about plumbing, not models."""
+
+    class_names = ["thing"]
+
+    def __init__(
+        self,
+        delay: float = 0.0,
+        max_batch: int = 1,
+        fail_prepare_at: int | None = None,
+        fail_infer_at: int | None = None,
+    ) -> None:
+        self.delay = delay
+        self._max_batch = max_batch
+        self.fail_prepare_at = fail_prepare_at
+        self.fail_infer_at = fail_infer_at
+        self.calls = 0
+        self.batch_sizes: list[int] = []
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    def prepare(self, image):
+        from engines.base import Prepared
+        from engines.boxes import BoxTransform
+
+        self.calls += 1
+        if self.fail_prepare_at is not None and self.calls > self.fail_prepare_at:
+            raise RuntimeError("injected prepare failure")
+        h, w = image.shape[:2]
+        return Prepared(image, BoxTransform(1, 1, 0, 0, w, h))
+
+    def infer(self, batch):
+        import time
+
+        self.batch_sizes.append(len(batch))
+        if (
+            self.fail_infer_at is not None
+            and len(self.batch_sizes) > self.fail_infer_at
+        ):
+            raise RuntimeError("injected infer failure")
+        if self.delay:
+            time.sleep(self.delay)
+        out = []
+        for p in batch:
+            h, w = p.input.shape[:2]
+            out.append(make_detections([[w * 0.25, h * 0.25, w * 0.5, h * 0.5]]))
+        return out
+
+    def detect(self, images):
+        return self.infer([self.prepare(i) for i in images])
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def write_video(
+    path: Path, frames: int = 30, size: tuple[int, int] = (160, 120), fps: float = 10.0
+) -> Path:
+    """A small MP4 whose frames carry their index as a moving square."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    assert writer.isOpened()
+    for i in range(frames):
+        image = np.full((size[1], size[0], 3), 40, np.uint8)
+        x = (i * 4) % (size[0] - 20)
+        image[20:40, x : x + 20] = (0, 200, 255)
+        writer.write(image)
+    writer.release()
+    return path
+
+
+@pytest.fixture
+def small_video(tmp_path: Path) -> Path:
+    return write_video(tmp_path / "small clip.mp4")

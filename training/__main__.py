@@ -13,21 +13,30 @@ import logging
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "generate": ("training.data.generate", "write a procedural labelled dataset or video"),
+    "generate": (
+        "training.data.generate",
+        "write a procedural labelled dataset or video",
+    ),
     "yolo": ("training.yolo.cli", "train a YOLO detector (modern or grid head)"),
     "faster-rcnn": ("training.faster_rcnn.cli", "train a Faster R-CNN detector"),
     "evaluate": ("training.evaluate", "COCO mAP of any detector on a dataset"),
     "evaluate-tracking": ("training.evaluate_tracking", "MOTA/IDF1/HOTA of trackers"),
     "export": ("training.export", "export a checkpoint to ONNX with a parity check"),
     "build-engine": ("training.tensorrt_build", "build a TensorRT engine from ONNX"),
-    "pseudo-label": ("training.pseudo_label", "label videos/images with a teacher detector"),
+    "pseudo-label": (
+        "training.pseudo_label",
+        "label videos/images with a teacher detector",
+    ),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = next((a for a in argv if not a.startswith("-")), None)
@@ -38,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             module.add_arguments(command)
             command.set_defaults(handler=module.run)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.handler(args) or 0)
     except (ValueError, FileNotFoundError) as exc:

@@ -64,10 +64,15 @@ def max_abs_diff(expected: list[np.ndarray], actual: list[np.ndarray]) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="a .pt checkpoint from training")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="ONNX path (default: checkpoint name with .onnx)")
-    parser.add_argument("--no-simplify", action="store_true",
-                        help="skip onnxslim simplification")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="ONNX path (default: checkpoint name with .onnx)",
+    )
+    parser.add_argument(
+        "--no-simplify", action="store_true", help="skip onnxslim simplification"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,13 +16,16 @@ log = logging.getLogger(__name__)
 PROVIDERS: dict[str, list[str]] = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider",
-                 "CPUExecutionProvider"],
+    "tensorrt": [
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ],
 }
 
 
 def read_meta(path: Path, custom: dict[str, str]) -> ModelMeta | None:
-    """Metadata from the ONNX's own ``metadata_props``, else from a ``.json`` sidecar."""
+    """Metadata from the ONNX's ``metadata_props``, else from a ``.json`` sidecar."""
     if META_KEY in custom:
         return ModelMeta.from_json(custom[META_KEY])
     sidecar = sidecar_path(path)
@@ -32,10 +35,11 @@ def read_meta(path: Path, custom: dict[str, str]) -> ModelMeta | None:
 
 
 class OnnxRuntimeBackend(Backend):
-    """Runs an ``.onnx`` file. ``threads`` sets intra-op threads (default: all cores)."""
+    """Runs an ``.onnx`` file; ``threads`` = intra-op threads (default: all cores)."""
 
-    def __init__(self, path: str | Path, device: str = "cpu",
-                 threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, device: str = "cpu", threads: int | None = None
+    ) -> None:
         self.threads = threads
         super().__init__(path, device)
 
@@ -43,30 +47,42 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         if self.device.split(":")[0] not in PROVIDERS:
-            raise ModelError(f"{self.path}: device {self.device!r} is not one of "
-                             f"{sorted(PROVIDERS)} for ONNX Runtime")
+            raise ModelError(
+                f"{self.path}: device {self.device!r} is not one of "
+                f"{sorted(PROVIDERS)} for ONNX Runtime"
+            )
         available = set(ort.get_available_providers())
         wanted = PROVIDERS[self.device.split(":")[0]]
         providers = [p for p in wanted if p in available]
         if wanted[0] not in available:
-            log.warning("%s is not available in this onnxruntime build (have %s); "
-                        "running on %s", wanted[0], sorted(available), providers[0])
+            log.warning(
+                "%s is not available in this onnxruntime build (have %s); "
+                "running on %s",
+                wanted[0],
+                sorted(available),
+                providers[0],
+            )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = self.threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(self.path), options,
-                                                providers=providers)
+            self.session = ort.InferenceSession(
+                str(self.path), options, providers=providers
+            )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise ModelError(f"{self.path}: not a loadable ONNX model "
-                             f"({type(exc).__name__}: {first_line[:300]})") from exc
+            raise ModelError(
+                f"{self.path}: not a loadable ONNX model "
+                f"({type(exc).__name__}: {first_line[:300]})"
+            ) from exc
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
-            raise ModelError(f"{self.path}: expected one image input, found "
-                             f"{[i.name for i in inputs]}")
+            raise ModelError(
+                f"{self.path}: expected one image input, found "
+                f"{[i.name for i in inputs]}"
+            )
         self.input_name = inputs[0].name
         self.input_shape = tuple(inputs[0].shape)
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -75,11 +91,18 @@ class OnnxRuntimeBackend(Backend):
         try:
             self.meta = read_meta(self.path, custom)
         except (ValueError, TypeError) as exc:
-            raise ModelError(f"{self.path}: unreadable streamdet metadata: {exc}") from exc
+            raise ModelError(
+                f"{self.path}: unreadable streamdet metadata: {exc}"
+            ) from exc
         self.providers = self.session.get_providers()
-        log.info("loaded %s on %s: input %s %s, outputs %s", self.path.name,
-                 self.providers[0], self.input_name, self.input_shape,
-                 dict(zip(self.output_names, self.output_shapes, strict=True)))
+        log.info(
+            "loaded %s on %s: input %s %s, outputs %s",
+            self.path.name,
+            self.providers[0],
+            self.input_name,
+            self.input_shape,
+            dict(zip(self.output_names, self.output_shapes, strict=True)),
+        )
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.session.run(self.output_names, {self.input_name: batch})

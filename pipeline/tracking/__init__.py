@@ -31,8 +31,9 @@ def make_tracker(name: str, frame_rate: float = 30.0, **params: Any) -> Tracker 
     key = name.lower().replace("_", "").replace("-", "")
     if key == "none":
         if params:
-            raise ValueError(f"tracker 'none' takes no parameters, got "
-                             f"{sorted(params)}")
+            raise ValueError(
+                f"tracker 'none' takes no parameters, got {sorted(params)}"
+            )
         return None
     if key not in TRACKERS:
         raise ValueError(f"unknown tracker {name!r}; choose one of {TRACKER_CHOICES}")
@@ -44,5 +45,13 @@ def make_tracker(name: str, frame_rate: float = 30.0, **params: Any) -> Tracker 
     return cls(config_cls(**params), frame_rate=frame_rate)
 
 
-__all__ = ["TRACKERS", "TRACKER_CHOICES", "ByteTrackConfig", "ByteTracker",
-           "SortConfig", "SortTracker", "Tracker", "make_tracker"]
+__all__ = [
+    "TRACKERS",
+    "TRACKER_CHOICES",
+    "ByteTrackConfig",
+    "ByteTracker",
+    "SortConfig",
+    "SortTracker",
+    "Tracker",
+    "make_tracker",
+]

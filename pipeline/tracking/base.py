@@ -58,11 +58,16 @@ class TrackTable:
     @classmethod
     def empty(cls) -> TrackTable:
         return cls(
-            ids=np.zeros(0, np.int64), state=np.zeros(0, np.int8),
-            mean=np.zeros((0, 8)), cov=np.zeros((0, 8, 8)),
-            boxes=np.zeros((0, 4), np.float32), scores=np.zeros(0, np.float32),
-            class_ids=np.zeros(0, np.int32), start_frame=np.zeros(0, np.int64),
-            last_frame=np.zeros(0, np.int64), hits=np.zeros(0, np.int32),
+            ids=np.zeros(0, np.int64),
+            state=np.zeros(0, np.int8),
+            mean=np.zeros((0, 8)),
+            cov=np.zeros((0, 8, 8)),
+            boxes=np.zeros((0, 4), np.float32),
+            scores=np.zeros(0, np.float32),
+            class_ids=np.zeros(0, np.int32),
+            start_frame=np.zeros(0, np.int64),
+            last_frame=np.zeros(0, np.int64),
+            hits=np.zeros(0, np.int32),
             streak=np.zeros(0, np.int32),
         )
 
@@ -71,16 +76,21 @@ class TrackTable:
 
     def take(self, index: np.ndarray) -> TrackTable:
         """Rows selected by a boolean mask or index array (a new table)."""
-        return TrackTable(**{f.name: getattr(self, f.name)[index]
-                             for f in fields(self)})
+        return TrackTable(
+            **{f.name: getattr(self, f.name)[index] for f in fields(self)}
+        )
 
     def extend(self, other: TrackTable) -> TrackTable:
-        return TrackTable(**{f.name: np.concatenate([getattr(self, f.name),
-                                                     getattr(other, f.name)])
-                             for f in fields(self)})
+        return TrackTable(
+            **{
+                f.name: np.concatenate([getattr(self, f.name), getattr(other, f.name)])
+                for f in fields(self)
+            }
+        )
 
-    def match(self, rows: np.ndarray, dets: Detections, cols: np.ndarray,
-              frame: int) -> None:
+    def match(
+        self, rows: np.ndarray, dets: Detections, cols: np.ndarray, frame: int
+    ) -> None:
         """Record that tracks ``rows`` were matched to detections ``cols`` this frame
         (box, score and class come from the detection; Kalman update is separate)."""
         self.boxes[rows] = dets.xyxy[cols]
@@ -91,8 +101,12 @@ class TrackTable:
         self.streak[rows] += 1
 
     def to_detections(self, rows: np.ndarray) -> Detections:
-        return Detections(self.boxes[rows], self.scores[rows], self.class_ids[rows],
-                          self.ids[rows].astype(np.int32))
+        return Detections(
+            self.boxes[rows],
+            self.scores[rows],
+            self.class_ids[rows],
+            self.ids[rows].astype(np.int32),
+        )
 
 
 def valid_boxes(xyxy: np.ndarray) -> np.ndarray:
@@ -112,17 +126,28 @@ def check_non_negative_int(name: str, value: int) -> None:
         raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
 
 
-def new_tracks(kalman: KalmanFilterXYAH, dets: Detections, cols: np.ndarray,
-               first_id: int, frame: int, state: int) -> TrackTable:
+def new_tracks(
+    kalman: KalmanFilterXYAH,
+    dets: Detections,
+    cols: np.ndarray,
+    first_id: int,
+    frame: int,
+    state: int,
+) -> TrackTable:
     """Tracks started from detections ``cols``, ids ``first_id, first_id + 1, ...``."""
     n = len(cols)
     mean, cov = kalman.initiate(xyxy_to_xyah(dets.xyxy[cols]))
     frames = np.full(n, frame, np.int64)
     return TrackTable(
         ids=np.arange(first_id, first_id + n, dtype=np.int64),
-        state=np.full(n, state, np.int8), mean=mean, cov=cov,
-        boxes=dets.xyxy[cols], scores=dets.scores[cols],
-        class_ids=dets.class_ids[cols], start_frame=frames,
-        last_frame=frames.copy(), hits=np.ones(n, np.int32),
+        state=np.full(n, state, np.int8),
+        mean=mean,
+        cov=cov,
+        boxes=dets.xyxy[cols],
+        scores=dets.scores[cols],
+        class_ids=dets.class_ids[cols],
+        start_frame=frames,
+        last_frame=frames.copy(),
+        hits=np.ones(n, np.int32),
         streak=np.ones(n, np.int32),
     )

@@ -56,21 +56,32 @@ class ByteTrackConfig:
     fuse_score: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("track_high_thresh", "track_low_thresh", "new_track_thresh",
-                     "match_thresh", "second_match_thresh", "unconfirmed_match_thresh"):
+        for name in (
+            "track_high_thresh",
+            "track_low_thresh",
+            "new_track_thresh",
+            "match_thresh",
+            "second_match_thresh",
+            "unconfirmed_match_thresh",
+        ):
             check_fraction(name, getattr(self, name))
         if self.track_low_thresh >= self.track_high_thresh:
-            raise ValueError(f"track_low_thresh ({self.track_low_thresh!r}) must be "
-                             f"below track_high_thresh ({self.track_high_thresh!r})")
+            raise ValueError(
+                f"track_low_thresh ({self.track_low_thresh!r}) must be "
+                f"below track_high_thresh ({self.track_high_thresh!r})"
+            )
         check_non_negative_int("track_buffer", self.track_buffer)
 
 
 class ByteTracker(Tracker):
     """ByteTrack over ``Detections``; see the module docstring for the steps."""
 
-    def __init__(self, config: ByteTrackConfig | None = None,
-                 frame_rate: float = 30.0,
-                 kalman: KalmanFilterXYAH | None = None) -> None:
+    def __init__(
+        self,
+        config: ByteTrackConfig | None = None,
+        frame_rate: float = 30.0,
+        kalman: KalmanFilterXYAH | None = None,
+    ) -> None:
         if not frame_rate > 0:
             raise ValueError(f"frame_rate must be > 0, got {frame_rate!r}")
         self.config = config or ByteTrackConfig()
@@ -92,8 +103,9 @@ class ByteTracker(Tracker):
         scores = dets.scores
         valid = valid_boxes(dets.xyxy)
         high = np.flatnonzero(valid & (scores >= cfg.track_high_thresh))
-        low = np.flatnonzero(valid & (scores >= cfg.track_low_thresh)
-                             & (scores < cfg.track_high_thresh))
+        low = np.flatnonzero(
+            valid & (scores >= cfg.track_low_thresh) & (scores < cfg.track_high_thresh)
+        )
 
         # Predict every track one frame ahead; a lost track keeps drifting with its
         # velocity but stops growing or shrinking.
@@ -133,14 +145,16 @@ class ByteTracker(Tracker):
         if cfg.fuse_score:
             cost = fuse_score(cost, scores[left])
         matches, free_tentative, free_left = linear_assignment(
-            cost, cfg.unconfirmed_match_thresh)
+            cost, cfg.unconfirmed_match_thresh
+        )
         accept(tentative[matches[:, 0]], left[matches[:, 1]])
 
         # Kalman correction of every matched track at once.
         rows = np.concatenate(matched_rows)
         cols = np.concatenate(matched_cols)
         t.mean[rows], t.cov[rows] = self.kalman.multi_update(
-            t.mean[rows], t.cov[rows], xyxy_to_xyah(dets.xyxy[cols]))
+            t.mean[rows], t.cov[rows], xyxy_to_xyah(dets.xyxy[cols])
+        )
 
         # Forget tentative tracks that missed, and tracks lost for too long.
         keep = np.ones(len(t), dtype=bool)
@@ -153,9 +167,18 @@ class ByteTracker(Tracker):
         # frame they are confirmed at once (there was nothing to match them to).
         new = left[free_left]
         new = new[scores[new] >= cfg.new_track_thresh]
-        t = t.extend(new_tracks(self.kalman, dets, new, self.next_id, frame,
-                                TRACKED if frame == 1 else TENTATIVE))
+        t = t.extend(
+            new_tracks(
+                self.kalman,
+                dets,
+                new,
+                self.next_id,
+                frame,
+                TRACKED if frame == 1 else TENTATIVE,
+            )
+        )
         self.next_id += len(new)
         self.tracks = t
-        return t.to_detections(np.flatnonzero((t.state == TRACKED)
-                                              & (t.last_frame == frame)))
+        return t.to_detections(
+            np.flatnonzero((t.state == TRACKED) & (t.last_frame == frame))
+        )

@@ -18,8 +18,15 @@ def xyxy_to_xyah(xyxy: np.ndarray) -> np.ndarray:
     """(N, 4) x1 y1 x2 y2 -> (N, 4) centre-x, centre-y, aspect w/h, height."""
     xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
     wh = xyxy[:, 2:] - xyxy[:, :2]
-    return np.stack([xyxy[:, 0] + wh[:, 0] / 2, xyxy[:, 1] + wh[:, 1] / 2,
-                     wh[:, 0] / wh[:, 1], wh[:, 1]], axis=1)
+    return np.stack(
+        [
+            xyxy[:, 0] + wh[:, 0] / 2,
+            xyxy[:, 1] + wh[:, 1] / 2,
+            wh[:, 0] / wh[:, 1],
+            wh[:, 1],
+        ],
+        axis=1,
+    )
 
 
 def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
@@ -48,25 +55,37 @@ class KalmanFilterXYAH:
         z = np.asarray(measurements, dtype=np.float64).reshape(-1, 4)
         mean = np.concatenate([z, np.zeros_like(z)], axis=1)
         h = z[:, 3]
-        std = np.concatenate([2 * self._std(h, STD_WEIGHT_POSITION, 1e-2),
-                              10 * self._std(h, STD_WEIGHT_VELOCITY, 1e-4)], axis=1)
+        std = np.concatenate(
+            [
+                2 * self._std(h, STD_WEIGHT_POSITION, 1e-2),
+                10 * self._std(h, STD_WEIGHT_VELOCITY, 1e-4),
+            ],
+            axis=1,
+        )
         cov = np.zeros((len(z), 8, 8))
         cov[:, np.arange(8), np.arange(8)] = std**2
         return mean, cov
 
-    def multi_predict(self, mean: np.ndarray, cov: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def multi_predict(
+        self, mean: np.ndarray, cov: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One frame ahead for every track."""
         h = mean[:, 3]
-        std = np.concatenate([self._std(h, STD_WEIGHT_POSITION, 1e-2),
-                              self._std(h, STD_WEIGHT_VELOCITY, 1e-5)], axis=1)
+        std = np.concatenate(
+            [
+                self._std(h, STD_WEIGHT_POSITION, 1e-2),
+                self._std(h, STD_WEIGHT_VELOCITY, 1e-5),
+            ],
+            axis=1,
+        )
         mean = mean @ self.motion.T
         cov = self.motion @ cov @ self.motion.T
         cov[:, np.arange(8), np.arange(8)] += std**2
         return mean, cov
 
-    def multi_update(self, mean: np.ndarray, cov: np.ndarray,
-                     measurements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def multi_update(
+        self, mean: np.ndarray, cov: np.ndarray, measurements: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Correct N tracks with their matched (N, 4) xyah measurements."""
         z = np.asarray(measurements, dtype=np.float64).reshape(-1, 4)
         if len(z) == 0:

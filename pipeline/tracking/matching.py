@@ -25,8 +25,9 @@ def fuse_score(cost: np.ndarray, det_scores: np.ndarray) -> np.ndarray:
     return 1.0 - (1.0 - cost) * np.asarray(det_scores, np.float64)[None, :]
 
 
-def linear_assignment(cost: np.ndarray, cost_limit: float
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def linear_assignment(
+    cost: np.ndarray, cost_limit: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimum-cost one-to-one matching of rows to columns, pairs costing more than
     ``cost_limit`` left unmatched.
 
@@ -36,8 +37,11 @@ def linear_assignment(cost: np.ndarray, cost_limit: float
     cost = np.asarray(cost, dtype=np.float64)
     n_rows, n_cols = cost.shape
     if n_rows == 0 or n_cols == 0:
-        return (np.zeros((0, 2), np.int64), np.arange(n_rows, dtype=np.int64),
-                np.arange(n_cols, dtype=np.int64))
+        return (
+            np.zeros((0, 2), np.int64),
+            np.arange(n_rows, dtype=np.int64),
+            np.arange(n_cols, dtype=np.int64),
+        )
     if lap is not None:
         _, x, _ = lap.lapjv(cost, extend_cost=True, cost_limit=cost_limit)
         rows = np.flatnonzero(x >= 0)

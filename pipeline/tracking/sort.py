@@ -52,8 +52,12 @@ class SortTracker(Tracker):
     """SORT over ``Detections``. ``frame_rate`` is accepted for a uniform factory
     signature; ``max_age`` counts frames."""
 
-    def __init__(self, config: SortConfig | None = None, frame_rate: float = 30.0,
-                 kalman: KalmanFilterXYAH | None = None) -> None:
+    def __init__(
+        self,
+        config: SortConfig | None = None,
+        frame_rate: float = 30.0,
+        kalman: KalmanFilterXYAH | None = None,
+    ) -> None:
         if not frame_rate > 0:
             raise ValueError(f"frame_rate must be > 0, got {frame_rate!r}")
         self.config = config or SortConfig()
@@ -80,13 +84,16 @@ class SortTracker(Tracker):
         t.streak[t.last_frame != frame - 1] = 0  # missed last frame: streak broken
         t.match(rows, dets, cols, frame)
         t.mean[rows], t.cov[rows] = self.kalman.multi_update(
-            t.mean[rows], t.cov[rows], xyxy_to_xyah(dets.xyxy[cols]))
+            t.mean[rows], t.cov[rows], xyxy_to_xyah(dets.xyxy[cols])
+        )
 
         t = t.take(frame - t.last_frame <= cfg.max_age)
-        t = t.extend(new_tracks(self.kalman, dets, usable[free], self.next_id, frame,
-                                TRACKED))
+        t = t.extend(
+            new_tracks(self.kalman, dets, usable[free], self.next_id, frame, TRACKED)
+        )
         self.next_id += len(free)
         self.tracks = t
-        shown = (t.last_frame == frame) & ((t.streak >= cfg.min_hits)
-                                          | (frame <= cfg.min_hits))
+        shown = (t.last_frame == frame) & (
+            (t.streak >= cfg.min_hits) | (frame <= cfg.min_hits)
+        )
         return t.to_detections(np.flatnonzero(shown))
