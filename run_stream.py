@@ -7,6 +7,8 @@ Examples:
   python run_stream.py --source rtsp://cam/stream --model model.onnx --tracker bytetrack
   python run_stream.py --source a.mp4 --source b.mp4 --batch 4 --metrics m.json
   python run_stream.py --model model.engine --device cuda   # TensorRT engine
+  python run_stream.py --benchmark --model yolo             # ceilings vs loop vs pipeline
+  python run_stream.py batch videos/ --workers 2 --model yolo   # many files, summary.csv
 
 Outputs go to --out (default ./output): SOURCE.mp4 (annotated), SOURCE.jsonl (one
 record per frame) and, with --mot, SOURCE.mot.txt. Ctrl-C stops cleanly and
@@ -30,126 +32,127 @@ SAMPLE = ROOT / "samples" / "vtest.mp4"
 log = logging.getLogger("streamdet")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="run_stream.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_source_args(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("sources")
-    src.add_argument(
-        "--source",
-        "-s",
-        action="append",
-        metavar="SRC",
-        help="video file, webcam index (0), rtsp/http URL, image folder, "
-        "glob, or a .txt list of these; repeat for several "
-        f"(default: {SAMPLE.relative_to(ROOT)})",
-    )
-    src.add_argument(
-        "--max-frames",
-        type=int,
-        default=0,
-        metavar="N",
-        help="stop each source after N frames read (0 = all)",
-    )
-    src.add_argument(
-        "--stride",
-        type=int,
-        default=1,
-        metavar="N",
-        help="process every Nth frame (the others are counted as skipped)",
-    )
-    src.add_argument(
-        "--realtime",
-        action="store_true",
-        help="pace files at their native FPS and treat them as live "
-        "(drop oldest frames when behind), as a camera would",
-    )
-    src.add_argument(
-        "--timeout",
-        type=float,
-        default=5.0,
-        metavar="S",
-        help="open/read timeout for network streams (default 5)",
-    )
-    src.add_argument(
-        "--reconnect",
-        type=int,
-        default=5,
-        metavar="N",
-        help="reconnect attempts after a stream stalls (default 5)",
-    )
+    src.add_argument("--max-frames", type=int, default=0, metavar="N",
+                     help="stop each source after N frames read (0 = all)")
+    src.add_argument("--stride", type=int, default=1, metavar="N",
+                     help="process every Nth frame (the others are counted as skipped)")
+    src.add_argument("--realtime", action="store_true",
+                     help="pace files at their native FPS and treat them as live "
+                          "(drop oldest frames when behind), as a camera would")
+    src.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                     help="open/read timeout for network streams (default 5)")
+    src.add_argument("--reconnect", type=int, default=5, metavar="N",
+                     help="reconnect attempts after a stream stalls (default 5)")
 
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
     mdl = p.add_argument_group("model")
-    mdl.add_argument(
-        "--model",
-        "-m",
-        default="hog",
-        help="hog, yolo, yolo-people, faster-rcnn (shipped), or a "
-        ".onnx / .engine / .plan / .pt file (default: hog)",
-    )
-    mdl.add_argument(
-        "--family",
-        choices=["yolo", "faster_rcnn", "hog"],
-        help="model family when the file carries no metadata",
-    )
-    mdl.add_argument(
-        "--device",
-        default="cpu",
-        help="cpu (ONNX Runtime), cuda, tensorrt (ORT execution "
-        "providers), cuda:N for .engine/.pt (default: cpu)",
-    )
+    mdl.add_argument("--model", "-m", default="hog",
+                     help="hog, yolo, yolo-people, faster-rcnn (shipped), or a "
+                          ".onnx / .engine / .plan / .pt file (default: hog)")
+    mdl.add_argument("--family", choices=["yolo", "faster_rcnn", "hog"],
+                     help="model family when the file carries no metadata")
+    mdl.add_argument("--device", default="cpu",
+                     help="cpu (ONNX Runtime), cuda, tensorrt (ORT execution "
+                          "providers), cuda:N for .engine/.pt (default: cpu)")
     mdl.add_argument("--conf", type=float, help="score threshold (family default)")
     mdl.add_argument("--iou", type=float, help="NMS IoU threshold (family default)")
-    mdl.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="ONNX Runtime intra-op threads (default: all cores)",
-    )
+    mdl.add_argument("--threads", type=int, default=None,
+                     help="ONNX Runtime intra-op threads (default: all cores)")
 
+
+def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     run = p.add_argument_group("pipeline")
-    run.add_argument(
-        "--batch",
-        type=int,
-        default=1,
-        help="frames per inference call, batched across sources",
-    )
-    run.add_argument(
-        "--max-wait-ms",
-        type=float,
-        default=5.0,
-        help="how long inference waits for a batch to fill",
-    )
+    run.add_argument("--batch", type=int, default=1,
+                     help="frames per inference call, batched across sources")
+    run.add_argument("--max-wait-ms", type=float, default=5.0,
+                     help="how long inference waits for a batch to fill")
     run.add_argument("--queue-size", type=int, default=8, help="bound of every queue")
-    run.add_argument(
-        "--tracker",
-        choices=["none", "bytetrack", "sort"],
-        default="none",
-        help="multi-object tracker (default: none)",
-    )
+    run.add_argument("--tracker", choices=["none", "bytetrack", "sort"], default="none",
+                     help="multi-object tracker (default: none)")
 
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
     out = p.add_argument_group("outputs")
-    out.add_argument(
-        "--out",
-        "-o",
-        type=Path,
-        default=Path("output"),
-        help="output folder (default: ./output)",
-    )
+    out.add_argument("--out", "-o", type=Path, default=Path("output"),
+                     help="output folder (default: ./output)")
     out.add_argument("--no-video", action="store_true", help="skip the annotated MP4")
     out.add_argument("--no-jsonl", action="store_true", help="skip the JSON Lines log")
     out.add_argument("--mot", action="store_true", help="write MOT-challenge CSV")
-    out.add_argument("--show", action="store_true", help="display a window (q quits)")
-    out.add_argument(
-        "--metrics", type=Path, metavar="FILE", help="write the run's metrics as JSON"
-    )
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
-    out.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
+    out.add_argument("--log-level", default="INFO",
+                     choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_stream.py", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", "-s", action="append", metavar="SRC",
+                   help="video file, webcam index (0), rtsp/http URL, image folder, "
+                        "glob, or a .txt list of these; repeat for several "
+                        f"(default: {SAMPLE.relative_to(ROOT)})")
+    add_source_args(p)
+    add_model_args(p)
+    add_pipeline_args(p)
+    add_output_args(p)
+    p.add_argument("--show", action="store_true", help="display a window (q quits)")
+    p.add_argument("--metrics", type=Path, metavar="FILE",
+                   help="write the run's metrics (or benchmark results) as JSON")
+    p.add_argument("--benchmark", action="store_true",
+                   help="measure decode-only and inference-only ceilings, a plain "
+                        "single-threaded loop and the pipeline on the first source, "
+                        "side by side")
     return p
+
+
+def build_batch_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_stream.py batch",
+        description="Process many video files, one pipeline per file, and write "
+                    "summary.csv / summary.json (file, status, frames read / "
+                    "processed / written, FPS). Finished files are skipped on the "
+                    "next run unless --force.")
+    p.add_argument("inputs", nargs="+",
+                   help="video files, folders of videos, globs or .txt lists")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this machine (default 1)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run on a Ray cluster: 'auto', 'ray://host:port', or 'local' "
+                        "to start one here")
+    p.add_argument("--cpus-per-task", type=float, default=1.0,
+                   help="CPUs each Ray task declares (default 1)")
+    p.add_argument("--gpus-per-task", type=float, default=0.0,
+                   help="GPUs each Ray task declares (default 0)")
+    p.add_argument("--force", action="store_true", help="redo finished files")
+    add_source_args(p)
+    add_model_args(p)
+    add_pipeline_args(p)
+    add_output_args(p)
+    return p
+
+
+def pipeline_config(args: argparse.Namespace) -> Any:
+    """Typed configs from the parsed arguments, built once here."""
+    from pipeline.overlay import OverlayConfig
+    from pipeline.runner import PipelineConfig
+    from pipeline.sinks import OutputConfig
+    from pipeline.sources import SourceConfig
+
+    return PipelineConfig(
+        batch=args.batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
+        tracker=args.tracker,
+        sources=SourceConfig(timeout_s=args.timeout,
+                             reconnect_attempts=args.reconnect,
+                             realtime=args.realtime, stride=args.stride,
+                             max_frames=args.max_frames),
+        outputs=OutputConfig(out_dir=args.out, video=not args.no_video,
+                             jsonl=not args.no_jsonl, mot=args.mot,
+                             show=getattr(args, "show", False)),
+        overlay=OverlayConfig(),
+        progress=not args.no_progress)
 
 
 def detector_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -180,16 +183,21 @@ def install_signal_handlers(on_stop: Any) -> dict[int, int]:
     return received
 
 
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["batch"]:
+        return batch_main(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.log_level)
     from engines.base import ModelError, load_detector
-    from pipeline.overlay import OverlayConfig
-    from pipeline.runner import Pipeline, PipelineConfig, PipelineError
-    from pipeline.sinks import OutputConfig, SinkError
-    from pipeline.sources import SourceConfig, SourceError, expand_sources
+    from pipeline.runner import Pipeline, PipelineError
+    from pipeline.sinks import SinkError
+    from pipeline.sources import SourceError, expand_sources
 
     stop_requested: list[bool] = []
     pipeline: Pipeline | None = None
@@ -201,38 +209,22 @@ def main(argv: list[str] | None = None) -> int:
 
     received = install_signal_handlers(stop)
     try:
-        config = PipelineConfig(
-            batch=args.batch,
-            max_wait_ms=args.max_wait_ms,
-            queue_size=args.queue_size,
-            tracker=args.tracker,
-            sources=SourceConfig(
-                timeout_s=args.timeout,
-                reconnect_attempts=args.reconnect,
-                realtime=args.realtime,
-                stride=args.stride,
-                max_frames=args.max_frames,
-            ),
-            outputs=OutputConfig(
-                out_dir=args.out,
-                video=not args.no_video,
-                jsonl=not args.no_jsonl,
-                mot=args.mot,
-                show=args.show,
-            ),
-            overlay=OverlayConfig(),
-            progress=not args.no_progress,
-        )
+        config = pipeline_config(args)
         specs = expand_sources(args.source or [str(SAMPLE)])
         # The model loads (and is checked) before any source opens.
-        detector = load_detector(
-            args.model,
-            device=args.device,
-            family=args.family,
-            threads=args.threads,
-            **detector_options(args),
-        )
+        detector = load_detector(args.model, device=args.device, family=args.family,
+                                 threads=args.threads, **detector_options(args))
         with detector:
+            if args.benchmark:
+                from pipeline.benchmark import format_report, run_benchmark
+
+                report = run_benchmark(specs[0], detector, config)
+                print(format_report(report))
+                if args.metrics:
+                    import json
+
+                    args.metrics.write_text(json.dumps(report, indent=2))
+                return 0
             pipeline = Pipeline(specs, detector, config)
             if stop_requested:
                 pipeline.request_stop()
@@ -252,6 +244,37 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + next(iter(received))
     failed = [s for s, c in metrics.sources.items() if c.status == "failed"]
     return 1 if failed else 0
+
+
+def batch_main(argv: list[str]) -> int:
+    """``run_stream.py batch ...``: many files, N workers or Ray, one summary."""
+    args = build_batch_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    from pipeline.batch import BatchJob, default_threads, run_batch, summary_table
+
+    if args.workers < 1:
+        log.error("--workers must be >= 1, got %d", args.workers)
+        return 2
+    try:
+        job = BatchJob(
+            detector={"model": args.model, "device": args.device,
+                      "family": args.family,
+                      "threads": args.threads or default_threads(args.workers),
+                      **detector_options(args)},
+            pipeline=pipeline_config(args), force=args.force)
+        reports = run_batch(args.inputs, job, workers=args.workers,
+                            ray_address=args.ray, cpus_per_task=args.cpus_per_task,
+                            gpus_per_task=args.gpus_per_task,
+                            progress=not args.no_progress)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.warning("interrupted; files finished so far are recorded as done")
+        return 130
+    print(summary_table(reports))
+    print(f"summary: {args.out / 'summary.csv'}")
+    return 1 if any(r.status == "failed" for r in reports) else 0
 
 
 if __name__ == "__main__":

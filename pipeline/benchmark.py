@@ -1,0 +1,148 @@
+"""Benchmark mode: on one clip and one model, in one process, side by side:
+
+1. decode-only ceiling: frames read and decoded, nothing else;
+2. inference-only ceiling: frames already decoded and prepared in memory, the
+   same batch size and thread settings, only ``detector.infer``;
+3. a plain single-threaded loop: read → prepare → infer → track → draw → write;
+4. the pipeline, with the same outputs as the loop.
+
+Warm-up (a few inferences before each timed phase) is excluded from every figure.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from engines.base import Detector
+from pipeline.overlay import Overlay
+from pipeline.runner import Pipeline, PipelineConfig, run_plain_loop
+from pipeline.sinks import open_sinks
+from pipeline.sources import ImageFolderSource, make_source
+
+WARMUP_RUNS = 3
+MAX_FRAMES_IN_MEMORY = 200  # the inference ceiling needs decoded frames in RAM
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class _Phase:
+    """Wall time and CPU utilisation (% of all cores) of a block."""
+
+    def __enter__(self) -> _Phase:
+        self.wall0, self.cpu0 = time.perf_counter(), _cpu_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.wall0
+        cpu = _cpu_seconds() - self.cpu0
+        self.cpu_percent = 100.0 * cpu / max(self.seconds, 1e-9) / (os.cpu_count() or 1)
+
+    def row(self, frames: int) -> dict[str, float]:
+        return {"frames": frames, "seconds": round(self.seconds, 3),
+                "fps": round(frames / self.seconds, 2) if self.seconds else 0.0,
+                "cpu_percent": round(self.cpu_percent, 1)}
+
+
+def _warm(detector: Detector, image: Any) -> None:
+    for _ in range(WARMUP_RUNS):
+        detector.detect([image])
+
+
+def run_benchmark(spec: str, detector: Detector, config: PipelineConfig
+                  ) -> dict[str, Any]:
+    """All four measurements on ``spec``; returns a JSON-able report."""
+    phases: dict[str, dict[str, float]] = {}
+
+    with make_source(spec, config.sources) as source, _Phase() as p:
+        frames = []
+        count = 0
+        for frame in source.frames():
+            count += 1
+            if len(frames) < MAX_FRAMES_IN_MEMORY:
+                frames.append(frame.image)
+    phases["decode_only"] = p.row(count)
+    if not frames:
+        raise ValueError(f"{spec}: no frames to benchmark")
+
+    _warm(detector, frames[0])
+    prepared = [detector.prepare(image) for image in frames]
+    step = max(1, min(config.batch, detector.max_batch))
+    with _Phase() as p:
+        for i in range(0, len(prepared), step):
+            detector.infer(prepared[i:i + step])
+    phases["inference_only"] = p.row(len(prepared))
+
+    tracker_factory = None
+    if config.tracker != "none":
+        from pipeline.tracking import make_tracker
+
+        tracker_factory = make_tracker
+    names = list(detector.class_names)
+    with tempfile.TemporaryDirectory(prefix="streamdet-bench-") as tmp:
+        loop_out = replace(config.outputs, out_dir=Path(tmp) / "loop", show=False)
+        source = make_source(spec, config.sources)
+        source.open()
+        sinks = open_sinks(loop_out, source.source_id, source.fps, source.size, names,
+                           isinstance(source, ImageFolderSource), lambda: None)
+        tracker = (tracker_factory(config.tracker, frame_rate=source.fps,
+                                   **config.tracker_params)
+                   if tracker_factory else None)
+        overlay = Overlay(names, config.overlay) if loop_out.needs_overlay else None
+        _warm(detector, frames[0])
+        try:
+            with _Phase() as p:
+                loop_frames, _ = run_plain_loop(source, detector, tracker, overlay, sinks)
+        finally:
+            for sink in sinks:
+                sink.close()
+        phases["plain_loop"] = p.row(loop_frames)
+
+        pipe_config = replace(config, progress=False, outputs=replace(
+            config.outputs, out_dir=Path(tmp) / "pipeline", show=False))
+        _warm(detector, frames[0])
+        with _Phase() as p:
+            metrics = Pipeline([spec], detector, pipe_config).run()
+        written = sum(c.written for c in metrics.sources.values())
+        phases["pipeline"] = p.row(written)
+    summary = metrics.summary()
+    pipe_fps = phases["pipeline"]["fps"]
+    ceiling = min(phases["decode_only"]["fps"], phases["inference_only"]["fps"])
+    return {
+        "source": source.display_name,
+        "model": type(detector).__name__,
+        "batch": step,
+        "cpu_count": os.cpu_count(),
+        "warmup": f"{WARMUP_RUNS} inferences before each timed phase, excluded",
+        "phases": phases,
+        "pipeline_stages_ms": summary["stages_ms"],
+        "pipeline_end_to_end_ms": summary["end_to_end_ms"],
+        "ratio_pipeline_vs_loop": round(pipe_fps / phases["plain_loop"]["fps"], 3)
+        if phases["plain_loop"]["fps"] else None,
+        "ratio_pipeline_vs_min_ceiling": round(pipe_fps / ceiling, 3)
+        if ceiling else None,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"benchmark: {report['model']} on {report['source']} "
+             f"(batch {report['batch']}, {report['cpu_count']} cores; warm-up excluded)",
+             f"{'phase':<16}{'frames':>8}{'seconds':>10}{'FPS':>9}{'CPU %':>8}"]
+    for name, row in report["phases"].items():
+        lines.append(f"{name:<16}{row['frames']:>8}{row['seconds']:>10.2f}"
+                     f"{row['fps']:>9.2f}{row['cpu_percent']:>8.1f}")
+    lines.append("pipeline stage latency (ms): " + ", ".join(
+        f"{k} p50 {v['p50']:.1f} / p95 {v['p95']:.1f}"
+        for k, v in report["pipeline_stages_ms"].items()))
+    lines.append(f"pipeline / plain loop: {report['ratio_pipeline_vs_loop']}x   "
+                 f"pipeline / min(decode, inference) ceiling: "
+                 f"{report['ratio_pipeline_vs_min_ceiling']}x")
+    return "\n".join(lines)
