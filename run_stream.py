@@ -277,5 +277,16 @@ def batch_main(argv: list[str]) -> int:
     return 1 if any(r.status == "failed" for r in reports) else 0
 
 
+def exit_now(code: int) -> None:
+    """Exit without interpreter finalisation: after a stop, a daemon thread may
+    still be inside a native call (a blocking read, a model run), and tearing the
+    interpreter down under it can abort the process. Every output is already
+    closed by now; only the standard streams need flushing."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

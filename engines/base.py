@@ -235,6 +235,9 @@ def load_detector(
         if filename is None:
             return _import(FAMILIES[family])(None, **options)
         model = MODELS_DIR / filename
+    if Path(model).suffix.lower() in (".engine", ".plan") and device == "cpu":
+        log.info("%s is a TensorRT engine: running it on cuda:0", model)
+        device = "cuda:0"  # an engine cannot run on a CPU; cpu is only the default
     backend = open_backend(model, device=device, threads=threads)
     try:
         family = (

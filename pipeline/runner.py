@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +61,7 @@ class PipelineConfig:
     sources: SourceConfig = field(default_factory=SourceConfig)
     outputs: OutputConfig = field(default_factory=OutputConfig)
     overlay: OverlayConfig = field(default_factory=OverlayConfig)
-    drain_timeout_s: float = 1.0
+    drain_timeout_s: float = 0.75
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -150,29 +150,39 @@ class Pipeline:
 
     # -- start-up ------------------------------------------------------------
     def _open_sources(self) -> None:
-        """Open all sources at once (network opens can take their timeout)."""
-        pool = ThreadPoolExecutor(
-            max_workers=len(self.sources), thread_name_prefix="open"
-        )
-        futures = {pool.submit(s.open): s for s in self.sources}
-        pool.shutdown(wait=False)
-        errors: list[str] = []
-        for future, source in futures.items():
-            while not future.done():
+        """Open all sources at once (network opens can take their timeout).
+
+        Daemon threads, not an executor: a Ctrl-C while a stream is still
+        connecting must not wait for the connect to time out at exit.
+        """
+        errors: dict[str, BaseException] = {}
+
+        def open_one(source: Source) -> None:
+            try:
+                source.open()
+            except BaseException as exc:
+                errors[source.source_id] = exc
+
+        threads = [threading.Thread(target=open_one, args=(s,), daemon=True,
+                                    name=f"open:{s.source_id}") for s in self.sources]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
                 if self.state.stopping.wait(0.05):
                     return  # Ctrl-C while opening: leave without waiting
-            exc = future.exception()
+        messages: list[str] = []
+        for source in self.sources:
+            exc = errors.get(source.source_id)
+            if exc is None:
+                continue
             counts = self.metrics.source(source.source_id)
-            if exc is not None:
-                counts.status, counts.reason = "failed", str(exc)
-                errors.append(
-                    str(exc)
-                    if isinstance(exc, SourceError)
-                    else f"{source.display_name}: {exc}"
-                )
-        if len(errors) == len(self.sources):
-            raise SourceError(errors[0] if len(errors) == 1 else "; ".join(errors))
-        for message in errors:
+            counts.status, counts.reason = "failed", str(exc)
+            messages.append(str(exc) if isinstance(exc, SourceError)
+                            else f"{source.display_name}: {exc}")
+        if len(messages) == len(self.sources):
+            raise SourceError("; ".join(messages))
+        for message in messages:
             log.error("%s (other sources continue)", message)
 
     def _open_lanes(self) -> None:
@@ -423,9 +433,11 @@ class Pipeline:
             source.stop()
             if source.source_id not in self.lanes:  # never got a capture thread
                 source.close()
+        # Only the sinks must finish (they finalise files). Capture may sit in a
+        # blocking read and inference in a long model call; both are daemons.
         deadline = time.perf_counter() + 1.0
         for t in self._threads:
-            if t.stage != "capture":  # a capture thread may sit in a blocking read
+            if t.stage == "sink":
                 t.join(timeout=max(0.0, deadline - time.perf_counter()))
         for lane in self.lanes.values():  # sinks of threads that never started
             for sink in lane.sinks:

@@ -63,7 +63,9 @@ class SourceConfig:
     ``backoff_s`` doubled each try up to ``max_backoff_s``. ``realtime``: pace a
     file at its native FPS and treat it as live (drops when behind), as a camera.
     ``stride``: keep every Nth frame. ``max_frames``: stop after this many frames
-    read (0 = all). ``image_fps``: timestamps for image folders.
+    read (0 = all). ``image_fps``: timestamps for image folders. ``loop``: start a
+    file again at its end (demos, soak tests). ``max_pixels``: larger frames or
+    images are refused (a file cannot make us allocate without bound).
     """
 
     timeout_s: float = 5.0
@@ -74,6 +76,8 @@ class SourceConfig:
     stride: int = 1
     max_frames: int = 0
     image_fps: float = DEFAULT_FPS
+    loop: bool = False
+    max_pixels: int = MAX_PIXELS
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
@@ -314,10 +318,10 @@ class VideoSource(Source):
         )
 
     def _check_size(self, image: np.ndarray) -> None:
-        if image.shape[0] * image.shape[1] > MAX_PIXELS:
+        if image.shape[0] * image.shape[1] > self.config.max_pixels:
             raise self._error(
                 f"frame of {image.shape[1]}x{image.shape[0]} exceeds the "
-                f"{MAX_PIXELS} pixel limit"
+                f"{self.config.max_pixels} pixel limit"
             )
 
     def _timestamp(self, index: int) -> float:
@@ -371,6 +375,8 @@ class VideoSource(Source):
             image = self._read()
             if image is None:
                 if not self.is_network:
+                    if self.config.loop and index > 0 and self._rewind():
+                        continue
                     self._note_end(index)
                     return
                 stalled_at = read_started
@@ -391,14 +397,23 @@ class VideoSource(Source):
                 if delay > 0 and self._closed.wait(delay):
                     return
             if self._keep(index):
+                # a looping file restarts its clock; the index keeps counting
+                stamp = index / self.fps if self.config.loop else self._timestamp(index)
                 yield Frame(
                     self.source_id,
                     index,
-                    self._timestamp(index),
+                    stamp,
                     image,
                     time.perf_counter(),
                 )
             index += 1
+
+    def _rewind(self) -> bool:
+        """Start the file again (``loop``): reopen, which every container supports."""
+        if self.cap is not None:
+            self.cap.release()
+        self.cap = self._open_once()
+        return self.cap.isOpened()
 
     def _note_end(self, index: int) -> None:
         """A file that ends before its header's frame count was damaged or cut."""
@@ -453,13 +468,13 @@ class ImageFolderSource(Source):
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
         if image is None:
             return None
-        if image.shape[0] * image.shape[1] > MAX_PIXELS:
+        if image.shape[0] * image.shape[1] > self.config.max_pixels:
             log.warning(
                 "%s: %dx%d exceeds the %d pixel limit; skipped",
                 path,
                 image.shape[1],
                 image.shape[0],
-                MAX_PIXELS,
+                self.config.max_pixels,
             )
             return None
         return to_bgr8(image)

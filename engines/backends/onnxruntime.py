@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,16 +53,15 @@ class OnnxRuntimeBackend(Backend):
                 f"{sorted(PROVIDERS)} for ONNX Runtime"
             )
         available = set(ort.get_available_providers())
-        wanted = PROVIDERS[self.device.split(":")[0]]
-        providers = [p for p in wanted if p in available]
+        kind, _, index = self.device.partition(":")
+        wanted = PROVIDERS[kind]
+        device_id = int(index) if index.isdigit() else 0
+        providers: list[Any] = [
+            (p, {"device_id": device_id}) if p != "CPUExecutionProvider" else p
+            for p in wanted if p in available]
         if wanted[0] not in available:
-            log.warning(
-                "%s is not available in this onnxruntime build (have %s); "
-                "running on %s",
-                wanted[0],
-                sorted(available),
-                providers[0],
-            )
+            log.warning("%s is not available in this onnxruntime build (have %s); "
+                        "running on CPU", wanted[0], sorted(available))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = self.threads or (os.cpu_count() or 1)

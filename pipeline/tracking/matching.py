@@ -36,23 +36,38 @@ def linear_assignment(
     """
     cost = np.asarray(cost, dtype=np.float64)
     n_rows, n_cols = cost.shape
-    if n_rows == 0 or n_cols == 0:
-        return (
-            np.zeros((0, 2), np.int64),
-            np.arange(n_rows, dtype=np.int64),
-            np.arange(n_cols, dtype=np.int64),
-        )
-    if lap is not None:
-        _, x, _ = lap.lapjv(cost, extend_cost=True, cost_limit=cost_limit)
-        rows = np.flatnonzero(x >= 0)
-        cols = x[rows].astype(np.int64)
-    else:
-        from scipy.optimize import linear_sum_assignment
-
-        rows, cols = linear_sum_assignment(cost)
-        keep = cost[rows, cols] <= cost_limit
-        rows, cols = rows[keep], cols[keep]
-    matches = np.stack([rows, cols], axis=1).astype(np.int64)
+    rows, cols = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if n_rows and n_cols:
+        # A row and a column that are each other's only affordable partner form a
+        # component of their own: match them directly. In a steady scene that is
+        # most tracks, and the solver only sees the few contested ones.
+        ok = cost <= cost_limit
+        per_row, per_col = ok.sum(1), ok.sum(0)
+        r, c = np.nonzero(ok)
+        alone = (per_row[r] == 1) & (per_col[c] == 1)
+        rest_rows = np.flatnonzero(per_row > 0)
+        rest_rows = rest_rows[~np.isin(rest_rows, r[alone])]
+        rest_cols = np.flatnonzero(per_col > 0)
+        rest_cols = rest_cols[~np.isin(rest_cols, c[alone])]
+        sub_rows, sub_cols = _solve(cost[np.ix_(rest_rows, rest_cols)], cost_limit)
+        rows = np.concatenate([r[alone], rest_rows[sub_rows]]).astype(np.int64)
+        cols = np.concatenate([c[alone], rest_cols[sub_cols]]).astype(np.int64)
+    matches = np.stack([rows, cols], axis=1)
     unmatched_rows = np.setdiff1d(np.arange(n_rows), rows).astype(np.int64)
     unmatched_cols = np.setdiff1d(np.arange(n_cols), cols).astype(np.int64)
     return matches, unmatched_rows, unmatched_cols
+
+
+def _solve(cost: np.ndarray, cost_limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal (row, col) pairs costing at most ``cost_limit``."""
+    if cost.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if lap is not None:
+        _, x, _ = lap.lapjv(cost, extend_cost=True, cost_limit=cost_limit)
+        rows = np.flatnonzero(x >= 0)
+        return rows, x[rows].astype(np.int64)
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(cost)
+    keep = cost[rows, cols] <= cost_limit
+    return rows[keep], cols[keep]

@@ -49,8 +49,9 @@ class SortConfig:
 
 
 class SortTracker(Tracker):
-    """SORT over ``Detections``. ``frame_rate`` is accepted for a uniform factory
-    signature; ``max_age`` counts frames."""
+    """SORT over ``Detections``. Reported boxes are the matched detections' (as
+    ByteTrack's), not the filter's estimate. ``frame_rate`` is accepted for a
+    uniform factory signature; ``max_age`` counts frames."""
 
     def __init__(
         self,
