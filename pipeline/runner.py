@@ -41,6 +41,8 @@ from pipeline.types import Detections, Frame, Result
 
 log = logging.getLogger(__name__)
 
+LIVE_QUEUE_SIZE = 2
+
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -196,7 +198,8 @@ class Pipeline:
         for source in self.sources:
             if self.metrics.source(source.source_id).status == "failed":
                 continue
-            size = cfg.queue_size
+            # Live frames only age in queues: keep them short so latency stays low.
+            size = min(cfg.queue_size, LIVE_QUEUE_SIZE) if source.live else cfg.queue_size
             lane = _Lane(
                 source,
                 queue.Queue(size),

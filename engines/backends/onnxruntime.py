@@ -85,6 +85,8 @@ class OnnxRuntimeBackend(Backend):
             )
         self.input_name = inputs[0].name
         self.input_shape = tuple(inputs[0].shape)
+        # fp16 exports (e.g. Ultralytics `half=True`) take float16 input
+        self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else None
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.output_shapes = [tuple(o.shape) for o in self.session.get_outputs()]
         custom = self.session.get_modelmeta().custom_metadata_map
@@ -105,7 +107,10 @@ class OnnxRuntimeBackend(Backend):
         )
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(self.output_names, {self.input_name: batch})
+        if self.input_dtype is not None:
+            batch = batch.astype(self.input_dtype)
+        outputs = self.session.run(self.output_names, {self.input_name: batch})
+        return [o.astype(np.float32) if o.dtype == np.float16 else o for o in outputs]
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
