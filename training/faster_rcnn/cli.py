@@ -1,0 +1,91 @@
+"""``python -m training faster-rcnn train|export ...``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    t = sub.add_parser("train", help="train on a YOLO data.yaml or COCO json")
+    t.add_argument("--data", type=Path, required=True, help="data.yaml or COCO .json")
+    t.add_argument("--backbone", choices=["mobilenet_v3", "resnet18"],
+                   default="mobilenet_v3")
+    t.add_argument("--imgsz", type=int, default=320,
+                   help="long side of the fixed network input (multiple of 32)")
+    t.add_argument("--epochs", type=int, default=12)
+    t.add_argument("--batch", type=int, default=4)
+    t.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default 1e-3 AdamW, 0.01 SGD)")
+    t.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    t.add_argument("--warmup-iters", type=int, default=100)
+    t.add_argument("--out", type=Path, default=Path("runs/frcnn"))
+    t.add_argument("--resume", type=Path, default=None, help="last.pt to continue")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    t.add_argument("--weights", type=Path, default=None,
+                   help="full torchvision Faster R-CNN state dict to start from")
+    t.add_argument("--backbone-weights", type=Path, default=None,
+                   help="torchvision mobilenet_v3_large / resnet18 state dict")
+    t.add_argument("--layout", choices=["", "torchvision"], default="",
+                   help="'torchvision' keeps torchvision's anchors/widths so its "
+                        "COCO state dicts load with --weights")
+    t.add_argument("--max-images", type=int, default=None,
+                   help="images per epoch (a fresh random draw each epoch)")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--rpn-post-nms-top-n-test", type=int, default=None)
+    t.add_argument("--box-score-thresh", type=float, default=None)
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any build_faster_rcnn option, e.g. box_positive_fraction=0.5 "
+                        "(repeatable; on --resume it overrides the checkpoint's)")
+    e = sub.add_parser("export", help="export a checkpoint to ONNX (fixed input size)")
+    e.add_argument("checkpoint", type=Path)
+    e.add_argument("--out", type=Path, default=None)
+    e.add_argument("--no-simplify", action="store_true")
+    e.add_argument("--rpn-post-nms-top-n-test", type=int, default=None,
+                   help="proposals kept per image at inference (speed vs recall)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "export":
+        return _export(args)
+    from training.faster_rcnn.train import TrainConfig, train
+
+    model = {"rpn_post_nms_top_n_test": args.rpn_post_nms_top_n_test,
+             "box_score_thresh": args.box_score_thresh, "layout": args.layout or None}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        model[key.strip()] = yaml.safe_load(value)
+    cfg = TrainConfig(
+        data=args.data, backbone=args.backbone, imgsz=args.imgsz, epochs=args.epochs,
+        batch=args.batch, lr=args.lr or (1e-3 if args.optimizer == "adamw" else 0.01),
+        optimizer=args.optimizer, warmup_iters=args.warmup_iters, out=args.out,
+        resume=args.resume, seed=args.seed, device=args.device, weights=args.weights,
+        backbone_weights=args.backbone_weights, max_images=args.max_images,
+        threads=args.threads, model={k: v for k, v in model.items() if v is not None})
+    result = train(cfg)
+    print(f"best mAP {result['best_map']:.4f}  best {result['best']}  "
+          f"last {result['last']}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from training.checkpoint import load_model
+    from training.faster_rcnn.export import export_faster_rcnn
+
+    model, meta = load_model(args.checkpoint)
+    if args.rpn_post_nms_top_n_test:
+        model.rpn._post_nms_top_n["testing"] = args.rpn_post_nms_top_n_test
+    out = args.out or args.checkpoint.with_suffix(".onnx")
+    report = export_faster_rcnn(model, meta, out, simplify=not args.no_simplify)
+    for key, value in report.items():
+        print(f"{key}: {value}")
+    return 0
