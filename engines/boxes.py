@@ -27,15 +27,25 @@ def box_area(boxes: np.ndarray) -> np.ndarray:
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of (N, 4) and (M, 4) xyxy boxes -> (N, M) float32."""
+    """Pairwise IoU of (N, 4) and (M, 4) xyxy boxes -> (N, M) float32.
+
+    In-place arithmetic on the (N, M) intersection arrays: trackers call this
+    every frame with up to thousands of boxes.
+    """
     a = np.asarray(a, dtype=np.float32).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float32).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0).astype(np.float32)
+    iw = np.minimum(a[:, None, 2], b[None, :, 2])
+    iw -= np.maximum(a[:, None, 0], b[None, :, 0])
+    np.maximum(iw, 0, out=iw)
+    ih = np.minimum(a[:, None, 3], b[None, :, 3])
+    ih -= np.maximum(a[:, None, 1], b[None, :, 1])
+    np.maximum(ih, 0, out=ih)
+    iw *= ih  # intersection
+    union = box_area(a)[:, None] + box_area(b)[None, :]
+    union -= iw
+    np.maximum(union, 1e-12, out=union)
+    iw /= union
+    return iw
 
 
 def nms(
