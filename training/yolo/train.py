@@ -1,0 +1,386 @@
+"""Training loop for both YOLO heads: AdamW, warm-up + cosine, EMA, COCO-mAP val.
+
+Checkpoints (``last.pt`` every epoch, ``best.pt`` on the best val mAP@[.5:.95])
+hold the raw and EMA weights, the optimizer and the epoch, so ``resume`` picks up
+exactly where it stopped. Validation runs the EMA model through the same
+``engines.yolo.YoloDetector`` used at inference, so the mAP is the deployed one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from engines.base import Backend, ModelMeta
+from engines.boxes import letterbox
+from engines.yolo import YoloDetector
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.yolo.grid import GridLoss, GridYolo
+from training.yolo.loss import DetectionLoss
+from training.yolo.model import SCALES, YoloModel
+
+log = logging.getLogger(__name__)
+
+HEADS = ("modern", "grid")
+MIN_BOX_PX = 2.0  # boxes thinner than this after resizing are dropped from targets
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on (stored in checkpoints, so resume repeats it).
+
+    ``imgsz`` is (height, width) of the network input, multiples of 32.
+    ``lr`` is AdamW's peak rate; it warms up linearly over ``warmup_steps`` and
+    decays by a half cosine to ``lr * final_lr_ratio``.
+    """
+
+    data: str
+    head: str = "modern"
+    scale: str = "nano"
+    imgsz: tuple[int, int] = (320, 320)
+    epochs: int = 30
+    batch: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    warmup_steps: int = 200
+    final_lr_ratio: float = 0.05
+    ema_decay: float = 0.999
+    ema_tau: float = 300.0
+    augment: bool = True
+    val_every: int = 1
+    max_val_images: int = 0  # 0: the whole val split
+    workers: int = 0
+    seed: int = 0
+    device: str = "cpu"
+    out: str = "runs/yolo"
+    grid: int = 7
+    boxes_per_cell: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"head {self.head!r} is not one of {HEADS}")
+        if self.scale not in SCALES:
+            raise ValueError(f"scale {self.scale!r} is not one of {sorted(SCALES)}")
+        self.imgsz = parse_imgsz(self.imgsz)
+        for name in ("epochs", "batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def parse_imgsz(value: int | str | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """``320`` / ``"320"`` -> (320, 320); ``"192,320"`` or (192, 320) -> (192, 320)."""
+    if isinstance(value, str):
+        value = [int(v) for v in value.replace("x", ",").split(",")]
+    if isinstance(value, int):
+        value = [value, value]
+    size = tuple(int(v) for v in value)
+    if len(size) == 1:
+        size = (size[0], size[0])
+    if len(size) != 2 or any(v < 32 or v % 32 for v in size):
+        raise ValueError(f"imgsz must be one or two multiples of 32, got {value!r}")
+    return size  # type: ignore[return-value]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class LetterboxedSet(Dataset):
+    """Samples of a ``DetectionDataset`` (optionally augmented), letterboxed.
+
+    Items: ``image`` [3, H, W] float32 RGB in [0, 1] and ``targets`` [K, 5]
+    (class_id, x1, y1, x2, y2) in input pixels.
+    """
+
+    def __init__(self, dataset: Any, imgsz: tuple[int, int], augmenter: Any = None,
+                 seed: int = 0) -> None:
+        self.dataset, self.imgsz, self.augmenter = dataset, imgsz, augmenter
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.augmenter is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            image, boxes, class_ids = self.augmenter(rng, self.dataset, i)
+        else:
+            s = self.dataset[i]
+            image, boxes, class_ids = s.image, s.boxes, s.class_ids
+        boxed, transform = letterbox(image, self.imgsz)
+        boxes = transform.to_network(np.asarray(boxes, np.float32).reshape(-1, 4))
+        wh = boxes[:, 2:] - boxes[:, :2]
+        keep = (wh > MIN_BOX_PX).all(1)
+        targets = np.concatenate([np.asarray(class_ids, np.float32)[keep, None],
+                                  boxes[keep]], 1)
+        x = boxed[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / 255.0
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(targets)
+
+
+def collate(items: list[tuple[torch.Tensor, torch.Tensor]]
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack images; targets become [K, 6] rows (image_index, class, x1, y1, x2, y2)."""
+    images = torch.stack([im for im, _ in items])
+    rows = [torch.cat([torch.full((len(t), 1), float(i)), t], 1)
+            for i, (_, t) in enumerate(items)]
+    return images, torch.cat(rows) if rows else torch.zeros(0, 6)
+
+
+class ModelEMA:
+    """Exponential moving average of weights; decay ramps up as d(1 - e^(-n/tau))."""
+
+    def __init__(self, model: nn.Module, decay: float, tau: float) -> None:
+        self.ema = copy.deepcopy(model).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.decay, self.tau, self.updates = decay, tau, 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / self.tau))
+        msd = model.state_dict()
+        for k, v in self.ema.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+            else:
+                v.copy_(msd[k])
+
+
+class ModuleBackend(Backend):
+    """An in-memory torch module behind the ``Backend`` interface (for validation)."""
+
+    def __init__(self, model: nn.Module, meta: ModelMeta, device: str) -> None:
+        self.model = model
+        super().__init__(Path(f"<{type(model).__name__}>"), device)
+        self.meta = meta
+        self.input_shape = ("batch", 3, *meta.input_size)
+
+    def load(self) -> None:
+        pass
+
+    @torch.no_grad()
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        out = self.model(torch.from_numpy(batch).to(self.device))
+        return [out.float().cpu().numpy()]
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    if cfg.head == "grid":
+        return GridYolo(num_classes, cfg.scale, cfg.grid, cfg.boxes_per_cell)
+    return YoloModel(num_classes, cfg.scale)
+
+
+def model_config(cfg: TrainConfig, num_classes: int) -> dict[str, Any]:
+    """What the checkpoint builder needs (``training.checkpoint.ARCHS``)."""
+    config: dict[str, Any] = {"num_classes": num_classes, "scale": cfg.scale}
+    if cfg.head == "grid":
+        config.update(grid=cfg.grid, boxes_per_cell=cfg.boxes_per_cell)
+    return config
+
+
+def model_meta(cfg: TrainConfig, class_names: list[str]) -> ModelMeta:
+    extra: dict[str, Any] = {"scale": cfg.scale}
+    if cfg.head == "grid":
+        extra.update(grid=cfg.grid, boxes_per_cell=cfg.boxes_per_cell)
+    return ModelMeta(family="yolo", class_names=list(class_names),
+                     input_size=tuple(cfg.imgsz),
+                     layout="grid" if cfg.head == "grid" else "anchor_free",
+                     extra=extra)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only, not on norms and biases."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    floor = cfg.lr * cfg.final_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def evaluate_model(model: nn.Module, meta: ModelMeta, dataset: Any, device: str,
+                   max_images: int = 0, batch: int = 16) -> dict[str, Any]:
+    """COCO mAP of ``model`` (switched to export form) on ``dataset``."""
+    from training.evaluate import coco_map
+
+    was_export = model.export
+    model.eval()
+    model.export = True
+    try:
+        detector = YoloDetector(ModuleBackend(model, meta, device),
+                                conf_threshold=0.001, iou_threshold=0.6)
+        n = len(dataset) if not max_images else min(max_images, len(dataset))
+        subset = _Subset(dataset, n)
+        preds = []
+        for start in range(0, n, batch):
+            preds += detector.detect([subset[i].image for i in
+                                      range(start, min(n, start + batch))])
+        return coco_map(subset, preds)
+    finally:
+        model.export = was_export
+
+
+class _Subset:
+    """The first ``n`` samples of a dataset, with its class names."""
+
+    def __init__(self, dataset: Any, n: int) -> None:
+        self.dataset, self.n = dataset, n
+        self.class_names = dataset.class_names
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.dataset[i]
+
+    def __iter__(self):
+        return (self[i] for i in range(self.n))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.dataset, name)
+
+
+def make_augmenter(cfg: TrainConfig) -> Any:
+    """The data helper's augmenter: ``(rng, dataset, i) -> (image, boxes, ids)``."""
+    if not cfg.augment:
+        return None
+    from training.data.augment import AugmentConfig, Augmenter
+
+    aug_cfg = AugmentConfig(**cfg.extra.get("augment", {}))
+    return Augmenter(aug_cfg, size=tuple(cfg.imgsz))
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, Any]:
+    """Train; returns ``{"best_map", "best_map50", "epochs", "seconds", "history",
+    "best", "last"}``."""
+    from training.data.datasets import load_dataset
+
+    seed_everything(cfg.seed)
+    device = cfg.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but no CUDA GPU is visible")
+    train_set = load_dataset(cfg.data, "train")
+    val_set = load_dataset(cfg.data, "val")
+    names = train_set.class_names
+    nc = len(names)
+    model = build_model(cfg, nc).to(device)
+    meta = model_meta(cfg, names)
+    arch = "yolo_grid" if cfg.head == "grid" else "yolo"
+    criterion = (GridLoss(model) if cfg.head == "grid" else DetectionLoss(model))
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                  betas=(0.9, 0.999))
+    ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau)
+    start_epoch, best, history = 0, -1.0, []
+    if resume:
+        ckpt = load_checkpoint(resume)
+        model.load_state_dict(ckpt["model"])
+        ema.ema.load_state_dict(ckpt["ema"])
+        ema.updates = int(ckpt.get("ema_updates", 0))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        best = float(ckpt.get("best_map", -1.0))
+        history = json.loads(ckpt.get("history", "[]"))
+        log.info("resumed %s at epoch %d", resume, start_epoch)
+
+    data = LetterboxedSet(train_set, cfg.imgsz, make_augmenter(cfg), cfg.seed)
+    loader_gen = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(data, batch_size=cfg.batch, shuffle=True, drop_last=True,
+                        num_workers=cfg.workers, collate_fn=collate,
+                        generator=loader_gen, persistent_workers=cfg.workers > 0)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{cfg.data}: {len(train_set)} training images is fewer than "
+                         f"one batch of {cfg.batch}")
+    total = steps_per_epoch * cfg.epochs
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    started = time.perf_counter()
+    part_names = (("coord", "obj", "noobj", "cls") if cfg.head == "grid"
+                  else ("box", "cls", "dfl"))
+    metrics: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        data.epoch = epoch
+        loader_gen.manual_seed(cfg.seed * 1000 + epoch)
+        running = torch.zeros(len(part_names))
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for i, (images, targets) in enumerate(bar):
+            step = epoch * steps_per_epoch + i
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total, cfg)
+            images = images.to(device, non_blocking=True)
+            preds = model(images)
+            if cfg.head == "grid":
+                loss, parts = criterion(preds, targets, cfg.imgsz)
+            else:
+                loss, parts = criterion(preds, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            optimizer.step()
+            ema.update(model)
+            running += parts.cpu()
+            mean = (running / (i + 1)).tolist()
+            bar.set_postfix({k: f"{v:.3f}"
+                             for k, v in zip(part_names, mean, strict=True)})
+        mean = (running / steps_per_epoch).tolist()
+        losses = dict(zip(part_names, mean, strict=True))
+        record: dict[str, Any] = {"epoch": epoch, "loss": losses,
+                                  "seconds": round(time.perf_counter() - started, 1)}
+        last_epoch = epoch == cfg.epochs - 1
+        if (epoch + 1) % cfg.val_every == 0 or last_epoch:
+            metrics = evaluate_model(ema.ema, meta, val_set, device, cfg.max_val_images)
+            record.update(map=metrics["map"], map50=metrics["map50"])
+        history.append(record)
+        log.info("epoch %d/%d losses %s%s", epoch + 1, cfg.epochs,
+                 {k: round(v, 4) for k, v in losses.items()},
+                 f" mAP {record['map']:.4f} mAP50 {record['map50']:.4f}"
+                 if "map" in record else "")
+        improved = "map" in record and record["map"] > best
+        if improved:
+            best = record["map"]
+        state = {"ema": ema.ema.state_dict(), "ema_updates": ema.updates,
+                 "optimizer": optimizer.state_dict(), "epoch": epoch,
+                 "best_map": best, "history": json.dumps(history),
+                 "train_config": json.dumps(asdict(cfg))}
+        save_checkpoint(out / "last.pt", arch, model_config(cfg, nc), meta, model,
+                        **state)
+        if improved:
+            save_checkpoint(out / "best.pt", arch, model_config(cfg, nc), meta, model,
+                            **state)
+    seconds = time.perf_counter() - started
+    best_record = max((r for r in history if "map" in r), key=lambda r: r["map"],
+                      default={})
+    (out / "history.json").write_text(json.dumps(history, indent=2))
+    return {"best_map": best_record.get("map"), "best_map50": best_record.get("map50"),
+            "epochs": cfg.epochs, "seconds": round(seconds, 1), "history": history,
+            "best": str(out / "best.pt"), "last": str(out / "last.pt"),
+            "last_metrics": metrics}
