@@ -6,6 +6,8 @@ Output layouts (per batch item), all in network-input pixels:
   (ours, YOLOv8, YOLO11). Score = max class score.
 * ``anchor_based`` ``[B, N, 5 + C]``: cx, cy, w, h, objectness, C class
   probabilities (YOLOv5, YOLOv7). Score = objectness x class probability.
+* ``end2end``      ``[B, N, 6]``: x1, y1, x2, y2, score, class id, already
+  NMS-free or NMS-ed (YOLOv10, YOLO26, Ultralytics ``nms=True`` exports).
 * ``grid``         ``[B, S, S, 5K + C]``: YOLO v1, K boxes per cell of
   (x, y offsets in the cell, w, h as fractions of the input, confidence), then C
   class probabilities. Score = confidence x class probability.
@@ -36,7 +38,8 @@ from pipeline.types import Detections
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("anchor_free", "anchor_based", "grid")
+LAYOUTS = ("anchor_free", "anchor_based", "end2end", "grid")
+END2END_MAX_BOXES = 1000  # [B, N, 6] with N up to this is a post-NMS output
 DEFAULT_INPUT_SIZE = 640
 DYNAMIC_MAX_BATCH = 16  # batch cap when the model's batch axis is dynamic
 MAX_CANDIDATES = 3000  # boxes entering NMS, best first (bounds its cost)
@@ -73,6 +76,10 @@ def guess_layout(shape: tuple[int, ...], num_classes: int | None = None) -> str:
     if len(shape) != 3:
         raise ValueError(f"cannot infer a YOLO layout from output shape {shape}")
     _, a, b = shape
+    # [B, N, 6] is also YOLOv5 with one class, but that has thousands of anchors
+    if b == 6 and a <= END2END_MAX_BOXES and num_classes in (None, 1) or (
+            b == 6 and num_classes not in (None, 1)):
+        return "end2end"
     if num_classes is not None:
         if a == 4 + num_classes:
             return "anchor_free"
@@ -95,6 +102,11 @@ def decode_anchor_based(out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     class_ids = cls.argmax(1)
     scores = out[:, 4] * np.take_along_axis(cls, class_ids[:, None], 1)[:, 0]
     return cxcywh_to_xyxy(out[:, :4]), scores, class_ids
+
+
+def decode_end2end(out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[N, 6]`` x1 y1 x2 y2 score class -> xyxy (N, 4), score (N,), class (N,)."""
+    return out[:, :4], out[:, 4], out[:, 5].round().astype(np.int64)
 
 
 def decode_grid(out: np.ndarray, boxes_per_cell: int, input_size: tuple[int, int]
@@ -197,6 +209,11 @@ class YoloDetector(Detector):
             return shape[1] - 4
         if self.layout == "anchor_based" and len(shape) == 3:
             return shape[2] - 5
+        if self.layout == "end2end" and len(shape) == 3 and shape[2] == 6:
+            if named is None:
+                raise ModelError(f"{path}: a post-NMS output {shape} does not say how "
+                                 "many classes there are; pass class names")
+            return named
         if self.layout == "grid" and len(shape) == 4:
             depth = shape[3]
             if not self.boxes_per_cell:
@@ -215,7 +232,10 @@ class YoloDetector(Detector):
     @property
     def max_batch(self) -> int:
         b = self.backend.input_shape[0] if self.backend.input_shape else 1
-        return b if isinstance(b, int) and b > 0 else DYNAMIC_MAX_BATCH
+        if isinstance(b, int) and b > 0:
+            return b
+        # a TensorRT engine's optimisation profile caps a dynamic batch
+        return int(getattr(self.backend, "max_batch", 0) or DYNAMIC_MAX_BATCH)
 
     def prepare(self, image: np.ndarray) -> Prepared:
         """BGR uint8 (H, W, 3) -> (3, H, W) float32 RGB, (x/255 - mean) / std."""
@@ -245,6 +265,8 @@ class YoloDetector(Detector):
             return decode_anchor_free(out)
         if self.layout == "anchor_based":
             return decode_anchor_based(out)
+        if self.layout == "end2end":
+            return decode_end2end(out)
         return decode_grid(out, self.boxes_per_cell, self.input_size)
 
     def postprocess(self, out: np.ndarray, prepared: Prepared) -> Detections:
@@ -255,7 +277,11 @@ class YoloDetector(Detector):
         if len(scores) > MAX_CANDIDATES:
             top = np.argpartition(-scores, MAX_CANDIDATES)[:MAX_CANDIDATES]
             boxes, scores, class_ids = boxes[top], scores[top], class_ids[top]
-        idx = nms(boxes, scores, class_ids, self.iou_threshold, self.max_detections)
+        if self.layout == "end2end":  # the model already removed duplicates
+            idx = np.argsort(-scores, kind="stable")[: self.max_detections]
+        else:
+            idx = nms(boxes, scores, class_ids, self.iou_threshold,
+                      self.max_detections)
         return Detections(prepared.transform.to_original(boxes[idx]), scores[idx],
                           class_ids[idx].astype(np.int32))
 

@@ -63,6 +63,9 @@ def test_decode_grid_places_box_in_its_cell():
     ((1, 7, 7, 30), None, "grid"),
     ((1, 6, 3), 2, "anchor_free"),  # fewer anchors than rows: names decide
     ((1, 3, 7), 2, "anchor_based"),
+    ((1, 300, 6), None, "end2end"),  # YOLOv10 / YOLO26 / nms=True exports
+    ((1, 300, 6), 80, "end2end"),
+    ((1, 25200, 6), 1, "anchor_based"),  # YOLOv5 with one class
 ])
 def test_guess_layout(shape, nc, expected):
     assert guess_layout(shape, nc) == expected
@@ -147,6 +150,20 @@ def test_external_anchor_based_maps_back_to_frame(tmp_path):
     # net box 24..40 on both axes; x / 0.5, (y - 16) / 0.5
     np.testing.assert_allclose(d.xyxy[0], [48, 16, 80, 48], atol=1e-4)
     assert d.class_ids[0] == 1 and d.scores[0] == pytest.approx(0.81)
+
+
+def test_external_end2end_post_nms_output(tmp_path):
+    out = np.zeros((1, 300, 6), np.float32)  # padded rows score 0
+    out[0, 0] = [10, 12, 30, 40, 0.88, 2]
+    out[0, 1] = [11, 12, 31, 40, 0.80, 2]  # overlapping, kept: no NMS re-run
+    out[0, 2] = [40, 40, 60, 60, 0.10, 0]  # below the threshold
+    names = "{0: 'person', 1: 'bicycle', 2: 'car'}"
+    path = _constant_onnx(tmp_path / "v10.onnx", out, props={"names": names})
+    det = load_detector(path, conf_threshold=0.25)
+    assert det.layout == "end2end" and det.class_names[2] == "car"
+    d = det.detect([np.zeros((64, 64, 3), np.uint8)])[0]
+    assert len(d) == 2 and d.class_ids.tolist() == [2, 2]
+    np.testing.assert_allclose(d.xyxy[0], [10, 12, 30, 40])
 
 
 def test_class_count_mismatch_names_the_path(tmp_path):
