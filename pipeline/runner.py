@@ -351,40 +351,41 @@ class Pipeline:
                 open_sources.discard(eos.source_id)
                 put(self.lanes[eos.source_id].tracked_in, eos, state)
 
-    def _track(self, thread: StageThread, lane: _Lane) -> None:
+    def _relay(self, thread: StageThread, inbox: queue.Queue[Any],
+               outbox: queue.Queue[Any], work: Any) -> None:
+        """A per-source stage: apply ``work`` to each result, pass it on, forward
+        the end-of-stream marker and stop."""
         state = self.state
-        while (item := get(lane.tracked_in, state)) is not None:
+        while (item := get(inbox, state)) is not None:
             if isinstance(item, EndOfStream):
-                put(lane.overlay_in, item, state)
+                put(outbox, item, state)
                 return
-            result: Result = item
-            thread.current = (result.frame.source_id, result.frame.index)
+            thread.current = (item.frame.source_id, item.frame.index)
+            work(item)
+            if not put(outbox, item, state):
+                return
+
+    def _track(self, thread: StageThread, lane: _Lane) -> None:
+        def track(result: Result) -> None:
             if lane.tracker is not None:
                 started = time.perf_counter()
                 result.detections = lane.tracker.update(result.detections)
                 result.timings["track"] = time.perf_counter() - started
                 self.metrics.record("track", result.timings["track"])
-            if not put(lane.overlay_in, result, state):
-                return
+
+        self._relay(thread, lane.tracked_in, lane.overlay_in, track)
 
     def _overlay(self, thread: StageThread, lane: _Lane) -> None:
-        state = self.state
-        while (item := get(lane.overlay_in, state)) is not None:
-            if isinstance(item, EndOfStream):
-                put(lane.sink_in, item, state)
-                return
-            result: Result = item
-            thread.current = (result.frame.source_id, result.frame.index)
+        def draw(result: Result) -> None:
             if lane.overlay is not None:
                 started = time.perf_counter()
                 latency_ms = (started - result.frame.captured_at) * 1000
-                result.image = lane.overlay.draw(
-                    result.frame.image, result.detections, latency_ms
-                )
+                result.image = lane.overlay.draw(result.frame.image,
+                                                 result.detections, latency_ms)
                 result.timings["overlay"] = time.perf_counter() - started
                 self.metrics.record("overlay", result.timings["overlay"])
-            if not put(lane.sink_in, result, state):
-                return
+
+        self._relay(thread, lane.overlay_in, lane.sink_in, draw)
 
     def _sink(self, thread: StageThread, lane: _Lane) -> None:
         state = self.state
