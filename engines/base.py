@@ -205,6 +205,11 @@ FAMILIES: dict[str, str] = {
     "hog": "engines.hog:HogDetector",
     "yolo": "engines.yolo:YoloDetector",
     "faster_rcnn": "engines.faster_rcnn:FasterRCNNDetector",
+    "lineage_loc": "engines.lineage.loc:LocDetector",
+    "lineage_overfeat": "engines.lineage.overfeat:OverFeatDetector",
+    "lineage_dpm": "engines.lineage.dpm:DPMDetector",
+    "lineage_rcnn": "engines.lineage.rcnn:RCNNDetector",
+    "lineage_fast_rcnn": "engines.lineage.fast_rcnn:FastRCNNDetector",
 }
 
 # Names a user can pass instead of a path: family + a model shipped in models/.
@@ -213,6 +218,11 @@ SHIPPED: dict[str, tuple[str, str | None]] = {
     "yolo": ("yolo", "yolo_demo.onnx"),
     "yolo-people": ("yolo", "yolo_people.onnx"),
     "faster-rcnn": ("faster_rcnn", "faster_rcnn_demo.onnx"),
+    "lineage-loc": ("lineage_loc", "lineage_loc.onnx"),
+    "lineage-overfeat": ("lineage_overfeat", "lineage_overfeat.onnx"),
+    "lineage-dpm": ("lineage_dpm", None),
+    "lineage-rcnn": ("lineage_rcnn", "lineage_rcnn.onnx"),
+    "lineage-fast-rcnn": ("lineage_fast_rcnn", "lineage_fast_rcnn.onnx"),
 }
 
 

@@ -19,6 +19,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "yolo": ("training.yolo.cli", "train a YOLO detector (modern or grid head)"),
     "faster-rcnn": ("training.faster_rcnn.cli", "train a Faster R-CNN detector"),
+    "lineage": (
+        "training.lineage.cli",
+        "train the detection-lineage networks (loc, overfeat, rcnn, fast-rcnn)",
+    ),
+    "compare": (
+        "training.compare",
+        "one table + plot: every lineage detector on one held-out set",
+    ),
     "evaluate": ("training.evaluate", "COCO mAP of any detector on a dataset"),
     "evaluate-tracking": ("training.evaluate_tracking", "MOTA/IDF1/HOTA of trackers"),
     "export": ("training.export", "export a checkpoint to ONNX with a parity check"),

@@ -1,0 +1,95 @@
+"""Step 6, Fast R-CNN: one shared conv feature map per frame, RoI pooling.
+
+The same Selective Search proposals as R-CNN, but the conv trunk runs ONCE on
+the whole (resized) frame; each proposal max-pools its own region of the
+feature map to a fixed grid (RoI pooling), then small fully-connected heads
+give class scores and per-class box deltas. Two ONNX files: the trunk (the
+model file, ``images`` -> ``features``) and the head named in the metadata
+(``features``, ``rois`` (K, 5) = batch index + xyxy in input pixels ->
+``logits``, ``deltas``), because the RoI head needs a second input.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engines.base import Backend, Detector, ModelError, Prepared, open_backend
+from engines.boxes import nms, stretch
+from engines.lineage.common import require_meta, to_tensor
+from engines.lineage.proposals import selective_search
+from engines.lineage.rcnn import decode_rcnn
+from pipeline.types import Detections
+
+
+class FastRCNNDetector(Detector):
+    """Selective Search + shared trunk + RoI-pooled heads (boxes xyxy pixels)."""
+
+    def __init__(self, backend: Backend | str | Path, threads: int | None = None,
+                 conf_threshold: float = 0.3, iou_threshold: float = 0.4,
+                 max_proposals: int | None = None, proposal_side: int | None = None,
+                 max_detections: int = 100) -> None:
+        import onnxruntime as ort
+
+        self.backend = (backend if isinstance(backend, Backend)
+                        else open_backend(backend, threads=threads))
+        require_meta(self.backend, "lineage_fast_rcnn")
+        meta = self.backend.meta
+        if not 0 <= conf_threshold <= 1:
+            raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
+        head = self.backend.path.parent / meta.extra["head"]
+        if not head.is_file():
+            raise ModelError(f"{self.backend.path}: RoI head file {head} not found")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.log_severity_level = 3
+        self.head = ort.InferenceSession(str(head), options,
+                                         providers=["CPUExecutionProvider"])
+        self.class_names = list(meta.class_names)
+        self.input_size = meta.input_size
+        self.max_proposals = int(max_proposals or meta.extra["max_proposals"])
+        self.proposal_side = int(proposal_side or meta.extra["proposal_side"])
+        self.conf_threshold = conf_threshold
+        self.iou_threshold = iou_threshold
+        self.max_detections = max_detections
+        self.last_proposals = 0  # proposals on the last frame, for reports
+        self.last_proposal_seconds = 0.0  # Selective Search time on the last frame
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        resized, transform = stretch(image, self.input_size)
+        # Proposals come from the original frame; keep it beside the tensor.
+        return Prepared((to_tensor(resized), image), transform)  # type: ignore[arg-type]
+
+    def infer(self, batch: list[Prepared]) -> list[Detections]:
+        out = []
+        for p in batch:
+            tensor, image = p.input
+            t0 = time.perf_counter()
+            proposals = selective_search(image, self.proposal_side, self.max_proposals)
+            self.last_proposal_seconds = time.perf_counter() - t0
+            self.last_proposals = len(proposals)
+            if len(proposals) == 0:
+                out.append(Detections.empty())
+                continue
+            (features,) = self.backend.infer(tensor[None])
+            rois_net = p.transform.to_network(proposals)
+            rois = np.concatenate([np.zeros((len(rois_net), 1), np.float32),
+                                   rois_net], 1)
+            logits, deltas = self.head.run(None, {"features": features, "rois": rois})
+            boxes, conf, cls = decode_rcnn(rois_net, logits, deltas,
+                                           self.conf_threshold)
+            keep = nms(boxes, conf, cls, self.iou_threshold, self.max_detections)
+            out.append(Detections(p.transform.to_original(boxes[keep]), conf[keep],
+                                  cls[keep]))
+        return out
+
+    def warmup(self) -> None:
+        h, w = self.input_size
+        self.backend.infer(np.zeros((1, 3, h, w), np.float32))
+
+    def close(self) -> None:
+        self.backend.close()
+        self.head = None

@@ -1,0 +1,67 @@
+"""Step 1, localization as regression: classify the image and regress ONE box.
+
+A small CNN with two heads (class logits; x1 y1 x2 y2 normalised to [0, 1],
+trained with L2 loss on single-object images). Its metric is IoU. In the pipeline
+it reports exactly one detection per frame, whatever the frame holds: this is
+the point of the step -- a fixed-size output cannot count objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engines.base import Backend, Detector, Prepared, open_backend
+from engines.boxes import stretch
+from engines.lineage.common import require_meta, softmax, to_tensor
+from pipeline.types import Detections
+
+
+class LocDetector(Detector):
+    """One box per frame. Network: ``images`` (B, 3, H, W) RGB [0, 1] ->
+    ``logits`` (B, C), ``box`` (B, 4) xyxy normalised to the input size."""
+
+    def __init__(self, backend: Backend | str | Path, threads: int | None = None,
+                 conf_threshold: float = 0.0, iou_threshold: float | None = None
+                 ) -> None:
+        """``conf_threshold`` (default 0: always one box) drops the box when the
+        class probability is lower; ``iou_threshold`` is accepted for a common
+        CLI and unused (one box needs no NMS)."""
+        if not 0 <= conf_threshold <= 1:
+            raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
+        self.conf_threshold = conf_threshold
+        self.backend = (backend if isinstance(backend, Backend)
+                        else open_backend(backend, threads=threads))
+        require_meta(self.backend, "lineage_loc")
+        meta = self.backend.meta
+        self.class_names = list(meta.class_names)
+        self.input_size = meta.input_size
+
+    @property
+    def max_batch(self) -> int:
+        return 32
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        resized, transform = stretch(image, self.input_size)
+        return Prepared(to_tensor(resized), transform)
+
+    def infer(self, batch: list[Prepared]) -> list[Detections]:
+        if not batch:
+            return []
+        logits, box = self.backend.infer(np.stack([p.input for p in batch]))
+        probs = softmax(logits)
+        h, w = self.input_size
+        out = []
+        for p, prob, b in zip(batch, probs, box, strict=True):
+            xyxy = p.transform.to_original(b[None] * np.float32([w, h, w, h]))
+            k = int(prob.argmax())
+            dets = Detections(xyxy, prob[k:k + 1], [k])
+            out.append(dets if prob[k] >= self.conf_threshold else Detections.empty())
+        return out
+
+    def warmup(self) -> None:
+        self.backend.warmup()
+
+    def close(self) -> None:
+        self.backend.close()

@@ -1,0 +1,110 @@
+"""Step 2, OverFeat: a sliding-window classifier evaluated convolutionally.
+
+The classifier sees a fixed ``window`` (e.g. 32x32) and its fully-connected
+layers are convolutions, so running it on a whole image yields, in one pass, a
+dense map of class scores and box offsets: cell (i, j) is the window whose
+top-left corner is ``stride * (j, i)`` in the network input. A pyramid of image
+scales covers object sizes; cells above ``conf_threshold`` become boxes and
+per-class NMS merges the many windows that fire on one object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engines.base import Backend, Detector, Prepared, open_backend
+from engines.boxes import BoxTransform, nms
+from engines.lineage.common import require_meta, softmax, to_tensor
+from pipeline.types import Detections
+
+
+def decode_dense(scores: np.ndarray, offsets: np.ndarray, window: int, stride: int,
+                 scale: float, conf_threshold: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One scale's maps -> candidate boxes in image pixels (before NMS).
+
+    ``scores``: (C+1, h, w) softmax probabilities, channel 0 = background.
+    ``offsets``: (4, h, w) x1 y1 x2 y2 of the object in window units (0..1).
+    Returns xyxy (N, 4), scores (N,), class_ids (N,) 0-based foreground classes.
+    """
+    fg = scores[1:]
+    cls, ys, xs = np.nonzero(fg >= conf_threshold)
+    if len(cls) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(
+            0, np.int32)
+    origin = np.stack([xs, ys, xs, ys], 1).astype(np.float32) * stride
+    boxes = (origin + offsets[:, ys, xs].T * window) / scale
+    return boxes.astype(np.float32), fg[cls, ys, xs], cls.astype(np.int32)
+
+
+class OverFeatDetector(Detector):
+    """Multi-scale dense sliding window. Network: ``images`` (1, 3, H, W) ->
+    ``scores`` (1, C+1, h, w) logits, ``offsets`` (1, 4, h, w)."""
+
+    def __init__(self, backend: Backend | str | Path, threads: int | None = None,
+                 conf_threshold: float = 0.3, iou_threshold: float = 0.4,
+                 scales: tuple[float, ...] | None = None,
+                 max_detections: int = 100, pre_nms_top_k: int = 1000) -> None:
+        self.backend = (backend if isinstance(backend, Backend)
+                        else open_backend(backend, threads=threads))
+        require_meta(self.backend, "lineage_overfeat")
+        meta = self.backend.meta
+        if not 0 <= conf_threshold <= 1:
+            raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
+        self.class_names = list(meta.class_names)
+        self.window = int(meta.extra["window"])
+        self.stride = int(meta.extra["stride"])
+        self.scales = tuple(scales or meta.extra["scales"])
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"scales must be positive, got {self.scales}")
+        self.conf_threshold = conf_threshold
+        self.iou_threshold = iou_threshold
+        self.max_detections = max_detections
+        self.pre_nms_top_k = pre_nms_top_k  # bounds the NMS cost of dense maps
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        h, w = image.shape[:2]
+        return Prepared(image, BoxTransform(1.0, 1.0, 0.0, 0.0, w, h))
+
+    def dense_maps(self, image: np.ndarray, scale: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Softmax scores (C+1, h, w) and offsets (4, h, w) at one pyramid scale."""
+        h, w = image.shape[:2]
+        size = (max(self.window, round(w * scale)), max(self.window, round(h * scale)))
+        scaled = cv2.resize(image, size, interpolation=cv2.INTER_AREA
+                            if scale < 1 else cv2.INTER_LINEAR)
+        logits, offsets = self.backend.infer(to_tensor(scaled)[None])
+        return softmax(logits[0], axis=0), offsets[0]
+
+    def infer(self, batch: list[Prepared]) -> list[Detections]:
+        out = []
+        for p in batch:
+            parts = []
+            h, w = p.input.shape[:2]
+            for scale in self.scales:
+                scores, offsets = self.dense_maps(p.input, scale)
+                sx = max(self.window, round(w * scale)) / w
+                sy = max(self.window, round(h * scale)) / h
+                boxes, conf, cls = decode_dense(scores, offsets, self.window,
+                                                self.stride, 1.0, self.conf_threshold)
+                boxes = boxes / np.float32([sx, sy, sx, sy])
+                parts.append((boxes, conf, cls))
+            boxes = np.concatenate([b for b, _, _ in parts])
+            conf = np.concatenate([c for _, c, _ in parts])
+            cls = np.concatenate([k for _, _, k in parts])
+            if len(conf) > self.pre_nms_top_k:
+                top = np.argpartition(-conf, self.pre_nms_top_k)[:self.pre_nms_top_k]
+                boxes, conf, cls = boxes[top], conf[top], cls[top]
+            keep = nms(boxes, conf, cls, self.iou_threshold, self.max_detections)
+            xyxy = p.transform.to_original(boxes[keep])
+            out.append(Detections(xyxy, conf[keep], cls[keep]))
+        return out
+
+    def warmup(self) -> None:
+        self.dense_maps(np.zeros((64, 64, 3), np.uint8), 1.0)
+
+    def close(self) -> None:
+        self.backend.close()

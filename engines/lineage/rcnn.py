@@ -1,0 +1,103 @@
+"""Step 5, R-CNN: Selective Search proposals, each warped and classified alone.
+
+Every proposal is cropped from the frame, warped to the network's fixed input
+(e.g. 32x32) and run through a small CNN giving class scores (background + C)
+and per-class box deltas; per-class NMS. The CNN runs once per proposal, which
+is why R-CNN is slow: thousands of overlapping crops repeat the same
+convolutions.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engines.base import Backend, Detector, Prepared, open_backend
+from engines.boxes import BoxTransform, nms
+from engines.lineage.common import decode_deltas, require_meta, softmax
+from engines.lineage.proposals import selective_search
+from pipeline.types import Detections
+
+
+def warp_crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """(N, 4) xyxy boxes of a BGR image -> (N, 3, size, size) float32 RGB [0, 1],
+    each box warped (aspect not kept, as in R-CNN) to ``size`` x ``size``."""
+    h, w = image.shape[:2]
+    out = np.empty((len(boxes), size, size, 3), np.uint8)
+    b = np.round(boxes).astype(np.int64)
+    b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
+    b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
+    b[:, 2:] = np.maximum(b[:, 2:], b[:, :2] + 1)
+    for i, (x1, y1, x2, y2) in enumerate(b):
+        out[i] = cv2.resize(image[y1:min(y2, h), x1:min(x2, w)], (size, size),
+                            interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(out[..., ::-1].transpose(0, 3, 1, 2), np.float32) / 255
+
+
+def decode_rcnn(proposals: np.ndarray, logits: np.ndarray, deltas: np.ndarray,
+                conf_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-proposal (C+1) logits and (C*4) class-specific deltas -> candidate
+    boxes: every (proposal, class) pair scoring >= ``conf_threshold``."""
+    probs = softmax(logits)[:, 1:]
+    idx, cls = np.nonzero(probs >= conf_threshold)
+    d = deltas.reshape(len(proposals), -1, 4)[idx, cls]
+    boxes = decode_deltas(proposals[idx], d)
+    return boxes, probs[idx, cls], cls.astype(np.int32)
+
+
+class RCNNDetector(Detector):
+    """Selective Search + per-crop CNN. Network: ``crops`` (N, 3, S, S) ->
+    ``logits`` (N, C+1), ``deltas`` (N, 4C)."""
+
+    def __init__(self, backend: Backend | str | Path, threads: int | None = None,
+                 conf_threshold: float = 0.3, iou_threshold: float = 0.4,
+                 max_proposals: int | None = None, proposal_side: int | None = None,
+                 max_detections: int = 100) -> None:
+        self.backend = (backend if isinstance(backend, Backend)
+                        else open_backend(backend, threads=threads))
+        require_meta(self.backend, "lineage_rcnn")
+        meta = self.backend.meta
+        if not 0 <= conf_threshold <= 1:
+            raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
+        self.class_names = list(meta.class_names)
+        self.crop = int(meta.input_size[0])
+        self.max_proposals = int(max_proposals or meta.extra["max_proposals"])
+        self.proposal_side = int(proposal_side or meta.extra["proposal_side"])
+        self.conf_threshold = conf_threshold
+        self.iou_threshold = iou_threshold
+        self.max_detections = max_detections
+        self.last_proposals = 0  # proposals on the last frame, for reports
+        self.last_proposal_seconds = 0.0  # Selective Search time on the last frame
+
+    def prepare(self, image: np.ndarray) -> Prepared:
+        h, w = image.shape[:2]
+        return Prepared(image, BoxTransform(1.0, 1.0, 0.0, 0.0, w, h))
+
+    def infer(self, batch: list[Prepared]) -> list[Detections]:
+        out = []
+        for p in batch:
+            t0 = time.perf_counter()
+            proposals = selective_search(p.input, self.proposal_side,
+                                         self.max_proposals)
+            self.last_proposal_seconds = time.perf_counter() - t0
+            self.last_proposals = len(proposals)
+            if len(proposals) == 0:
+                out.append(Detections.empty())
+                continue
+            logits, deltas = self.backend.infer(warp_crops(p.input, proposals,
+                                                           self.crop))
+            boxes, conf, cls = decode_rcnn(proposals, logits, deltas,
+                                           self.conf_threshold)
+            keep = nms(boxes, conf, cls, self.iou_threshold, self.max_detections)
+            out.append(Detections(p.transform.to_original(boxes[keep]), conf[keep],
+                                  cls[keep]))
+        return out
+
+    def warmup(self) -> None:
+        self.backend.warmup()
+
+    def close(self) -> None:
+        self.backend.close()

@@ -1,0 +1,56 @@
+"""``python -m training compare --quick`` and ``lineage train`` end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from engines.base import load_detector
+from engines.lineage.loc import LocDetector
+from training.__main__ import main as training_main
+
+
+def test_compare_quick_writes_table_and_plot(tmp_path: Path) -> None:
+    models = ("lineage-loc,lineage-overfeat,lineage-rcnn,lineage-fast-rcnn,hog,"
+              "no-such-model")
+    rc = training_main(["compare", "--quick", "--models", models, "--out",
+                        str(tmp_path)])
+    assert rc == 0
+    report = json.loads((tmp_path / "compare.json").read_text())
+    rows = {r["model"]: r for r in report["rows"]}
+    assert list(rows) == models.split(",")
+    for name in ("lineage-loc", "lineage-overfeat", "lineage-rcnn",
+                 "lineage-fast-rcnn", "hog"):
+        assert rows[name]["status"] == "ok"
+        assert rows[name]["ms_per_image"] > 0
+        assert 0.0 <= rows[name]["map50"] <= 1.0
+    assert rows["no-such-model"]["status"].startswith("missing")
+    assert rows["lineage-loc"]["detections_per_image"] == 1.0  # it cannot count
+    assert 0 < rows["lineage-rcnn"]["proposals_per_image"] <= 50  # --quick cap
+    assert rows["lineage-fast-rcnn"]["proposal_ms"] > 0
+    assert rows["lineage-rcnn"]["train_seconds"] > 0  # from the model's metadata
+    assert rows["hog"]["map50"] == 0.0  # people only, on a shape set
+    with open(tmp_path / "compare.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    png = (tmp_path / "compare.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_lineage_train_loc_writes_a_loadable_model(tmp_path: Path) -> None:
+    rc = training_main(["lineage", "train", "--model", "loc", "--epochs", "1",
+                        "--images", "32", "--out", str(tmp_path)])
+    assert rc == 0
+    detector = load_detector(tmp_path / "lineage_loc.onnx")
+    assert isinstance(detector, LocDetector)
+    assert detector.backend.meta.extra["train_seconds"] > 0
+    assert "val_iou" in detector.backend.meta.extra
+
+
+def test_lineage_train_rejects_missing_data(tmp_path: Path) -> None:
+    assert training_main(["lineage", "train", "--model", "rcnn", "--out",
+                          str(tmp_path)]) == 2
+    with pytest.raises(SystemExit):
+        training_main(["lineage", "train", "--model", "nope"])

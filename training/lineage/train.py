@@ -1,0 +1,303 @@
+"""Training of the lineage networks on generated data, each ending in an ONNX
+file with ``ModelMeta`` (family ``lineage_*``; ``extra.train_seconds``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from engines.base import ModelMeta
+from engines.boxes import iou_matrix
+from engines.lineage.common import encode_deltas, to_tensor
+from engines.lineage.proposals import DEFAULT_MAX_PROPOSALS, DEFAULT_MAX_SIDE
+from engines.lineage.rcnn import warp_crops
+from training.export import embed_metadata, max_abs_diff
+from training.lineage.data import (
+    overfeat_windows,
+    proposals_for,
+    sample_rois,
+    single_object_scene,
+)
+from training.lineage.models import (
+    FastRCNNHead,
+    FastRCNNTrunk,
+    LocNet,
+    OverFeatNet,
+    RCNNNet,
+)
+
+log = logging.getLogger(__name__)
+
+LOC_INPUT = (64, 112)
+RCNN_CROP = 32
+FAST_RCNN_INPUT = (224, 384)
+OVERFEAT_SCALES = (1.25, 0.83, 0.55, 0.37, 0.25, 0.17)
+
+
+def _export(model: nn.Module, args: tuple, path: Path, inputs: list[str],
+            outputs: list[str], dynamic: dict, meta: ModelMeta | None) -> float:
+    """TorchScript-export ``model`` to ONNX, embed ``meta``; returns the largest
+    |torch - onnxruntime| over the outputs on ``args``."""
+    import onnxruntime as ort
+
+    model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model, args, str(path), input_names=inputs, output_names=outputs,
+                      dynamic_axes=dynamic, opset_version=17, dynamo=False)
+    if meta is not None:
+        embed_metadata(path, meta)
+    with torch.no_grad():
+        expected = model(*args)
+    expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    actual = session.run(None, {n: a.numpy() for n, a in zip(inputs, args,
+                                                              strict=True)})
+    diff = max_abs_diff([e.numpy() for e in expected], actual)
+    log.info("exported %s (max |torch - onnxruntime| = %.2e)", path, diff)
+    return diff
+
+
+def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(n)
+    return [order[i:i + size] for i in range(0, n, size)]
+
+
+def train_loc(out: Path, class_names: list[str], epochs: int = 25,
+              images: int = 4000, seed: int = 0) -> Path:
+    """Localization as regression on single-object images rendered at the
+    network size; L2 box loss + cross-entropy. Records mean val IoU."""
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    n_val = min(200, max(8, images // 10))
+    data = [single_object_scene(rng, LOC_INPUT) for _ in tqdm(range(images + n_val),
+                                                              desc="render")]
+    x = torch.from_numpy(np.stack([to_tensor(d[0]) for d in data]))
+    h, w = LOC_INPUT
+    boxes = torch.from_numpy(np.stack([d[1] for d in data]) / np.float32([w, h, w, h]))
+    cls = torch.tensor([d[2] for d in data])
+    x_val, box_val = x[images:], boxes[images:]
+    x, boxes, cls = x[:images], boxes[:images], cls[:images]
+    model = LocNet(len(class_names), LOC_INPUT)
+    opt = torch.optim.AdamW(model.parameters(), 3e-3, weight_decay=1e-4)
+    steps = epochs * len(_batches(images, 64, rng))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
+    for epoch in range(epochs):
+        model.train()
+        total = 0.0
+        for idx in _batches(images, 64, rng):
+            idx = torch.from_numpy(idx)
+            logits, box = model(x[idx])
+            loss = F.cross_entropy(logits, cls[idx]) + 20 * F.mse_loss(box, boxes[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        log.info("loc epoch %d/%d loss %.4f", epoch + 1, epochs, total)
+    model.eval()
+    with torch.no_grad():
+        pred = model(x_val)[1].numpy()
+    val_iou = float(np.mean(np.diag(iou_matrix(pred, box_val.numpy()))))
+    log.info("loc val mean IoU %.3f", val_iou)
+    meta = ModelMeta("lineage_loc", list(class_names), LOC_INPUT, resize="stretch",
+                     extra={"train_seconds": round(time.perf_counter() - start, 1),
+                            "val_iou": round(val_iou, 4), "train_images": images,
+                            "epochs": epochs})
+    _export(model, (x_val[:2],), out, ["images"], ["logits", "box"],
+            {"images": {0: "batch"}, "logits": {0: "batch"}, "box": {0: "batch"}},
+            meta)
+    return out
+
+
+def train_overfeat(dataset, out: Path, epochs: int = 10, seed: int = 0,
+                   passes: int = 4) -> Path:
+    """OverFeat classifier on object-centred vs background 32x32 windows, cut
+    ``passes`` times (different jitter) from every training image."""
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    window = OverFeatNet.WINDOW
+    crops, labels, targets = [], [], []
+    for _ in range(passes):
+        for i in tqdm(range(len(dataset)), desc="windows"):
+            s = dataset[i]
+            c, lab, t = overfeat_windows(rng, s.image, s.boxes, s.class_ids, window)
+            crops += c
+            labels += lab
+            targets += t
+    x = torch.from_numpy(np.stack([to_tensor(c) for c in crops]))
+    y = torch.tensor(labels)
+    t = torch.from_numpy(np.stack(targets))
+    log.info("overfeat: %d windows, %d positive", len(y), int((y > 0).sum()))
+    model = OverFeatNet(len(dataset.class_names))
+    _fit_crops(model, x, y, t, epochs, rng, lambda o: (o[0][:, :, 0, 0],
+                                                        o[1][:, :, 0, 0]),
+               per_class_deltas=False)
+    meta = ModelMeta("lineage_overfeat", list(dataset.class_names), (window, window),
+                     resize="none", extra={
+                         "window": window, "stride": OverFeatNet.STRIDE,
+                         "scales": list(OVERFEAT_SCALES),
+                         "train_seconds": round(time.perf_counter() - start, 1),
+                         "train_windows": len(y), "epochs": epochs})
+    dyn = {"images": {2: "height", 3: "width"}, "scores": {2: "h", 3: "w"},
+           "offsets": {2: "h", 3: "w"}}
+    _export(model, (torch.rand(1, 3, 64, 96),), out, ["images"],
+            ["scores", "offsets"], dyn, meta)
+    return out
+
+
+def _fit_crops(model: nn.Module, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
+               epochs: int, rng: np.random.Generator, head=lambda o: o,
+               per_class_deltas: bool = True, batch: int = 128) -> None:
+    """Multi-task fit on fixed-size crops: cross-entropy + smooth-L1 on the
+    positives' box targets (class-specific deltas when ``per_class_deltas``)."""
+    opt = torch.optim.AdamW(model.parameters(), 3e-3, weight_decay=1e-4)
+    steps = epochs * len(_batches(len(y), batch, rng))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
+    for epoch in range(epochs):
+        model.train()
+        total = 0.0
+        for idx in _batches(len(y), batch, rng):
+            idx = torch.from_numpy(idx)
+            logits, box = head(model(x[idx]))
+            loss = F.cross_entropy(logits, y[idx]) + _box_loss(
+                box, y[idx], t[idx], per_class_deltas)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        log.info("epoch %d/%d loss %.4f", epoch + 1, epochs, total)
+    model.eval()
+
+
+def _box_loss(box: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor,
+              per_class: bool) -> torch.Tensor:
+    pos = torch.nonzero(labels > 0).squeeze(1)
+    if len(pos) == 0:
+        return box.sum() * 0
+    if per_class:
+        box = box.view(len(box), -1, 4)[pos, labels[pos] - 1]
+    else:
+        box = box[pos]
+    return F.smooth_l1_loss(box, targets[pos], beta=1 / 9, reduction="sum") / max(
+        len(labels), 1) * 4
+
+
+def _cached_proposals(dataset, cache: Path | None, side: int, count: int
+                      ) -> list[np.ndarray]:
+    """Selective Search on every training image, cached in an .npz beside the
+    output (keyed by image paths and settings): R-CNN and Fast R-CNN share it."""
+    key = [str(p) for p in dataset.image_paths] + [f"{side}/{count}"]
+    if cache is not None and cache.is_file():
+        data = np.load(cache, allow_pickle=False)
+        if list(data["key"]) == key:
+            return [data[f"p{i}"] for i in range(len(dataset))]
+    props = proposals_for(dataset, side, count)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, key=np.array(key), **{f"p{i}": p for i, p in enumerate(props)})
+    return props
+
+
+def train_rcnn(dataset, out: Path, epochs: int = 12, seed: int = 0,
+               proposal_side: int = DEFAULT_MAX_SIDE,
+               max_proposals: int = DEFAULT_MAX_PROPOSALS, rois_per_image: int = 48,
+               cache: Path | None = None) -> Path:
+    """R-CNN: warp IoU-labelled proposals (>= 0.5 object, < 0.3 background) to
+    32x32 and fit the CNN with classification + class-specific box regression."""
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    props = _cached_proposals(dataset, cache, proposal_side, max_proposals)
+    xs, ys, ts = [], [], []
+    for i in tqdm(range(len(dataset)), desc="warp proposals"):
+        s = dataset[i]
+        rois, labels, matched = sample_rois(rng, props[i], s.boxes, s.class_ids,
+                                            rois_per_image)
+        xs.append(warp_crops(s.image, rois, RCNN_CROP))
+        ys.append(labels)
+        ts.append(encode_deltas(rois, matched))
+    x, y = torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+    t = torch.from_numpy(np.concatenate(ts))
+    log.info("rcnn: %d crops, %d positive", len(y), int((y > 0).sum()))
+    model = RCNNNet(len(dataset.class_names), RCNN_CROP)
+    _fit_crops(model, x, y, t, epochs, rng)
+    meta = ModelMeta("lineage_rcnn", list(dataset.class_names), (RCNN_CROP, RCNN_CROP),
+                     resize="stretch", extra={
+                         "proposal_side": proposal_side, "max_proposals": max_proposals,
+                         "train_seconds": round(time.perf_counter() - start, 1),
+                         "train_crops": len(y), "epochs": epochs})
+    _export(model, (x[:3],), out, ["crops"], ["logits", "deltas"],
+            {"crops": {0: "n"}, "logits": {0: "n"}, "deltas": {0: "n"}}, meta)
+    return out
+
+
+def train_fast_rcnn(dataset, out: Path, epochs: int = 10, seed: int = 0,
+                    proposal_side: int = DEFAULT_MAX_SIDE,
+                    max_proposals: int = DEFAULT_MAX_PROPOSALS,
+                    rois_per_image: int = 64, cache: Path | None = None) -> Path:
+    """Fast R-CNN end to end: per image, trunk once, RoI-pool sampled proposals,
+    multi-task loss (cross-entropy + smooth-L1 on class-specific deltas)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    props = _cached_proposals(dataset, cache, proposal_side, max_proposals)
+    h, w = FAST_RCNN_INPUT
+    images, scales = [], []
+    for i in range(len(dataset)):
+        img = dataset[i].image
+        scales.append(np.float32([w / img.shape[1], h / img.shape[0]] * 2))
+        images.append(to_tensor(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)))
+    n_classes = len(dataset.class_names)
+    trunk, head = FastRCNNTrunk(), FastRCNNHead(n_classes)
+    params = list(trunk.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, 2e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3,
+                                                total_steps=epochs * len(dataset))
+    for epoch in range(epochs):
+        trunk.train()
+        head.train()
+        total = 0.0
+        for i in tqdm(rng.permutation(len(dataset)), desc=f"epoch {epoch + 1}",
+                      leave=False):
+            s = dataset[int(i)]
+            rois, labels, matched = sample_rois(
+                rng, props[i] * scales[i], s.boxes * scales[i], s.class_ids,
+                rois_per_image)
+            t = torch.from_numpy(encode_deltas(rois, matched))
+            r = torch.from_numpy(np.concatenate(
+                [np.zeros((len(rois), 1), np.float32), rois], 1))
+            y = torch.from_numpy(labels)
+            logits, deltas = head(trunk(torch.from_numpy(images[i])[None]), r)
+            loss = F.cross_entropy(logits, y) + _box_loss(deltas, y, t, True)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        log.info("fast-rcnn epoch %d/%d loss %.4f", epoch + 1, epochs, total)
+    trunk.eval()
+    head.eval()
+    head_path = out.with_name(out.stem + "_head.onnx")
+    meta = ModelMeta("lineage_fast_rcnn", list(dataset.class_names), FAST_RCNN_INPUT,
+                     resize="stretch", extra={
+                         "head": head_path.name, "proposal_side": proposal_side,
+                         "max_proposals": max_proposals,
+                         "train_seconds": round(time.perf_counter() - start, 1),
+                         "train_images": len(dataset), "epochs": epochs})
+    x = torch.from_numpy(images[0])[None]
+    _export(trunk, (x,), out, ["images"], ["features"],
+            {"images": {0: "batch"}, "features": {0: "batch"}}, meta)
+    with torch.no_grad():
+        feats = trunk(x)
+    rois = torch.tensor([[0, 10, 20, 200, 150], [0, 0, 0, w, h]], dtype=torch.float32)
+    _export(head, (feats, rois), head_path, ["features", "rois"], ["logits", "deltas"],
+            {"rois": {0: "k"}, "logits": {0: "k"}, "deltas": {0: "k"}}, None)
+    return out
