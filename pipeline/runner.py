@@ -55,7 +55,7 @@ class PipelineConfig:
     before the rest is abandoned. ``progress``: a progress bar for file sources.
     """
 
-    batch: int = 1
+    batch: int = 4
     max_wait_ms: float = 5.0
     queue_size: int = 8
     tracker: str = "none"
