@@ -50,8 +50,10 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     mdl = p.add_argument_group("model")
     mdl.add_argument("--model", "-m", default="hog",
-                     help="hog, yolo, yolo-people, faster-rcnn (shipped), or a "
-                          ".onnx / .engine / .plan / .pt file (default: hog)")
+                     help="hog, yolo, yolo-people, faster-rcnn, lineage-loc, "
+                          "lineage-overfeat, lineage-dpm, lineage-rcnn, "
+                          "lineage-fast-rcnn (shipped), or a .onnx / .engine / .plan "
+                          "/ .pt file (default: hog)")
     mdl.add_argument("--family", choices=["yolo", "faster_rcnn", "hog"],
                      help="model family when the file carries no metadata")
     mdl.add_argument("--device", default="cpu",
