@@ -24,7 +24,6 @@ from typing import Any
 from tqdm import tqdm
 
 from pipeline.runner import PipelineConfig
-from pipeline.sinks import OutputConfig
 from pipeline.sources import IMAGE_SUFFIXES, expand_sources, unique_ids
 
 log = logging.getLogger(__name__)
@@ -212,7 +211,3 @@ def summary_table(reports: list[FileReport]) -> str:
 
 def default_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
-
-
-__all__ = ["BatchJob", "FileReport", "OutputConfig", "find_videos", "run_batch",
-           "summary_table"]

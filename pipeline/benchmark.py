@@ -24,6 +24,7 @@ from pipeline.overlay import Overlay
 from pipeline.runner import Pipeline, PipelineConfig, run_plain_loop
 from pipeline.sinks import open_sinks
 from pipeline.sources import ImageFolderSource, make_source
+from pipeline.tracking import make_tracker
 
 WARMUP_RUNS = 3
 MAX_FRAMES_IN_MEMORY = 200  # the inference ceiling needs decoded frames in RAM
@@ -81,11 +82,6 @@ def run_benchmark(spec: str, detector: Detector, config: PipelineConfig
             detector.infer(prepared[i:i + step])
     phases["inference_only"] = p.row(len(prepared))
 
-    tracker_factory = None
-    if config.tracker != "none":
-        from pipeline.tracking import make_tracker
-
-        tracker_factory = make_tracker
     names = list(detector.class_names)
     with tempfile.TemporaryDirectory(prefix="streamdet-bench-") as tmp:
         loop_out = replace(config.outputs, out_dir=Path(tmp) / "loop", show=False)
@@ -93,9 +89,8 @@ def run_benchmark(spec: str, detector: Detector, config: PipelineConfig
         source.open()
         sinks = open_sinks(loop_out, source.source_id, source.fps, source.size, names,
                            isinstance(source, ImageFolderSource), lambda: None)
-        tracker = (tracker_factory(config.tracker, frame_rate=source.fps,
-                                   **config.tracker_params)
-                   if tracker_factory else None)
+        tracker = make_tracker(config.tracker, frame_rate=source.fps,
+                               **config.tracker_params)
         overlay = Overlay(names, config.overlay) if loop_out.needs_overlay else None
         _warm(detector, frames[0])
         try:

@@ -188,12 +188,9 @@ class Pipeline:
             log.error("%s (other sources continue)", message)
 
     def _open_lanes(self) -> None:
-        cfg = self.config
-        tracker_factory = None
-        if cfg.tracker != "none":
-            from pipeline.tracking import make_tracker
+        from pipeline.tracking import make_tracker  # None for tracker "none"
 
-            tracker_factory = make_tracker
+        cfg = self.config
         names = list(getattr(self.detector, "class_names", []))
         for source in self.sources:
             if self.metrics.source(source.source_id).status == "failed":
@@ -207,10 +204,8 @@ class Pipeline:
                 queue.Queue(size),
                 queue.Queue(size),
             )
-            if tracker_factory is not None:
-                lane.tracker = tracker_factory(
-                    cfg.tracker, frame_rate=source.fps, **cfg.tracker_params
-                )
+            lane.tracker = make_tracker(cfg.tracker, frame_rate=source.fps,
+                                        **cfg.tracker_params)
             if cfg.outputs.needs_overlay:
                 lane.overlay = Overlay(names, cfg.overlay)
             lane.sinks = open_sinks(
