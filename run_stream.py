@@ -47,22 +47,36 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
                      help="reconnect attempts after a stream stalls (default 5)")
 
 
+def class_list(text: str) -> tuple[str, ...]:
+    """``--classes 0,2,person``: ids or names, comma- or space-separated."""
+    items = tuple(t for t in text.replace(",", " ").split() if t)
+    if not items:
+        raise argparse.ArgumentTypeError("expected class ids or names")
+    return items
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
+    from engines.base import BACKENDS, FAMILIES, SHIPPED, SUFFIX_BACKENDS
+
     mdl = p.add_argument_group("model")
     mdl.add_argument("--model", "-m", default="hog",
-                     help="hog, yolo, yolo-people, faster-rcnn, lineage-loc, "
-                          "lineage-overfeat, lineage-dpm, lineage-rcnn, "
-                          "lineage-fast-rcnn (shipped), or a .onnx / .engine / .plan "
-                          "/ .pt file (default: hog)")
-    mdl.add_argument("--family", choices=["yolo", "faster_rcnn", "hog"],
+                     help=f"a shipped model ({', '.join(SHIPPED)}) or a "
+                          f"{' / '.join(SUFFIX_BACKENDS)} file (default: hog)")
+    mdl.add_argument("--family", choices=sorted(FAMILIES),
                      help="model family when the file carries no metadata")
+    mdl.add_argument("--backend", choices=sorted(BACKENDS),
+                     help="runtime that runs the network (default: by file suffix; "
+                          "tensorrt on an .onnx uses ONNX Runtime's TensorRT provider)")
     mdl.add_argument("--device", default="cpu",
-                     help="cpu (ONNX Runtime), cuda, tensorrt (ORT execution "
-                          "providers), cuda:N for .engine/.pt (default: cpu)")
+                     help="hardware: cpu, cuda or cuda:N (default: cpu)")
     mdl.add_argument("--conf", type=float, help="score threshold (family default)")
     mdl.add_argument("--iou", type=float, help="NMS IoU threshold (family default)")
+    mdl.add_argument("--max-det", type=int, metavar="N",
+                     help="most boxes per frame (family default)")
+    mdl.add_argument("--classes", type=class_list, metavar="LIST",
+                     help="keep only these class ids or names, e.g. 0,2 or person")
     mdl.add_argument("--threads", type=int, default=None,
-                     help="ONNX Runtime intra-op threads (default: all cores)")
+                     help="CPU threads for the network (default: all cores)")
 
 
 def add_pipeline_args(p: argparse.ArgumentParser) -> None:
@@ -74,7 +88,9 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     run.add_argument("--max-wait-ms", type=float, default=5.0,
                      help="how long inference waits for a batch to fill")
     run.add_argument("--queue-size", type=int, default=8, help="bound of every queue")
-    run.add_argument("--tracker", choices=["none", "bytetrack", "sort"], default="none",
+    from pipeline.tracking import TRACKER_CHOICES
+
+    run.add_argument("--tracker", choices=TRACKER_CHOICES, default="none",
                      help="multi-object tracker (default: none)")
 
 
@@ -160,13 +176,11 @@ def pipeline_config(args: argparse.Namespace) -> Any:
 
 
 def detector_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Only the options the user set, so each family keeps its own defaults."""
-    options: dict[str, Any] = {}
-    if args.conf is not None:
-        options["conf_threshold"] = args.conf
-    if args.iou is not None:
-        options["iou_threshold"] = args.iou
-    return options
+    """The common detector contract (``engines.base.DetectorOptions``): unset
+    options stay None, so each family keeps its own defaults."""
+    return {"conf": args.conf, "iou": args.iou, "max_det": args.max_det,
+            "classes": args.classes, "threads": args.threads, "device": args.device,
+            "backend": args.backend}
 
 
 def install_signal_handlers(on_stop: Any) -> dict[int, int]:
@@ -198,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         return batch_main(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
-    from engines.base import ModelError, load_detector
+    from core.meta import ModelError
+    from engines.base import DetectorOptions, load_detector
     from pipeline.runner import Pipeline, PipelineError
     from pipeline.sinks import SinkError
     from pipeline.sources import SourceError, expand_sources
@@ -216,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         config = pipeline_config(args)
         specs = expand_sources(args.source or [str(SAMPLE)])
         # The model loads (and is checked) before any source opens.
-        detector = load_detector(args.model, device=args.device, family=args.family,
-                                 threads=args.threads, **detector_options(args))
+        detector = load_detector(args.model, DetectorOptions(**detector_options(args)),
+                                 family=args.family)
         with detector:
             if args.benchmark:
                 from pipeline.benchmark import format_report, run_benchmark
@@ -261,10 +276,9 @@ def batch_main(argv: list[str]) -> int:
         return 2
     try:
         job = BatchJob(
-            detector={"model": args.model, "device": args.device,
-                      "family": args.family,
-                      "threads": args.threads or default_threads(args.workers),
-                      **detector_options(args)},
+            detector={"model": args.model, "family": args.family,
+                      **detector_options(args),
+                      "threads": args.threads or default_threads(args.workers)},
             pipeline=pipeline_config(args), force=args.force)
         reports = run_batch(args.inputs, job, workers=args.workers,
                             ray_address=args.ray, cpus_per_task=args.cpus_per_task,
@@ -292,5 +306,10 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``streamdet`` command (``pip install -e .``): same as ``run_stream.py``."""
     exit_now(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -4,7 +4,7 @@ For each ``rpn_post_nms_top_n_test`` the checkpoint is exported to ONNX at its
 fixed input size, then run through ``load_detector`` on a validation set: COCO
 mAP, mAP@.5 and ms per frame (pre-processing + inference + decoding).
 
-    python benchmarks/frcnn_proposals.py runs/frcnn/best.pt --data data.yaml \
+    python -m benchmarks.frcnn_proposals runs/frcnn/best.pt --data data.yaml \
         --proposals 1000 300 100 50 --limit 100 --threads 2
 """
 
@@ -17,8 +17,6 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 log = logging.getLogger("frcnn_proposals")
 

@@ -2,7 +2,7 @@
 """Several sources through one batched pipeline vs the same number of unbatched
 pipelines running side by side, in one process and one run.
 
-    python benchmarks/multistream.py --model yolo --streams 4 --frames 150
+    python -m benchmarks.multistream --model yolo --streams 4 --frames 150
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from engines.base import load_detector  # noqa: E402
-from pipeline.runner import Pipeline, PipelineConfig  # noqa: E402
-from pipeline.sinks import OutputConfig  # noqa: E402
-from pipeline.sources import SourceConfig  # noqa: E402
+from engines.base import load_detector
+from pipeline.runner import Pipeline, PipelineConfig
+from pipeline.sinks import OutputConfig
+from pipeline.sources import SourceConfig
 
 
 def config(out: Path, batch: int, frames: int, video: bool) -> PipelineConfig:

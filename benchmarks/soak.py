@@ -3,7 +3,7 @@
 interval, resident memory (RSS), FPS and capture-to-sink latency; report memory
 growth after warm-up and FPS stability.
 
-    python benchmarks/soak.py --minutes 10 --interval 60 --model yolo
+    python -m benchmarks.soak --minutes 10 --interval 60 --model yolo
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from engines.base import load_detector  # noqa: E402
-from pipeline.runner import Pipeline, PipelineConfig  # noqa: E402
-from pipeline.sinks import OutputConfig  # noqa: E402
-from pipeline.sources import SourceConfig  # noqa: E402
+from engines.base import load_detector
+from pipeline.runner import Pipeline, PipelineConfig
+from pipeline.sinks import OutputConfig
+from pipeline.sources import SourceConfig
 
 
 def rss_mb() -> float:

@@ -1,6 +1,6 @@
 """Tracker cost per frame at 10, 100 and 1000 objects (moving, noisy boxes).
 
-    python benchmarks/tracker_speed.py [--objects 10 100 1000] [--frames 100]
+    python -m benchmarks.tracker_speed [--objects 10 100 1000] [--frames 100]
 
 Objects move at constant speed and bounce off the edges of a canvas that grows
 with their number (so density stays about the same); detections are the true
@@ -13,14 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from core.types import Detections
 from pipeline.tracking import TRACKERS, make_tracker
-from pipeline.types import Detections
 
 
 def moving_boxes(n_objects: int, n_frames: int, seed: int = 0) -> list[Detections]:

@@ -1,7 +1,7 @@
 """Throughput and latency of a TensorRT engine on random inputs, per batch size.
 
-    python benchmarks/trt_bench.py models/yolo_demo_fp16.engine --batches 1 4 8
-    python benchmarks/trt_bench.py X.engine --onnx X.onnx --ort-device cuda
+    python -m benchmarks.trt_bench models/yolo_demo_fp16.engine --batches 1 4 8
+    python -m benchmarks.trt_bench X.engine --onnx X.onnx --ort-device cuda
 
 Times ``backend.infer`` (host->device copy, execution, device->host copy), the
 cost the pipeline's inference stage pays; with ``--onnx`` the same batches run
@@ -19,10 +19,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from engines.base import Backend  # noqa: E402
+from engines.base import Backend
 
 log = logging.getLogger("trt_bench")
 

@@ -1,9 +1,9 @@
 """Accuracy and CPU speed of YOLO models: COCO mAP on a dataset split, mAP on a
 generated video's MOT ground truth, and ONNX Runtime ms/frame at batch 1.
 
-    python benchmarks/yolo_bench.py models/yolo_demo.onnx runs/yolo_grid/best.onnx \
+    python -m benchmarks.yolo_bench models/yolo_demo.onnx runs/yolo_grid/best.onnx \
         --data runs/data/shapes/data.yaml --video samples/demo.mp4 --threads 1
-    python benchmarks/yolo_bench.py models/yolo_people.onnx \
+    python -m benchmarks.yolo_bench models/yolo_people.onnx \
         --data runs/data/vtest_hog/data.yaml --hog   # student vs its HOG teacher
 
 ms_per_frame is the median ``detect`` time at batch 1 (prepare + infer + NMS) on
@@ -23,13 +23,12 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from engines.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
-from engines.base import Detector  # noqa: E402
-from engines.yolo import YoloDetector  # noqa: E402
-from training.data.datasets import DetectionDataset, load_dataset  # noqa: E402
-from training.evaluate import evaluate_detector  # noqa: E402
+from engines.backends.onnxruntime import OnnxRuntimeBackend
+from engines.base import Detector
+from engines.yolo import YoloDetector
+from training.data.datasets import DetectionDataset, load_dataset
+from training.evaluate import evaluate_detector
 
 log = logging.getLogger("yolo_bench")
 MIN_VISIBILITY = 0.5  # video ground truth rows less visible than this are dropped

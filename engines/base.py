@@ -1,97 +1,62 @@
-"""Detector and Backend interfaces, model metadata, and ``load_detector``.
+"""Detector and Backend interfaces, the options every detector takes, and
+``load_detector``.
 
 A detector is pre-processing + a backend that runs the network + decoding.
 The pipeline only knows ``Detector``: ``prepare`` one frame (thread-safe, runs
 in the preprocess stage), ``infer`` a batch of prepared frames (runs in the
 inference stage), or ``detect`` both at once.
+
+Vocabulary: ``device`` names hardware (``cpu``, ``cuda``, ``cuda:N``);
+``backend`` names the runtime (``onnxruntime``, ``openvino``, ``tensorrt``,
+``torch``), chosen by the model file's suffix unless given.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 import logging
+import re
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from engines.boxes import BoxTransform
-from pipeline.types import Detections
+from core.boxes import BoxTransform
+from core.meta import ModelError, ModelMeta
+from core.types import Detections
 
 log = logging.getLogger(__name__)
 
-META_KEY = "streamdet"  # key of the JSON blob in ONNX metadata_props / sidecar
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
-class ModelError(ValueError):
-    """A model file that cannot be used: names the path and what is wrong."""
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
-@dataclass
-class ModelMeta:
-    """What a model file must carry (in ONNX metadata or a ``.json`` sidecar).
-
-    ``input_size`` is (height, width) of the network input. ``mean``/``std`` are
-    applied to RGB values scaled to [0, 1]. ``resize`` is "letterbox" (keep
-    aspect, pad) or "stretch". ``layout`` names the output layout for decoders
-    that support several (e.g. YOLO "anchor_free", "anchor_based", "grid").
-    """
-
-    family: str
-    class_names: list[str]
-    input_size: tuple[int, int]
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    resize: str = "letterbox"
-    layout: str = ""
-    dynamic_batch: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelMeta:
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        known["input_size"] = tuple(int(v) for v in known.get("input_size", (0, 0)))
-        for key in ("mean", "std"):
-            if key in known:
-                known[key] = tuple(float(v) for v in known[key])
-        return cls(**known)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelMeta:
-        return cls.from_dict(json.loads(text))
-
-
-def sidecar_path(model_path: str | Path) -> Path:
-    """``model.onnx`` -> ``model.json``: metadata beside a model file."""
-    return Path(model_path).with_suffix(".json")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def check_device(device: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``; anything else is a one-line error."""
+    if not DEVICE_PATTERN.match(device):
+        raise ValueError(f"device {device!r}: expected 'cpu', 'cuda' or 'cuda:N' "
+                         "(the runtime is chosen with --backend)")
+    return device
 
 
 class Backend(ABC):
     """Runs a network: NCHW float32 batch in, raw output arrays out.
 
-    Subclasses do their heavy imports inside ``load`` so importing engines/
-    never needs torch, onnxruntime or TensorRT.
+    Every backend is built as ``Backend(path, device="cpu", threads=None)``;
+    ``threads`` caps CPU threads (so inference leaves cores for decoding and
+    encoding). Subclasses do their heavy imports inside ``load`` so importing
+    engines/ never needs torch, onnxruntime, OpenVINO or TensorRT.
     """
 
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+    def __init__(self, path: str | Path, device: str = "cpu",
+                 threads: int | None = None) -> None:
         self.path = Path(path)
-        self.device = device
+        self.device = check_device(device)
+        self.threads = threads
         self.meta: ModelMeta | None = None
         self.input_shape: tuple[int | str | None, ...] = ()
         self.load()
@@ -120,13 +85,24 @@ class Backend(ABC):
         self.close()
 
 
-# Suffix -> "module:Class"; imported lazily so a CPU machine never imports TensorRT.
+# Runtime name -> "module:Class"; imported lazily so a CPU machine never imports
+# TensorRT. ``SUFFIX_BACKENDS`` picks the default runtime from the file.
 BACKENDS: dict[str, str] = {
-    ".onnx": "engines.backends.onnxruntime:OnnxRuntimeBackend",
-    ".engine": "engines.backends.tensorrt:TensorRTBackend",
-    ".plan": "engines.backends.tensorrt:TensorRTBackend",
-    ".pt": "engines.backends.torch:TorchBackend",
-    ".pth": "engines.backends.torch:TorchBackend",
+    "onnxruntime": "engines.backends.onnxruntime:OnnxRuntimeBackend",
+    "tensorrt": "engines.backends.tensorrt:TensorRTBackend",
+    "torch": "engines.backends.torch:TorchBackend",
+}
+SUFFIX_BACKENDS: dict[str, str] = {
+    ".onnx": "onnxruntime",
+    ".engine": "tensorrt",
+    ".plan": "tensorrt",
+    ".pt": "torch",
+    ".pth": "torch",
+}
+# (suffix, runtime) pairs served by another runtime's class: an ONNX file asked
+# to run on TensorRT goes through ONNX Runtime's TensorRT execution provider.
+CROSS_BACKENDS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
+    (".onnx", "tensorrt"): ("onnxruntime", {"tensorrt": True}),
 }
 
 
@@ -135,26 +111,37 @@ def _import(spec: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def open_backend(
-    path: str | Path, device: str = "cpu", threads: int | None = None
-) -> Backend:
-    """Open a model file with the backend its suffix names.
-
-    ``threads`` (ONNX Runtime only) caps intra-op threads, so inference leaves
-    cores for decoding and encoding.
-    """
+def backend_name(path: str | Path, backend: str | None = None) -> str:
+    """The runtime that opens ``path``: ``backend`` when given, else by suffix."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"model file not found: {path}")
-    spec = BACKENDS.get(path.suffix.lower())
-    if spec is None:
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise ModelError(f"{path}: unknown backend {backend!r}; expected one of "
+                             f"{sorted(BACKENDS)}")
+        return backend
+    name = SUFFIX_BACKENDS.get(path.suffix.lower())
+    if name is None:
         raise ModelError(
             f"{path}: unknown model format {path.suffix!r}; "
-            f"expected one of {sorted(BACKENDS)}"
+            f"expected one of {sorted(SUFFIX_BACKENDS)}"
         )
-    if threads and path.suffix.lower() == ".onnx":
-        return _import(spec)(path, device=device, threads=threads)
-    return _import(spec)(path, device=device)
+    return name
+
+
+def open_backend(
+    path: str | Path, device: str = "cpu", threads: int | None = None,
+    backend: str | None = None,
+) -> Backend:
+    """Open a model file with ``backend`` (default: the one its suffix names)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    name = backend_name(path, backend)
+    extra: dict[str, Any] = {}
+    native = SUFFIX_BACKENDS.get(path.suffix.lower())
+    if native != name and (path.suffix.lower(), name) in CROSS_BACKENDS:
+        name, extra = CROSS_BACKENDS[(path.suffix.lower(), name)]
+    return _import(BACKENDS[name])(path, device=device, threads=threads, **extra)
 
 
 @dataclass(frozen=True)
@@ -166,10 +153,65 @@ class Prepared:
     transform: BoxTransform
 
 
+@dataclass(frozen=True)
+class DetectorOptions:
+    """The options every detector takes; ``None`` keeps the family's default.
+
+    ``conf``: score threshold. ``iou``: NMS IoU threshold. ``max_det``: most
+    boxes per frame. ``classes``: keep only these class ids or names.
+    ``threads``: CPU threads for the network. ``device``: ``cpu``/``cuda[:N]``.
+    ``backend``: the runtime (default: by file suffix).
+
+    A family either uses an option or ``load_detector`` refuses it in one line;
+    none is silently ignored.
+    """
+
+    conf: float | None = None
+    iou: float | None = None
+    max_det: int | None = None
+    classes: tuple[int | str, ...] | None = None
+    threads: int | None = None
+    device: str = "cpu"
+    backend: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.conf is not None and not 0.0 <= self.conf <= 1.0:
+            raise ValueError(f"conf must be in [0, 1], got {self.conf}")
+        if self.iou is not None and not 0.0 < self.iou <= 1.0:
+            raise ValueError(f"iou must be in (0, 1], got {self.iou}")
+        if self.max_det is not None and self.max_det < 1:
+            raise ValueError(f"max_det must be >= 1, got {self.max_det}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.classes is not None and not len(self.classes):
+            raise ValueError("classes must name at least one class")
+        check_device(self.device)
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise ValueError(f"backend {self.backend!r}: expected one of "
+                             f"{sorted(BACKENDS)}")
+
+    def given(self) -> list[str]:
+        """Names of the options set away from their defaults."""
+        default = DetectorOptions()
+        return [f.name for f in fields(self)
+                if getattr(self, f.name) != getattr(default, f.name)]
+
+
 class Detector(ABC):
-    """The only thing the pipeline knows about models."""
+    """The only thing the pipeline knows about models.
+
+    ``option_kwargs`` maps the ``DetectorOptions`` a family uses to its own
+    constructor arguments (``{"conf": "conf_threshold", ...}``). Families that
+    run a network through a ``Backend`` (``uses_backend``) also use ``device``,
+    ``threads`` and ``backend``. ``classes`` and ``max_det`` are applied to
+    every family's output by ``select``.
+    """
 
     class_names: list[str]
+    option_kwargs: ClassVar[dict[str, str]] = {}
+    uses_backend: ClassVar[bool] = True
+    keep_classes: frozenset[int] | None = None
+    max_det: int | None = None
 
     @abstractmethod
     def prepare(self, image: np.ndarray) -> Prepared:
@@ -179,8 +221,19 @@ class Detector(ABC):
     def infer(self, batch: list[Prepared]) -> list[Detections]:
         """Run prepared frames; boxes come back in original-frame pixels."""
 
+    def select(self, detections: Detections) -> Detections:
+        """Keep only the chosen classes and the ``max_det`` best boxes."""
+        if self.keep_classes is not None and len(detections):
+            keep = np.isin(detections.class_ids, list(self.keep_classes))
+            detections = detections[keep]
+        if self.max_det is not None and len(detections) > self.max_det:
+            order = np.argsort(-detections.scores, kind="stable")[: self.max_det]
+            detections = detections[np.sort(order)]
+        return detections
+
     def detect(self, images: list[np.ndarray]) -> list[Detections]:
-        return self.infer([self.prepare(image) for image in images])
+        dets = self.infer([self.prepare(image) for image in images])
+        return [self.select(d) for d in dets]
 
     @property
     def max_batch(self) -> int:
@@ -200,7 +253,7 @@ class Detector(ABC):
         self.close()
 
 
-# Model family -> "module:Class". Each class takes (backend_or_path, **options).
+# Model family -> "module:Class". Each class takes (backend_or_path, **kwargs).
 FAMILIES: dict[str, str] = {
     "hog": "engines.hog:HogDetector",
     "yolo": "engines.yolo:YoloDetector",
@@ -225,46 +278,132 @@ SHIPPED: dict[str, tuple[str, str | None]] = {
     "lineage-fast-rcnn": ("lineage_fast_rcnn", "lineage_fast_rcnn.onnx"),
 }
 
+OPTION_FLAGS = {"conf": "--conf", "iou": "--iou", "max_det": "--max-det",
+                "classes": "--classes", "threads": "--threads",
+                "device": "--device", "backend": "--backend"}
+
+
+def shipped_path(name: str) -> Path | None:
+    """The file behind a shipped model name (None for weight-free detectors)."""
+    filename = SHIPPED[name][1]
+    return None if filename is None else MODELS_DIR / filename
+
+
+def used_options(cls: type[Detector]) -> list[str]:
+    """The ``DetectorOptions`` a family honours."""
+    used = [*cls.option_kwargs, "classes", "max_det"]
+    if cls.uses_backend:
+        used += ["device", "threads", "backend"]
+    return [o for o in OPTION_FLAGS if o in used]
+
 
 def load_detector(
     model: str | Path,
-    device: str = "cpu",
+    options: DetectorOptions | None = None,
     family: str | None = None,
-    threads: int | None = None,
-    **options: Any,
+    **kwargs: Any,
 ) -> Detector:
     """Build a detector from a shipped name (``hog``, ``yolo``, ...) or a model file.
 
-    The family comes from ``family`` when given, else from the file's metadata,
-    else from the family's own shape sniffing (``guess_family``).
+    ``options`` (or the same names as keywords: ``conf``, ``iou``, ``max_det``,
+    ``classes``, ``threads``, ``device``, ``backend``) are the common contract;
+    other keywords go to the family's constructor as they are. The family comes
+    from ``family`` when given, else from the file's metadata, else from the
+    family's own shape sniffing (``guess_family``).
     """
+    common = {f.name for f in fields(DetectorOptions)}
+    given = {k: kwargs.pop(k) for k in list(kwargs) if k in common}
+    if given and options is not None:
+        raise ValueError("pass options either as DetectorOptions or as keywords")
+    opts = options or DetectorOptions(**given)
     name = str(model)
+    path: Path | None = Path(name)
     if name in SHIPPED:
-        shipped_family, filename = SHIPPED[name]
-        family = family or shipped_family
-        if filename is None:
-            return _import(FAMILIES[family])(None, **options)
-        model = MODELS_DIR / filename
-    if Path(model).suffix.lower() in (".engine", ".plan") and device == "cpu":
-        log.info("%s is a TensorRT engine: running it on cuda:0", model)
-        device = "cuda:0"  # an engine cannot run on a CPU; cpu is only the default
-    backend = open_backend(model, device=device, threads=threads)
+        family = family or SHIPPED[name][0]
+        path = shipped_path(name)
+    backend: Backend | None = None
     try:
-        family = (
-            family
-            or (backend.meta.family if backend.meta else None)
-            or guess_family(backend)
-        )
-        family = family.replace("-", "_")
-        if family not in FAMILIES:
-            raise ModelError(
-                f"{model}: unknown model family {family!r}; "
-                f"expected one of {sorted(FAMILIES)}"
-            )
-        return _import(FAMILIES[family])(backend, **options)
+        if path is None:
+            cls = _family_class(name, family or "")
+            family = family or ""
+        else:
+            if path.suffix.lower() in (".engine", ".plan") and opts.device == "cpu":
+                log.info("%s is a TensorRT engine: running it on cuda:0", path)
+                opts = DetectorOptions(**{**opts.__dict__, "device": "cuda:0"})
+            cls = _family_class(name, family) if family else None
+            if cls is not None and not cls.uses_backend:
+                backend = None
+            else:
+                backend = open_backend(path, device=opts.device,
+                                       threads=opts.threads, backend=opts.backend)
+                family = (family or (backend.meta.family if backend.meta else None)
+                          or guess_family(backend))
+                cls = _family_class(name, family)
+        detector = _build(cls, name, family, backend if backend is not None else path,
+                          opts, kwargs)
     except BaseException:
-        backend.close()
+        if backend is not None:
+            backend.close()
         raise
+    return detector
+
+
+def _family_class(model: str, family: str) -> type[Detector]:
+    key = family.replace("-", "_")
+    if key not in FAMILIES:
+        raise ModelError(f"{model}: unknown model family {family!r}; "
+                         f"expected one of {sorted(FAMILIES)}")
+    return _import(FAMILIES[key])
+
+
+def _build(cls: type[Detector], model: str, family: str, source: Any,
+           opts: DetectorOptions, kwargs: dict[str, Any]) -> Detector:
+    """Check every given option against what ``cls`` uses, then construct it."""
+    family_kwargs = dict(kwargs)
+    for option in opts.given():
+        value = getattr(opts, option)
+        if option in cls.option_kwargs:
+            family_kwargs[cls.option_kwargs[option]] = value
+        elif option in ("classes", "max_det"):
+            continue  # applied by Detector.select
+        elif option in ("device", "threads", "backend") and cls.uses_backend:
+            continue  # consumed by open_backend
+        else:
+            flags = ", ".join(OPTION_FLAGS[o] for o in used_options(cls))
+            raise ModelError(f"{model}: {OPTION_FLAGS[option]} is not used by the "
+                             f"{family.replace('-', '_')} detector (it takes {flags})")
+    detector = cls(source, **family_kwargs) if source is not None else cls(
+        **family_kwargs)
+    try:
+        if opts.classes is not None:
+            detector.keep_classes = class_ids(detector.class_names, opts.classes, model)
+        if opts.max_det is not None:
+            detector.max_det = opts.max_det
+    except BaseException:
+        detector.close()
+        raise
+    return detector
+
+
+def class_ids(names: list[str], wanted: tuple[int | str, ...], model: str
+              ) -> frozenset[int]:
+    """Class ids from ids or names (``("person", 2)``); unknown ones are an error."""
+    ids: set[int] = set()
+    lookup = {n.lower(): i for i, n in enumerate(names)}
+    for item in wanted:
+        text = str(item).strip()
+        if text.lstrip("-").isdigit():
+            k = int(text)
+            if not 0 <= k < len(names):
+                raise ModelError(f"{model}: class id {k} is out of range "
+                                 f"(0..{len(names) - 1})")
+            ids.add(k)
+        elif text.lower() in lookup:
+            ids.add(lookup[text.lower()])
+        else:
+            raise ModelError(f"{model}: no class named {text!r}; the model has "
+                             f"{names[:20]}{' ...' if len(names) > 20 else ''}")
+    return frozenset(ids)
 
 
 def guess_family(backend: Backend) -> str:

@@ -12,19 +12,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from engines.base import (
-    Backend,
-    Detector,
-    ModelError,
-    ModelMeta,
-    Prepared,
-    open_backend,
-)
-from engines.boxes import BoxTransform, stretch
-from pipeline.types import Detections
+from core.boxes import BoxTransform, nms
+from core.image import preprocess
+from core.meta import ModelError, ModelMeta
+from core.types import Detections
+from engines.base import Backend, Detector, Prepared, open_backend
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +66,13 @@ class FasterRCNNDetector(Detector):
     are taken as torchvision's (offset 1) and named ``class{k}``.
     """
 
+    option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
+                     "max_det": "max_detections"}
+
     def __init__(self, backend: Backend | str | Path, conf_threshold: float = 0.5,
                  max_detections: int = 100, class_names: list[str] | None = None,
-                 label_offset: int | None = None, device: str = "cpu") -> None:
+                 label_offset: int | None = None, device: str = "cpu",
+                 iou_threshold: float | None = None) -> None:
         if not 0.0 <= conf_threshold <= 1.0:
             raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
         if max_detections < 1:
@@ -85,6 +83,9 @@ class FasterRCNNDetector(Detector):
             backend = open_backend(backend, device=device)
         self.backend = backend
         self.conf_threshold = float(conf_threshold)
+        # The graph already ran per-class NMS at its own threshold; a given
+        # ``iou_threshold`` runs one more (class-aware) pass, which can only tighten.
+        self.iou_threshold = iou_threshold
         self.max_detections = int(max_detections)
         self.path = backend.path
         self.meta: ModelMeta | None = backend.meta
@@ -118,10 +119,7 @@ class FasterRCNNDetector(Detector):
             self.class_names = [f"class{k}" for k in range(n)]
         mean = self.meta.mean if self.meta else (0.0, 0.0, 0.0)
         std = self.meta.std if self.meta else (1.0, 1.0, 1.0)
-        self._normalise = (tuple(mean) != (0.0, 0.0, 0.0)
-                           or tuple(std) != (1.0, 1.0, 1.0))
-        self._mean = np.asarray(mean, np.float32).reshape(3, 1, 1)
-        self._std = np.asarray(std, np.float32).reshape(3, 1, 1)
+        self._mean, self._std = tuple(mean), tuple(std)
         names = [n.lower() for n in getattr(backend, "output_names", [])]
         self._order = ([names.index(n) for n in OUTPUTS] if set(OUTPUTS) <= set(names)
                        else [0, 1, 2])
@@ -141,16 +139,9 @@ class FasterRCNNDetector(Detector):
     def prepare(self, image: np.ndarray) -> Prepared:
         """BGR uint8 frame -> [3, H, W] float32 RGB in [0, 1], stretched to the fixed
         input (or kept at frame size for dynamic-size models)."""
-        if self.input_size is not None:
-            resized, transform = stretch(image, self.input_size)
-        else:
-            h, w = image.shape[:2]
-            resized, transform = image, BoxTransform(1.0, 1.0, 0.0, 0.0, w, h)
-        rgb = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
-        x = rgb.transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
-        if self._normalise:
-            x = (x - self._mean) / self._std
-        return Prepared(np.ascontiguousarray(x), transform)
+        x, transform = preprocess(image, self.input_size, "stretch", self._mean,
+                                  self._std)
+        return Prepared(x, transform)
 
     def infer(self, batch: list[Prepared]) -> list[Detections]:
         """Runs each frame on its own: these graphs return one image's boxes."""
@@ -166,7 +157,11 @@ class FasterRCNNDetector(Detector):
         scores = scores.reshape(-1).astype(np.float32)
         class_ids = labels.reshape(-1).astype(np.int64) - self.label_offset
         keep = np.flatnonzero((scores >= self.conf_threshold) & (class_ids >= 0))
-        keep = keep[np.argsort(-scores[keep], kind="stable")][:self.max_detections]
+        keep = keep[np.argsort(-scores[keep], kind="stable")]
+        if self.iou_threshold is not None and len(keep):
+            keep = keep[nms(boxes[keep], scores[keep], class_ids[keep],
+                            self.iou_threshold, self.max_detections)]
+        keep = keep[:self.max_detections]
         if not len(keep):
             return Detections.empty()
         return Detections(transform.to_original(boxes[keep]), scores[keep],

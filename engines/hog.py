@@ -12,9 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.boxes import BoxTransform, nms
+from core.types import Detections
 from engines.base import Detector, Prepared
-from engines.boxes import BoxTransform, nms
-from pipeline.types import Detections
 
 
 class HogDetector(Detector):
@@ -27,6 +27,10 @@ class HogDetector(Detector):
     ``iou_threshold``: NMS over the grouped windows.
     """
 
+    option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
+                     "threads": "threads"}
+    uses_backend = False
+
     class_names = ["person"]
 
     def __init__(
@@ -38,6 +42,7 @@ class HogDetector(Detector):
         scale: float = 1.05,
         win_stride: int = 8,
         group_threshold: int = 2,
+        threads: int | None = None,
     ) -> None:
         if backend is not None:
             raise ValueError(f"the HOG detector takes no model file, got {backend}")
@@ -53,6 +58,8 @@ class HogDetector(Detector):
         self.scale = scale
         self.win_stride = (win_stride, win_stride)
         self.group_threshold = group_threshold
+        if threads is not None:
+            cv2.setNumThreads(threads)  # HOG's pyramid runs on OpenCV's pool
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 

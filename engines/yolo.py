@@ -23,19 +23,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from engines.base import (
-    Backend,
-    Detector,
-    ModelError,
-    ModelMeta,
-    Prepared,
-    open_backend,
-)
-from engines.boxes import cxcywh_to_xyxy, letterbox, nms, stretch
-from pipeline.types import Detections
+from core.boxes import cxcywh_to_xyxy, nms
+from core.image import preprocess
+from core.meta import ModelError, ModelMeta
+from core.types import Detections
+from engines.base import Backend, Detector, Prepared, open_backend
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +38,6 @@ END2END_MAX_BOXES = 1000  # [B, N, 6] with N up to this is a post-NMS output
 DEFAULT_INPUT_SIZE = 640
 DYNAMIC_MAX_BATCH = 16  # batch cap when the model's batch axis is dynamic
 MAX_CANDIDATES = 3000  # boxes entering NMS, best first (bounds its cost)
-PAD_VALUE = 114
 
 
 def ultralytics_names(backend: Backend) -> list[str] | None:
@@ -78,7 +71,7 @@ def guess_layout(shape: tuple[int, ...], num_classes: int | None = None) -> str:
         raise ValueError(f"cannot infer a YOLO layout from output shape {shape}")
     _, a, b = shape
     # [B, N, 6] is also YOLOv5 with one class, but that has thousands of anchors
-    if b == 6 and a <= END2END_MAX_BOXES and num_classes in (None, 1) or (
+    if (b == 6 and a <= END2END_MAX_BOXES and num_classes in (None, 1)) or (
             b == 6 and num_classes not in (None, 1)):
         return "end2end"
     if num_classes is not None:
@@ -138,6 +131,9 @@ class YoloDetector(Detector):
     the model's metadata / shapes say. Boxes come back as xyxy original-frame px.
     """
 
+    option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
+                     "max_det": "max_detections"}
+
     def __init__(self, backend: Backend | str | Path, conf_threshold: float = 0.25,
                  iou_threshold: float = 0.45, max_detections: int = 300,
                  layout: str | None = None, class_names: list[str] | None = None,
@@ -174,8 +170,7 @@ class YoloDetector(Detector):
         # models without streamdet metadata: Ultralytics convention, RGB / 255
         self.mean = np.asarray(meta.mean if meta else (0, 0, 0), np.float32)
         self.std = np.asarray(meta.std if meta else (1, 1, 1), np.float32)
-        self.stretch = bool(meta and meta.resize == "stretch")
-        self.normalise = bool(self.mean.any() or (self.std != 1).any())
+        self.resize = "stretch" if meta and meta.resize == "stretch" else "letterbox"
         log.info("YOLO %s: layout %s, input %s, %d classes", backend.path.name,
                  self.layout, self.input_size, nc)
 
@@ -241,15 +236,8 @@ class YoloDetector(Detector):
 
     def prepare(self, image: np.ndarray) -> Prepared:
         """BGR uint8 (H, W, 3) -> (3, H, W) float32 RGB, (x/255 - mean) / std."""
-        if self.stretch:
-            boxed, transform = stretch(image, self.input_size)
-        else:
-            boxed, transform = letterbox(image, self.input_size, PAD_VALUE)
-        # one C++ pass: BGR->RGB, HWC->CHW, uint8->float32, /255 (5x numpy's speed)
-        x = cv2.dnn.blobFromImage(boxed, 1 / 255.0, swapRB=True)[0]
-        if self.normalise:
-            x -= self.mean[:, None, None]
-            x /= self.std[:, None, None]
+        x, transform = preprocess(image, self.input_size, self.resize, self.mean,
+                                  self.std)
         return Prepared(x, transform)
 
     def infer(self, batch: list[Prepared]) -> list[Detections]:

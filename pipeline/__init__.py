@@ -1,5 +1,5 @@
 """streamdet pipeline: sources, threaded stages, tracking, overlay, sinks."""
 
-from pipeline.types import Detections, Frame, Result
+from core.types import Detections, Frame, Result
 
 __all__ = ["Detections", "Frame", "Result"]

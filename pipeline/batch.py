@@ -23,13 +23,12 @@ from typing import Any
 
 from tqdm import tqdm
 
+from core.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from pipeline.runner import PipelineConfig
-from pipeline.sources import IMAGE_SUFFIXES, expand_sources, unique_ids
+from pipeline.sources import expand_sources, unique_ids
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg",
-                  ".ts", ".wmv", ".flv", ".3gp", ".mts"}
 SUMMARY_FIELDS = ["file", "status", "reason", "read", "processed", "written",
                   "skipped", "dropped", "fps", "seconds"]
 

@@ -65,7 +65,13 @@ class Metrics:
                 self.end_to_end.append(time.perf_counter() - captured_at)
 
     def finish(self) -> None:
+        """End the run; a source with frames read but never written is partial."""
         self.finished = time.perf_counter()
+        for counts in self.sources.values():
+            unfinished = counts.read - counts.skipped - counts.dropped - counts.written
+            if counts.status == "ok" and unfinished > 0:
+                counts.status = "partial"
+                counts.reason = f"stopped with {unfinished} frames not written"
 
     @property
     def elapsed(self) -> float:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.types import Detections
+from core.types import Detections
 
 
 @dataclass(frozen=True)

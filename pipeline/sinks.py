@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.types import Result
+from core.types import Result
 
 log = logging.getLogger(__name__)
 

@@ -21,21 +21,11 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
-from pipeline.types import Frame
+from core.formats import IMAGE_SUFFIXES
+from core.types import Frame
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".webp",
-    ".pgm",
-    ".ppm",
-}
 URL_SCHEMES = (
     "rtsp://",
     "rtsps://",
@@ -542,3 +532,19 @@ def unique_ids(specs: list[str]) -> list[str]:
         seen[base] = seen.get(base, 0) + 1
         ids.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
     return ids
+
+
+def read_frames(spec: str | Path, stride: int = 1, max_frames: int = 0
+                ) -> Iterator[Frame]:
+    """The frames of a file, folder or glob for offline tools (training,
+    calibration, evaluation): the same protocol whitelist, limits and errors as
+    the pipeline's own sources. ``stride`` keeps every Nth frame."""
+    config = SourceConfig(stride=stride, max_frames=max_frames)
+    with make_source(str(spec), config) as source:
+        yield from source.frames()
+
+
+def media_info(spec: str | Path) -> tuple[int, float, tuple[int, int]]:
+    """(frame count or 0, FPS, (width, height)) of a file, folder or glob."""
+    with make_source(str(spec)) as source:
+        return source.frame_count, source.fps, source.size

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from core.types import Detections
+from engines.base import Detector
 
-from pipeline.types import Detections  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SAMPLE_VIDEO = ROOT / "samples" / "vtest.mp4"
 
@@ -35,7 +33,7 @@ def sample_video() -> Path:
     return SAMPLE_VIDEO
 
 
-class StubDetector:
+class StubDetector(Detector):
     """A fast fake detector: one box per frame at a fixed place, optional delay
     and a failure hook, for pipeline tests that are about plumbing, not models."""
 
@@ -60,8 +58,8 @@ class StubDetector:
         return self._max_batch
 
     def prepare(self, image):
+        from core.boxes import BoxTransform
         from engines.base import Prepared
-        from engines.boxes import BoxTransform
 
         self.calls += 1
         if self.fail_prepare_at is not None and self.calls > self.fail_prepare_at:
@@ -86,17 +84,6 @@ class StubDetector:
             out.append(make_detections([[w * 0.25, h * 0.25, w * 0.5, h * 0.5]]))
         return out
 
-    def detect(self, images):
-        return self.infer([self.prepare(i) for i in images])
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
 
 
 def write_video(

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import SHIPPED, Detector, ModelError, Prepared, load_detector
-from pipeline.types import Detections
+from core.meta import ModelError
+from core.types import Detections
+from engines.base import SHIPPED, Detector, Prepared, load_detector
 
 log = logging.getLogger(__name__)
 

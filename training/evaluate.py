@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from core.types import Detections
 from engines.base import Detector
-from pipeline.types import Detections
 from training.data.datasets import DetectionDataset, Sample
 
 log = logging.getLogger(__name__)

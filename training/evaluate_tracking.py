@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from engines.boxes import iou_matrix
+from core.boxes import iou_matrix
+from core.types import Detections
 from pipeline.tracking import TRACKERS, make_tracker
-from pipeline.types import Detections
 
 log = logging.getLogger(__name__)
 
@@ -295,30 +295,24 @@ def detector_detections(video: str | Path, detector: str, device: str = "cpu",
 
     ``conf_threshold`` overrides the detector's own score cut-off; ByteTrack wants
     boxes down to its ``track_low_thresh`` (0.1)."""
-    import cv2
-
     from engines.base import load_detector
+    from pipeline.sources import media_info, read_frames
 
-    capture = cv2.VideoCapture(str(video))
-    if not capture.isOpened():
-        raise ValueError(f"cannot open video {video}")
     out: list[Detections] = []
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    options = {} if conf_threshold is None else {"conf_threshold": conf_threshold}
+    total = media_info(video)[0] or None
+    options = {} if conf_threshold is None else {"conf": conf_threshold}
     with load_detector(detector, device=device, **options) as model, \
             tqdm(total=total, desc=f"detect {detector}") as bar:
         batch: list[np.ndarray] = []
-        while True:
-            ok, image = capture.read()
-            if ok:
-                batch.append(image)
-            if batch and (not ok or len(batch) >= model.max_batch):
+        for frame in read_frames(video):
+            batch.append(frame.image)
+            if len(batch) >= model.max_batch:
                 out.extend(model.detect(batch))
                 bar.update(len(batch))
                 batch = []
-            if not ok:
-                break
-    capture.release()
+        if batch:
+            out.extend(model.detect(batch))
+            bar.update(len(batch))
     return out
 
 
@@ -375,17 +369,11 @@ def tracker_params(trackers: list[str], pairs: list[str]) -> dict[str, dict[str,
 
 
 def _video_info(video: Path) -> tuple[int, float, tuple[int, int]]:
-    import cv2
+    """(frames, FPS, (height, width)) through the pipeline's own source."""
+    from pipeline.sources import media_info
 
-    capture = cv2.VideoCapture(str(video))
-    if not capture.isOpened():
-        raise ValueError(f"cannot open video {video}")
-    info = (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
-            float(capture.get(cv2.CAP_PROP_FPS)) or 30.0,
-            (int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-             int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))))
-    capture.release()
-    return info
+    count, fps, (width, height) = media_info(video)
+    return count, fps or 30.0, (height, width)
 
 
 def _gt_beside(video: Path) -> Path:

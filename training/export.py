@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import META_KEY, ModelMeta
+from core.meta import META_KEY, ModelMeta
 
 log = logging.getLogger(__name__)
 

@@ -19,49 +19,21 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from core.types import Detections
 from engines.base import Detector
-from pipeline.types import Detections
-from training.data.datasets import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 CHUNKS_PER_SOURCE = 5  # each source is cut into this many contiguous chunks
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 
 
 def _frames(source: Path, every: int) -> Iterator[tuple[int, np.ndarray]]:
     """(frame index, BGR image) of every ``every``-th frame of a video, or of
     every ``every``-th image (sorted by name) of a folder or a single image."""
-    if source.is_dir():
-        files = sorted(f for f in source.iterdir()
-                       if f.suffix.lower() in IMAGE_SUFFIXES)
-        for i, f in enumerate(files[::every]):
-            image = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if image is None:
-                raise ValueError(f"cannot read image {f}")
-            yield i * every, image
-    elif source.suffix.lower() in IMAGE_SUFFIXES:
-        image = cv2.imread(str(source), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"cannot read image {source}")
-        yield 0, image
-    else:
-        cap = cv2.VideoCapture(str(source))
-        if not cap.isOpened():
-            raise ValueError(f"cannot open video {source}")
-        try:
-            index = 0
-            while True:
-                if index % every == 0:
-                    ok, image = cap.read()
-                    if not ok:
-                        break
-                    yield index, image
-                elif not cap.grab():
-                    break
-                index += 1
-        finally:
-            cap.release()
+    from pipeline.sources import read_frames
+
+    for frame in read_frames(source, stride=every):
+        yield frame.index, frame.image
 
 
 def _batched(items: Iterable, n: int) -> Iterator[list]:

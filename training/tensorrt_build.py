@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from core.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from core.image import RESIZE_MODES, preprocess
+from core.meta import ModelError, ModelMeta, file_sha256, sidecar_path
 from engines.backends.tensorrt import dims_tuple, require_tensorrt
-from engines.base import ModelError, ModelMeta, file_sha256, sidecar_path
-from engines.boxes import letterbox, stretch
 
 if TYPE_CHECKING:  # typed against tensorrt-stubs; imported for real when building
     import tensorrt as trt
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_BATCH = (1, 4, 8)  # min, opt, max for models with a dynamic batch axis
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
 
 Shape = tuple[int, ...]
 Prepare = Callable[[np.ndarray], np.ndarray]  # BGR uint8 HxWx3 -> CHW float32
@@ -132,24 +131,29 @@ def onnx_signature(onnx_path: str | Path
     return inputs[0].name, shape, meta
 
 
+def cuda_index(text: str) -> int:
+    """``cuda``, ``cuda:N`` or ``N`` -> N (the project's ``--device`` vocabulary)."""
+    name = text.strip().lower()
+    index = "0" if name == "cuda" else name.removeprefix("cuda:")
+    if not index.isdigit():
+        raise argparse.ArgumentTypeError(f"device {text!r}: expected cuda, cuda:N "
+                                         "or N (an engine builds on a GPU)")
+    return int(index)
+
+
 def meta_prepare(meta: ModelMeta) -> Prepare:
     """The detectors' pre-processing from ``meta``: BGR uint8 HxWx3 -> CHW float32.
 
     Letterbox (pad 114) or stretch to ``input_size``, BGR->RGB, /255, then
     ``(x - mean) / std``.
     """
-    if meta.resize not in ("letterbox", "stretch"):  # as engines/yolo.py prepares
-        raise ValueError(f"unknown resize {meta.resize!r}; expected letterbox "
-                         "or stretch")
+    if meta.resize not in RESIZE_MODES:
+        raise ValueError(f"unknown resize {meta.resize!r}; expected one of "
+                         f"{RESIZE_MODES}")
     size = (int(meta.input_size[0]), int(meta.input_size[1]))
-    mean = np.asarray(meta.mean, np.float32).reshape(3, 1, 1)
-    std = np.asarray(meta.std, np.float32).reshape(3, 1, 1)
-    resize = letterbox if meta.resize == "letterbox" else stretch
 
     def prepare(image: np.ndarray) -> np.ndarray:
-        resized, _ = resize(image, size)
-        chw = resized[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) * (1 / 255.0)
-        return np.ascontiguousarray((chw - mean) / std, dtype=np.float32)
+        return preprocess(image, size, meta.resize, meta.mean, meta.std)[0]
 
     return prepare
 
@@ -216,25 +220,13 @@ class CalibrationBatcher:
                     continue
                 yield image
             return
-        capture = cv2.VideoCapture(str(self.source))
-        if not capture.isOpened():
-            raise ValueError(f"cannot open calibration video {self.source}")
-        try:
-            total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-            step = max(1, total // self.max_images) if total > 0 else 1
-            index = taken = 0
-            while taken < self.max_images:
-                ok = capture.grab()
-                if not ok:
-                    break
-                if index % step == 0:
-                    ok, frame = capture.retrieve()
-                    if ok:
-                        taken += 1
-                        yield frame
-                index += 1
-        finally:
-            capture.release()
+        from pipeline.sources import media_info, read_frames
+
+        total = media_info(self.source)[0]
+        step = max(1, total // self.max_images) if total > 0 else 1
+        for frame in read_frames(self.source, stride=step,
+                                 max_frames=step * self.max_images):
+            yield frame.image
 
     def __iter__(self) -> Iterator[np.ndarray]:
         pending: list[np.ndarray] = []
@@ -534,7 +526,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="builder workspace limit in GiB (default 2)")
     parser.add_argument("--timing-cache", type=Path, default=None,
                         help="timing cache file, loaded when present, saved after")
-    parser.add_argument("--device", type=int, default=0, help="CUDA device index")
+    parser.add_argument("--device", type=cuda_index, default=0,
+                        help="GPU: cuda, cuda:N (or N); default cuda:0")
     parser.add_argument("--verbose", dest="trt_verbose", action="store_true",
                         help="TensorRT's verbose builder log")
 

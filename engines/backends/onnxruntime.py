@@ -9,11 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import META_KEY, Backend, ModelError, ModelMeta, sidecar_path
+from core.meta import META_KEY, ModelError, ModelMeta, sidecar_path
+from engines.base import Backend
 
 log = logging.getLogger(__name__)
 
-# Provider preference per device; only those installed are used.
+# Provider preference per device (``tensorrt``: ``--backend tensorrt`` on an
+# ``.onnx`` file); only those installed are used.
 PROVIDERS: dict[str, list[str]] = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -39,21 +41,22 @@ class OnnxRuntimeBackend(Backend):
     """Runs an ``.onnx`` file; ``threads`` = intra-op threads (default: all cores)."""
 
     def __init__(
-        self, path: str | Path, device: str = "cpu", threads: int | None = None
+        self, path: str | Path, device: str = "cpu", threads: int | None = None,
+        tensorrt: bool = False,
     ) -> None:
-        self.threads = threads
-        super().__init__(path, device)
+        self.tensorrt = tensorrt
+        super().__init__(path, device, threads)
 
     def load(self) -> None:
         import onnxruntime as ort
 
-        if self.device.split(":")[0] not in PROVIDERS:
-            raise ModelError(
-                f"{self.path}: device {self.device!r} is not one of "
-                f"{sorted(PROVIDERS)} for ONNX Runtime"
-            )
         available = set(ort.get_available_providers())
         kind, _, index = self.device.partition(":")
+        if self.tensorrt:
+            if kind == "cpu":
+                raise ModelError(f"{self.path}: --backend tensorrt runs on a GPU; "
+                                 "pass --device cuda[:N]")
+            kind = "tensorrt"
         wanted = PROVIDERS[kind]
         device_id = int(index) if index.isdigit() else 0
         providers: list[Any] = [

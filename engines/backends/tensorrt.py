@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engines.base import Backend, ModelError, ModelMeta, sidecar_path
+from core.meta import ModelError, ModelMeta, sidecar_path
+from engines.base import Backend
 
 if TYPE_CHECKING:  # typed against tensorrt-stubs; imported for real in load()
     import tensorrt as trt
@@ -164,7 +165,10 @@ class TensorRTBackend(Backend):
     accepts batches in that range).
     """
 
-    def __init__(self, path: str | Path, device: str = "cuda:0") -> None:
+    def __init__(self, path: str | Path, device: str = "cuda:0",
+                 threads: int | None = None) -> None:
+        if threads is not None:
+            log.info("%s: --threads ignored (a TensorRT engine runs on the GPU)", path)
         self._lock = threading.Lock()
         self._engine: trt.ICudaEngine | None = None
         self._context: trt.IExecutionContext | None = None
@@ -174,7 +178,7 @@ class TensorRTBackend(Backend):
         # tensor name -> (pinned host, device) buffers, for static-shape tensors
         self._buffers: dict[str, tuple[PinnedBuffer, DeviceBuffer]] = {}
         self._dynamic: list[str] = []
-        super().__init__(path, device)
+        super().__init__(path, device, threads)
 
     def load(self) -> None:
         try:

@@ -1,8 +1,9 @@
 """torch backend: runs a training checkpoint (``.pt``) as the reference path.
 
-The checkpoint is loaded weights-only through ``training.checkpoint.load_model``,
-so the network is the same export form that ONNX export traces: outputs match the
-``.onnx`` file's, and detectors decode either the same way.
+The checkpoint is loaded weights-only through ``engines.nets.load_inference_net``,
+so the network is in the form that ONNX export traces (for Faster R-CNN, the fixed-
+size wrapper returning boxes, labels, scores): outputs match the ``.onnx`` file's,
+and every family decodes either the same way.
 """
 
 from __future__ import annotations
@@ -12,28 +13,29 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import Backend, ModelError
+from core.meta import ModelError
+from engines.base import Backend
 
 log = logging.getLogger(__name__)
 
 
 class TorchBackend(Backend):
-    """``device``: "cpu", "cuda" or "cuda:N"; ``half`` runs fp16 on CUDA."""
+    """``device``: "cpu", "cuda" or "cuda:N"; ``half`` runs fp16 on CUDA;
+    ``threads`` caps torch's intra-op threads (process-wide, as torch has it)."""
 
     def __init__(self, path: str | Path, device: str = "cpu",
-                 half: bool = False) -> None:
+                 threads: int | None = None, half: bool = False) -> None:
         self.half = half
-        super().__init__(path, device)
+        super().__init__(path, device, threads)
 
     def load(self) -> None:
         import torch
 
-        from training.checkpoint import load_model
+        from engines.nets import load_inference_net
 
         kind = self.device.split(":")[0]
-        if kind not in ("cpu", "cuda"):
-            raise ModelError(f"{self.path}: device {self.device!r} is not 'cpu', "
-                             "'cuda' or 'cuda:N' for the torch backend")
+        if self.threads:
+            torch.set_num_threads(self.threads)
         if kind == "cuda" and not torch.cuda.is_available():
             raise ModelError(f"{self.path}: device {self.device!r} asked for but torch "
                              f"{torch.__version__} sees no CUDA GPU")
@@ -41,14 +43,14 @@ class TorchBackend(Backend):
             raise ModelError(f"{self.path}: half precision needs a CUDA device, "
                              f"got {self.device!r}")
         try:
-            model, meta = load_model(self.path, device=self.device)
+            model, meta, output_names = load_inference_net(self.path, self.device)
         except (ValueError, FileNotFoundError) as exc:
             raise ModelError(str(exc)) from exc
         self.torch = torch
         self.model = model.half() if self.half else model
         self.meta = meta
         self.input_shape = ("batch", 3, *meta.input_size)
-        self.output_names = ["output0"]
+        self.output_names = output_names
         log.info("loaded %s on %s%s: input %s", self.path.name, self.device,
                  " (fp16)" if self.half else "", self.input_shape)
 

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.base import Backend, ModelError
+from core.meta import ModelError
+from engines.base import Backend
 
 # R-CNN's box-regression target scaling: (dx, dy) x10 and (dw, dh) x5 keep the
 # four targets at similar magnitudes.
 DELTA_WEIGHTS = np.array([10.0, 10.0, 5.0, 5.0], np.float32)
 MAX_LOG_SCALE = float(np.log(1000.0 / 16))  # clamp on decoded dw, dh
-
-
-def to_tensor(image: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 BGR -> 3xHxW float32 RGB in [0, 1] (what every net here takes)."""
-    return np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1), np.float32) / 255
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:

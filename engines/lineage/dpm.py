@@ -21,9 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.base import MODELS_DIR, Detector, ModelError, Prepared
-from engines.boxes import BoxTransform, nms
-from pipeline.types import Detections
+from core.boxes import BoxTransform, nms
+from core.meta import ModelError
+from core.types import Detections
+from engines.base import MODELS_DIR, Detector, Prepared
 
 DEFAULT_MODEL = MODELS_DIR / "inriaperson.xml"
 DEFORM_RADIUS = 4  # a part moves at most this many part-level cells from its anchor
@@ -166,6 +167,10 @@ class DPMDetector(Detector):
     need ``upscale`` > 1 (the frame is resized by ``min(upscale, max_width /
     width)`` first).
     """
+
+    option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
+                     "max_det": "max_detections"}
+    uses_backend = False
 
     def __init__(self, backend: str | Path | None = None,
                  score_threshold: float = -0.5, iou_threshold: float = 0.3,

@@ -17,16 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import Backend, Detector, ModelError, Prepared, open_backend
-from engines.boxes import nms, stretch
-from engines.lineage.common import require_meta, to_tensor
+from core.boxes import nms
+from core.image import stretch, to_tensor
+from core.meta import ModelError
+from core.types import Detections
+from engines.base import Backend, Detector, Prepared, open_backend
+from engines.lineage.common import require_meta
 from engines.lineage.proposals import selective_search
 from engines.lineage.rcnn import decode_rcnn
-from pipeline.types import Detections
 
 
 class FastRCNNDetector(Detector):
     """Selective Search + shared trunk + RoI-pooled heads (boxes xyxy pixels)."""
+
+    option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
+                     "max_det": "max_detections"}
 
     def __init__(self, backend: Backend | str | Path, threads: int | None = None,
                  conf_threshold: float = 0.3, iou_threshold: float = 0.4,

@@ -12,22 +12,22 @@ from pathlib import Path
 
 import numpy as np
 
+from core.image import stretch, to_tensor
+from core.types import Detections
 from engines.base import Backend, Detector, Prepared, open_backend
-from engines.boxes import stretch
-from engines.lineage.common import require_meta, softmax, to_tensor
-from pipeline.types import Detections
+from engines.lineage.common import require_meta, softmax
 
 
 class LocDetector(Detector):
     """One box per frame. Network: ``images`` (B, 3, H, W) RGB [0, 1] ->
     ``logits`` (B, C), ``box`` (B, 4) xyxy normalised to the input size."""
 
+    option_kwargs = {"conf": "conf_threshold"}
+
     def __init__(self, backend: Backend | str | Path, threads: int | None = None,
-                 conf_threshold: float = 0.0, iou_threshold: float | None = None
-                 ) -> None:
+                 conf_threshold: float = 0.0) -> None:
         """``conf_threshold`` (default 0: always one box) drops the box when the
-        class probability is lower; ``iou_threshold`` is accepted for a common
-        CLI and unused (one box needs no NMS)."""
+        class probability is lower. One box needs no NMS, so ``--iou`` is refused."""
         if not 0 <= conf_threshold <= 1:
             raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
         self.conf_threshold = conf_threshold

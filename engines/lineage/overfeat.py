@@ -15,10 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.boxes import BoxTransform, nms
+from core.image import to_tensor
+from core.types import Detections
 from engines.base import Backend, Detector, Prepared, open_backend
-from engines.boxes import BoxTransform, nms
-from engines.lineage.common import require_meta, softmax, to_tensor
-from pipeline.types import Detections
+from engines.lineage.common import require_meta, softmax
 
 
 def decode_dense(scores: np.ndarray, offsets: np.ndarray, window: int, stride: int,
@@ -43,6 +44,9 @@ def decode_dense(scores: np.ndarray, offsets: np.ndarray, window: int, stride: i
 class OverFeatDetector(Detector):
     """Multi-scale dense sliding window. Network: ``images`` (1, 3, H, W) ->
     ``scores`` (1, C+1, h, w) logits, ``offsets`` (1, 4, h, w)."""
+
+    option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
+                     "max_det": "max_detections"}
 
     def __init__(self, backend: Backend | str | Path, threads: int | None = None,
                  conf_threshold: float = 0.3, iou_threshold: float = 0.4,

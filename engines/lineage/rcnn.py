@@ -15,11 +15,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.boxes import BoxTransform, nms
+from core.image import to_tensors
+from core.types import Detections
 from engines.base import Backend, Detector, Prepared, open_backend
-from engines.boxes import BoxTransform, nms
 from engines.lineage.common import decode_deltas, require_meta, softmax
 from engines.lineage.proposals import selective_search
-from pipeline.types import Detections
 
 
 def warp_crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
@@ -34,7 +35,7 @@ def warp_crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     for i, (x1, y1, x2, y2) in enumerate(b):
         out[i] = cv2.resize(image[y1:min(y2, h), x1:min(x2, w)], (size, size),
                             interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(out[..., ::-1].transpose(0, 3, 1, 2), np.float32) / 255
+    return to_tensors(out)
 
 
 def decode_rcnn(proposals: np.ndarray, logits: np.ndarray, deltas: np.ndarray,
@@ -51,6 +52,9 @@ def decode_rcnn(proposals: np.ndarray, logits: np.ndarray, deltas: np.ndarray,
 class RCNNDetector(Detector):
     """Selective Search + per-crop CNN. Network: ``crops`` (N, 3, S, S) ->
     ``logits`` (N, C+1), ``deltas`` (N, 4C)."""
+
+    option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
+                     "max_det": "max_detections"}
 
     def __init__(self, backend: Backend | str | Path, threads: int | None = None,
                  conf_threshold: float = 0.3, iou_threshold: float = 0.4,

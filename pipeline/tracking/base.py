@@ -7,8 +7,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from core.types import Detections
 from pipeline.tracking.kalman import KalmanFilterXYAH, xyxy_to_xyah
-from pipeline.types import Detections
 
 # Track states (ByteTrack's): a tentative track waits for a second hit before it is
 # reported; a lost one is kept, unreported, for a while so it can be re-found.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.boxes import iou_matrix
+from core.boxes import iou_matrix
 
 try:  # LAPJV is several times faster than scipy's Hungarian on large frames
     import lap

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.types import Detections
 from pipeline.tracking.base import (
     TRACKED,
     Tracker,
@@ -22,7 +23,6 @@ from pipeline.tracking.base import (
 )
 from pipeline.tracking.kalman import KalmanFilterXYAH, xyah_to_xyxy, xyxy_to_xyah
 from pipeline.tracking.matching import iou_cost, linear_assignment
-from pipeline.types import Detections
 
 
 @dataclass(frozen=True)

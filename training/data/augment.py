@@ -12,7 +12,8 @@ from dataclasses import dataclass, fields
 import cv2
 import numpy as np
 
-from engines.boxes import box_area, letterbox
+from core.boxes import box_area
+from core.image import letterbox
 from training.data.datasets import Sample
 
 PAD_VALUE = 114  # the grey letterbox also uses

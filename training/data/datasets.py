@@ -16,9 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.formats import IMAGE_SUFFIXES
+
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 COORD_TOLERANCE = 0.01  # normalised coordinates may overshoot [0, 1] by rounding
 
 

@@ -35,40 +35,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.base import ModelMeta
-from engines.boxes import iou_matrix
+from core.boxes import iou_matrix
+from core.meta import ModelMeta
+from engines.nets.faster_rcnn import OUTPUT_NAMES, FixedSizeFasterRCNN
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
 INPUT_NAME = "images"
-OUTPUT_NAMES = ("boxes", "labels", "scores")
-
-
-class FixedSizeFasterRCNN(nn.Module):
-    """Inference form of a torchvision Faster R-CNN for one fixed-size image.
-
-    ``images`` [1, 3, H, W] float RGB in [0, 1] -> ``(boxes [N, 4] xyxy input
-    pixels, labels [N] int64 1..C, scores [N])``. Same numbers as
-    ``model([image])`` when the model's own resize is the identity at (H, W).
-    """
-
-    def __init__(self, model: nn.Module, input_size: tuple[int, int]) -> None:
-        super().__init__()
-        self.model = model
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        from torchvision.models.detection.image_list import ImageList
-
-        m = self.model
-        x = m.transform.normalize(images[0])[None]
-        image_list = ImageList(x, [self.input_size])
-        features = m.backbone(x)
-        proposals, _ = m.rpn(image_list, features)
-        detections, _ = m.roi_heads(features, proposals, image_list.image_sizes)
-        det = detections[0]
-        return det["boxes"], det["labels"], det["scores"]
 
 
 def check_fixed_size(model: nn.Module, input_size: tuple[int, int]) -> None:
@@ -152,12 +126,9 @@ def sample_images(n: int, size: tuple[int, int] = (360, 640), seed: int = 123
 
 def to_input(image: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
     """BGR uint8 frame -> [1, 3, H, W] float32 RGB in [0, 1], stretched."""
-    import cv2
+    from core.image import preprocess
 
-    h, w = input_size
-    rgb = cv2.cvtColor(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR),
-                       cv2.COLOR_BGR2RGB)
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32) / 255
+    return preprocess(image, input_size, "stretch")[0][None]
 
 
 def parity(model: nn.Module, onnx_path: str | Path, images: list[np.ndarray],

@@ -17,16 +17,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from engines.base import ModelMeta
-from engines.boxes import stretch
-from pipeline.types import Detections
-from training.faster_rcnn.model import build_faster_rcnn, make_config
+from core.image import stretch
+from core.image import to_tensor as image_tensor
+from core.meta import ModelMeta
+from core.types import Detections
+from engines.nets.faster_rcnn import build_faster_rcnn, make_config
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,7 @@ def to_targets(boxes: np.ndarray, class_ids: np.ndarray) -> dict[str, torch.Tens
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 BGR -> [3, H, W] float RGB in [0, 1]."""
-    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return torch.from_numpy(rgb.transpose(2, 0, 1).copy()).float().div_(255)
+    return torch.from_numpy(image_tensor(image))
 
 
 class TrainSet(torch.utils.data.Dataset):

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from engines.boxes import iou_matrix
+from core.boxes import iou_matrix
 from engines.lineage.proposals import selective_search
 from training.data.generate import (
     _ensure_contrast,

@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from engines.base import ModelMeta
-from engines.boxes import iou_matrix
-from engines.lineage.common import encode_deltas, to_tensor
+from core.boxes import iou_matrix
+from core.image import to_tensor
+from core.meta import ModelMeta
+from engines.lineage.common import encode_deltas
 from engines.lineage.proposals import DEFAULT_MAX_PROPOSALS, DEFAULT_MAX_SIDE
 from engines.lineage.rcnn import warp_crops
 from training.export import embed_metadata, max_abs_diff

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.base import ModelMeta
-from engines.boxes import letterbox
+from core.image import preprocess
+from core.meta import ModelMeta
 from training.export import embed_metadata, max_abs_diff
 from training.export import simplify as simplify_onnx
 
@@ -31,14 +31,11 @@ def parity_images(meta: ModelMeta, n: int = 2, seed: int = 0) -> np.ndarray:
     from training.data.generate import render_scene
 
     rng = np.random.default_rng(seed)
-    mean = np.asarray(meta.mean, np.float32).reshape(3, 1, 1)
-    std = np.asarray(meta.std, np.float32).reshape(3, 1, 1)
     batch = []
     for _ in range(n):
         image, _, _ = render_scene(rng)
-        boxed, _ = letterbox(image, tuple(meta.input_size))
-        x = boxed[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / 255.0
-        batch.append((x - mean) / std)
+        batch.append(preprocess(image, tuple(meta.input_size), meta.resize, meta.mean,
+                                meta.std)[0])
     return np.ascontiguousarray(np.stack(batch))
 
 

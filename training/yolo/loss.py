@@ -19,8 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from engines.nets.yolo import YoloModel, make_anchors
 from training.yolo.assigner import TaskAlignedAssigner
-from training.yolo.model import YoloModel, make_anchors
 
 
 def ciou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:

@@ -24,13 +24,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from engines.base import Backend, ModelMeta
-from engines.boxes import letterbox
+from core.image import letterbox, to_tensor
+from core.meta import ModelMeta
+from engines.base import Backend
+from engines.nets.yolo import SCALES, YoloModel
 from engines.yolo import YoloDetector
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.yolo.grid import GridLoss, GridYolo
 from training.yolo.loss import DetectionLoss
-from training.yolo.model import SCALES, YoloModel
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,7 @@ class LetterboxedSet(Dataset):
         keep = (wh > MIN_BOX_PX).all(1)
         targets = np.concatenate([np.asarray(class_ids, np.float32)[keep, None],
                                   boxes[keep]], 1)
-        x = boxed[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / 255.0
-        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(targets)
+        return torch.from_numpy(to_tensor(boxed)), torch.from_numpy(targets)
 
 
 def collate(items: list[tuple[torch.Tensor, torch.Tensor]]

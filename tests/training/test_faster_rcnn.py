@@ -14,8 +14,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 pytest.importorskip("onnxruntime")
 
-from engines.base import ModelError, ModelMeta, load_detector  # noqa: E402
-from engines.boxes import iou_matrix, stretch  # noqa: E402
+from core.boxes import iou_matrix  # noqa: E402
+from core.image import stretch  # noqa: E402
+from core.meta import ModelError, ModelMeta  # noqa: E402
+from engines.base import load_detector  # noqa: E402
 from training.faster_rcnn.train import LOSS_NAMES, TrainConfig, to_tensor, train  # noqa: E402
 
 TINY = {"fpn_channels": 32, "representation_size": 64, "rpn_post_nms_top_n_train": 200,
@@ -142,7 +144,7 @@ def test_torchvision_documented_export_matches_eager(tmp_path: Path) -> None:
 
 
 def test_bad_weights_file_is_rejected(tmp_path: Path) -> None:
-    from training.faster_rcnn.model import build_faster_rcnn, make_config
+    from engines.nets.faster_rcnn import build_faster_rcnn, make_config
 
     bad = tmp_path / "w.pt"
     torch.save({"rpn.head.conv.0.0.weight": torch.zeros(3, 3)}, bad)
@@ -151,7 +153,7 @@ def test_bad_weights_file_is_rejected(tmp_path: Path) -> None:
         build_faster_rcnn(config)
 
 
-SHIPPED = Path(__file__).resolve().parent.parent / "models" / "faster_rcnn_demo.onnx"
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "faster_rcnn_demo.onnx"
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(),

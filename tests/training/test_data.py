@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.boxes import iou_matrix, letterbox
+from core.boxes import iou_matrix
+from core.image import letterbox
 from training.__main__ import main as training_main
 from training.data import augment, generate
 from training.data.augment import AugmentConfig, Augmenter

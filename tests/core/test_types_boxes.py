@@ -3,16 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.boxes import (
-    BoxTransform,
-    cxcywh_to_xyxy,
-    iou_matrix,
-    letterbox,
-    nms,
-    stretch,
-    xyxy_to_cxcywh,
-)
-from pipeline.types import Detections, Frame
+from core.boxes import BoxTransform, cxcywh_to_xyxy, iou_matrix, nms, xyxy_to_cxcywh
+from core.image import letterbox, stretch
+from core.types import Detections, Frame
 from tests.conftest import make_detections
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.boxes import iou_matrix
+from core.boxes import iou_matrix
+from core.types import Detections
 from pipeline.tracking import (
     ByteTrackConfig,
     ByteTracker,
@@ -15,7 +16,6 @@ from pipeline.tracking import (
     matching,
 )
 from pipeline.tracking.kalman import KalmanFilterXYAH, xyah_to_xyxy, xyxy_to_xyah
-from pipeline.types import Detections
 from tests.conftest import make_detections
 
 # SORT's reference defaults drop a track after one missed frame; the occlusion

@@ -102,12 +102,13 @@ class Detections:
         )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Result:
     """A frame with its detections and what each stage cost (seconds by stage).
 
     ``image`` is the frame as drawn by the overlay stage (``frame.image`` when no
-    overlay ran). Sinks receive these.
+    overlay ran). Sinks receive these. Stages return a new ``Result``
+    (``dataclasses.replace``) rather than changing one in place.
     """
 
     frame: Frame

@@ -9,16 +9,16 @@ import cv2
 import numpy as np
 import pytest
 
+from core.boxes import BoxTransform
+from core.types import Detections
 from engines.base import Detector, Prepared
-from engines.boxes import BoxTransform
-from pipeline.types import Detections
 from training.__main__ import main as training_main
 from training.data import generate
 from training.data.datasets import DetectionDataset, load_dataset
 from training.evaluate import coco_map, evaluate_detector
 from training.pseudo_label import pseudo_label
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HAS_HOG = (ROOT / "engines" / "hog.py").is_file()
 
 

@@ -32,9 +32,9 @@ import cv2
 import numpy as np
 import pytest
 
+from core.meta import ModelError, ModelMeta, sidecar_path
 from engines.backends import cuda_memory
 from engines.backends.tensorrt import TensorRTBackend, check_engine_sidecar
-from engines.base import ModelError, ModelMeta, sidecar_path
 from training.tensorrt_build import (
     CalibrationBatcher,
     batch_profile,
@@ -43,7 +43,7 @@ from training.tensorrt_build import (
     onnx_signature,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
 OWN_FILES = ["engines/backends/tensorrt.py", "engines/backends/cuda_memory.py",
              "training/tensorrt_build.py"]
@@ -825,11 +825,7 @@ def test_fake_unbatched_chw_engine_runs_one_image(tmp_path, fake_trt):
 
 
 def test_fake_benchmark_script_prints_a_table(tmp_path, fake_trt, capsys):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import trt_bench
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    from benchmarks import trt_bench
     engine = build_engine(make_onnx(tmp_path / "m.onnx", meta=tiny_meta()),
                           precision="fp16", max_batch=4)
     assert trt_bench.main([str(engine), "--batches", "1", "4", "9", "--runs", "3"]) == 0
@@ -920,8 +916,8 @@ def engine_dir(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 @pytest.mark.parametrize("model", ["yolo_demo.onnx", "faster_rcnn_demo.onnx"])
 def test_gpu_engine_matches_onnxruntime(model, precision, engine_dir):
+    from core.boxes import iou_matrix
     from engines.base import load_detector
-    from engines.boxes import iou_matrix
 
     onnx_path = MODELS / model
     if not onnx_path.is_file():

@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from core.types import Frame
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +131,35 @@ class StageThread(threading.Thread):
             log.error("%s", error)
             log.debug("stage traceback", exc_info=True)
             self.state.fail(error)
+
+
+def get_batch(q: queue.Queue[Any], first: Any, max_items: int,
+              max_wait_s: float) -> list[Any]:
+    """``first`` plus whatever arrives within ``max_wait_s``, up to ``max_items``
+    items (an end-of-stream marker is returned in the list like any item)."""
+    items = [first]
+    deadline = time.perf_counter() + max_wait_s
+    while sum(not isinstance(i, EndOfStream) for i in items) < max_items:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            break
+        try:
+            items.append(q.get(timeout=remaining))
+        except queue.Empty:
+            break
+    return items
+
+
+def relay(thread: StageThread, inbox: queue.Queue[Any], outbox: queue.Queue[Any],
+          work: Callable[[Any], Any]) -> None:
+    """A per-source stage loop: ``outbox.put(work(item))`` for each item, then
+    forward the end-of-stream marker and stop (or leave on abort)."""
+    state = thread.state
+    while (item := get(inbox, state)) is not None:
+        if isinstance(item, EndOfStream):
+            put(outbox, item, state)
+            return
+        frame = item if isinstance(item, Frame) else item.frame
+        thread.current = (frame.source_id, frame.index)
+        if not put(outbox, work(item), state):
+            return

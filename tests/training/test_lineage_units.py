@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.ops import roi_pool
 
-from engines.boxes import stretch
+from core.image import stretch
 from engines.lineage.common import decode_deltas, encode_deltas
 from engines.lineage.dpm import correlate, deformation_max, hog32
 from engines.lineage.overfeat import decode_dense

@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from core.meta import ModelMeta
 from engines.backends.onnxruntime import OnnxRuntimeBackend
-from engines.base import ModelMeta, load_detector
+from engines.base import load_detector
+from engines.nets.yolo import REG_MAX, STRIDES, YoloModel, make_anchors
 from training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from training.yolo.assigner import TaskAlignedAssigner
 from training.yolo.export import export_yolo
 from training.yolo.grid import GridLoss, GridYolo
 from training.yolo.loss import DetectionLoss
-from training.yolo.model import REG_MAX, STRIDES, YoloModel, make_anchors
 from training.yolo.train import TrainConfig, train
 
 IMG = 64

@@ -7,8 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from core.meta import ModelError, ModelMeta, sidecar_path
 from engines.backends.onnxruntime import OnnxRuntimeBackend
-from engines.base import ModelError, ModelMeta, open_backend, sidecar_path
+from engines.base import open_backend
 from training.export import embed_metadata
 
 
@@ -71,5 +72,5 @@ def test_corrupt_or_truncated_onnx_named(tmp_path: Path, content: bytes | None
 
 
 def test_unknown_device_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="device 'tpu'"):
+    with pytest.raises(ValueError, match="device 'tpu'.*'cpu', 'cuda' or 'cuda:N'"):
         OnnxRuntimeBackend(tiny_model(tmp_path / "m.onnx"), device="tpu")

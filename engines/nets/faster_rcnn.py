@@ -251,3 +251,32 @@ def load_model_weights(model: nn.Module, path: str | Path) -> None:
                     hint="; torchvision's own models need layout='torchvision' "
                     "(--layout torchvision) and the same backbone")
     log.info("loaded model weights from %s", path)
+
+
+OUTPUT_NAMES = ("boxes", "labels", "scores")  # the ONNX export's, in order
+
+
+class FixedSizeFasterRCNN(nn.Module):
+    """Inference form of a torchvision Faster R-CNN for one fixed-size image.
+
+    ``images`` [1, 3, H, W] float RGB in [0, 1] -> ``(boxes [N, 4] xyxy input
+    pixels, labels [N] int64 1..C, scores [N])``. Same numbers as
+    ``model([image])`` when the model's own resize is the identity at (H, W).
+    """
+
+    def __init__(self, model: nn.Module, input_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from torchvision.models.detection.image_list import ImageList
+
+        m = self.model
+        x = m.transform.normalize(images[0])[None]
+        image_list = ImageList(x, [self.input_size])
+        features = m.backbone(x)
+        proposals, _ = m.rpn(image_list, features)
+        detections, _ = m.roi_heads(features, proposals, image_list.image_sizes)
+        det = detections[0]
+        return det["boxes"], det["labels"], det["scores"]

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from core.meta import ModelError, ModelMeta
 from engines.backends.torch import TorchBackend
-from engines.base import ModelError, ModelMeta, load_detector
+from engines.base import load_detector
+from engines.nets.yolo import YoloModel
 from training.checkpoint import save_checkpoint
-from training.yolo.model import YoloModel
 
 IMG = 64
 HAS_CUDA = torch.cuda.is_available()
@@ -62,7 +63,7 @@ def test_cuda_absent_is_a_clear_error(checkpoint):
 def test_bad_inputs_name_the_problem(checkpoint, tmp_path):
     with pytest.raises(ModelError, match="half"):
         TorchBackend(checkpoint, device="cpu", half=True)
-    with pytest.raises(ModelError, match="device"):
+    with pytest.raises(ValueError, match="device 'tpu'"):
         TorchBackend(checkpoint, device="tpu")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00not a checkpoint")

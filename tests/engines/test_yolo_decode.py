@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.base import ModelError, ModelMeta, load_detector
-from engines.boxes import letterbox
+from core.image import letterbox
+from core.meta import ModelError, ModelMeta
+from engines.base import load_detector
 from engines.yolo import (
     decode_anchor_based,
     decode_anchor_free,

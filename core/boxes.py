@@ -1,10 +1,10 @@
-"""Box arithmetic shared by every model family: IoU, NMS, conversions, letterbox."""
+"""Box arithmetic shared by every model family and the trackers: conversions,
+IoU, NMS, and the transform that maps network pixels back to frame pixels."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 
@@ -19,6 +19,18 @@ def xyxy_to_cxcywh(boxes: np.ndarray) -> np.ndarray:
     boxes = np.asarray(boxes, dtype=np.float32)
     wh = boxes[:, 2:4] - boxes[:, :2]
     return np.concatenate([boxes[:, :2] + wh / 2, wh], axis=1)
+
+
+def xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) x1 y1 x2 y2 -> (N, 4) left, top, width, height (MOT, COCO)."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2]], axis=1)
+
+
+def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) left, top, width, height -> (N, 4) x1 y1 x2 y2."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:4]], axis=1)
 
 
 def box_area(boxes: np.ndarray) -> np.ndarray:
@@ -102,6 +114,11 @@ class BoxTransform:
     width: int
     height: int
 
+    @classmethod
+    def identity(cls, width: int, height: int) -> BoxTransform:
+        """The frame went into the network at its own size."""
+        return cls(1.0, 1.0, 0.0, 0.0, width, height)
+
     def to_original(self, xyxy: np.ndarray) -> np.ndarray:
         """(N, 4) xyxy in network pixels -> (N, 4) xyxy in frame pixels, clipped."""
         out = np.asarray(xyxy, dtype=np.float32).copy()
@@ -116,39 +133,3 @@ class BoxTransform:
         out[:, [0, 2]] = out[:, [0, 2]] * self.scale_x + self.pad_x
         out[:, [1, 3]] = out[:, [1, 3]] * self.scale_y + self.pad_y
         return out
-
-
-def letterbox(
-    image: np.ndarray, size: tuple[int, int], pad_value: int = 114
-) -> tuple[np.ndarray, BoxTransform]:
-    """Resize keeping aspect ratio into ``size`` = (height, width), pad centred."""
-    h, w = image.shape[:2]
-    out_h, out_w = size
-    scale = min(out_h / h, out_w / w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    pad_x, pad_y = (out_w - new_w) // 2, (out_h - new_h) // 2
-    resized = (
-        image
-        if (new_w, new_h) == (w, h)
-        else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    )
-    out = cv2.copyMakeBorder(
-        resized,
-        pad_y,
-        out_h - new_h - pad_y,
-        pad_x,
-        out_w - new_w - pad_x,
-        cv2.BORDER_CONSTANT,
-        value=(pad_value,) * 3,
-    )
-    return out, BoxTransform(new_w / w, new_h / h, pad_x, pad_y, w, h)
-
-
-def stretch(
-    image: np.ndarray, size: tuple[int, int]
-) -> tuple[np.ndarray, BoxTransform]:
-    """Resize to ``size`` = (height, width) without keeping aspect ratio."""
-    h, w = image.shape[:2]
-    out_h, out_w = size
-    out = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
-    return out, BoxTransform(out_w / w, out_h / h, 0.0, 0.0, w, h)

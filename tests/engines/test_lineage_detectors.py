@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
+from core.boxes import iou_matrix
 from engines.base import load_detector
-from engines.boxes import iou_matrix
 from engines.lineage.dpm import DPMDetector
 from engines.lineage.fast_rcnn import FastRCNNDetector
 from engines.lineage.loc import LocDetector

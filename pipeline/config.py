@@ -1,0 +1,41 @@
+"""``PipelineConfig``: every setting of a run, typed, built once at the entry point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.overlay import OverlayConfig
+from pipeline.sinks import OutputConfig
+from pipeline.sources import SourceConfig
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How the pipeline runs.
+
+    ``batch``: most frames per inference call (across sources). ``max_wait_ms``:
+    how long inference waits for a batch to fill. ``queue_size``: bound of every
+    queue. ``tracker``: "none", "bytetrack" or "sort" with ``tracker_params``.
+    ``drain_timeout_s``: after a stop request, how long queued frames may finish
+    before the rest is abandoned. ``progress``: a progress bar for file sources.
+    """
+
+    batch: int = 4
+    max_wait_ms: float = 5.0
+    queue_size: int = 8
+    tracker: str = "none"
+    tracker_params: dict[str, Any] = field(default_factory=dict)
+    sources: SourceConfig = field(default_factory=SourceConfig)
+    outputs: OutputConfig = field(default_factory=OutputConfig)
+    overlay: OverlayConfig = field(default_factory=OverlayConfig)
+    drain_timeout_s: float = 0.75
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {self.batch}")
+        if self.queue_size < 1:
+            raise ValueError(f"queue_size must be >= 1, got {self.queue_size}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")

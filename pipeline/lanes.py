@@ -1,0 +1,124 @@
+"""One source's lane: its queues and the stage objects that serve it, built
+from the typed configs; ``open_sources`` opens every source at once; and the
+single-threaded ``run_plain_loop`` over the same stage objects."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engines.base import Detector
+from pipeline.config import PipelineConfig
+from pipeline.metrics import Metrics
+from pipeline.overlay import Overlay
+from pipeline.sinks import Sink, open_sinks
+from pipeline.sources import ImageFolderSource, Source, SourceError
+from pipeline.stages import (
+    BatchInfer,
+    Capture,
+    Draw,
+    Preprocess,
+    RunState,
+    Track,
+    Write,
+)
+
+log = logging.getLogger(__name__)
+
+LIVE_QUEUE_SIZE = 2  # live frames only age in queues: keep them short
+
+
+@dataclass
+class Lane:
+    """Everything that belongs to one source: its queues and stage objects."""
+
+    source: Source
+    captured: queue.Queue[Any]
+    tracked_in: queue.Queue[Any]
+    overlay_in: queue.Queue[Any]
+    sink_in: queue.Queue[Any]
+    capture: Capture
+    preprocess: Preprocess
+    track: Track
+    draw: Draw
+    write: Write
+
+
+def open_lane(source: Source, detector: Detector, config: PipelineConfig,
+              metrics: Metrics, on_quit: Callable[[], None],
+              on_written: Callable[[], None] | None = None) -> Lane:
+    """Tracker, overlay and sinks for one opened source (sinks open now, so an
+    unwritable output fails before any frame is processed)."""
+    from pipeline.tracking import make_tracker  # None for tracker "none"
+
+    names = list(getattr(detector, "class_names", []))
+    size = min(config.queue_size, LIVE_QUEUE_SIZE) if source.live else config.queue_size
+    tracker = make_tracker(config.tracker, frame_rate=source.fps,
+                           **config.tracker_params)
+    overlay = Overlay(names, config.overlay) if config.outputs.needs_overlay else None
+    sinks = open_sinks(config.outputs, source.source_id, source.fps, source.size,
+                       names, isinstance(source, ImageFolderSource), on_quit)
+    return Lane(source, *(queue.Queue(size) for _ in range(4)),
+                capture=Capture(source, metrics),
+                preprocess=Preprocess(detector, metrics),
+                track=Track(tracker, metrics), draw=Draw(overlay, metrics),
+                write=Write(sinks, metrics, on_written))
+
+
+def open_sources(sources: list[Source], state: RunState, metrics: Metrics) -> None:
+    """Open all sources at once (network opens can take their timeout), in daemon
+    threads: a Ctrl-C while a stream connects must not wait for it. Sources that
+    fail are marked failed; ``SourceError`` when none opens."""
+    errors: dict[str, BaseException] = {}
+
+    def open_one(source: Source) -> None:
+        try:
+            source.open()
+        except BaseException as exc:
+            errors[source.source_id] = exc
+
+    threads = [threading.Thread(target=open_one, args=(s,), daemon=True,
+                                name=f"open:{s.source_id}") for s in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            if state.stopping.wait(0.05):
+                return  # Ctrl-C while opening: leave without waiting
+    messages: list[str] = []
+    for source in sources:
+        if (exc := errors.get(source.source_id)) is None:
+            continue
+        counts = metrics.source(source.source_id)
+        counts.status, counts.reason = "failed", str(exc)
+        messages.append(str(exc) if isinstance(exc, SourceError)
+                        else f"{source.display_name}: {exc}")
+    if len(messages) == len(sources):
+        raise SourceError("; ".join(messages))
+    for message in messages:
+        log.error("%s (other sources continue)", message)
+
+
+def run_plain_loop(source: Source, detector: Detector, tracker: Any = None,
+                   overlay: Overlay | None = None, sinks: list[Sink] | None = None
+                   ) -> tuple[int, float]:
+    """The single-threaded baseline over the same stage objects: read → prepare →
+    infer → track → draw → write, one frame at a time. Returns (frames, seconds).
+    ``source`` is opened here unless it already is, and closed at the end."""
+    metrics = Metrics()
+    prepare, infer = Preprocess(detector, metrics), BatchInfer(detector, metrics)
+    track, draw = Track(tracker, metrics), Draw(overlay, metrics)
+    write = Write(list(sinks or []), metrics)
+    frames = 0
+    started = time.perf_counter()
+    if not source.size[0]:
+        source.open()
+    for frame in Capture(source, metrics).frames():
+        write(draw(track(infer([prepare(frame)])[0])))
+        frames += 1
+    return frames, time.perf_counter() - started

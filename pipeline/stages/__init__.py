@@ -1,0 +1,43 @@
+"""Pipeline stages: the thread/queue machinery and the work each stage does."""
+
+from pipeline.stages.machinery import (
+    POLL_S,
+    EndOfStream,
+    RunState,
+    StageError,
+    StageThread,
+    get,
+    get_batch,
+    put,
+    put_drop_oldest,
+    relay,
+)
+from pipeline.stages.work import (
+    BatchInfer,
+    Capture,
+    Draw,
+    Pending,
+    Preprocess,
+    Track,
+    Write,
+)
+
+__all__ = [
+    "POLL_S",
+    "BatchInfer",
+    "Capture",
+    "Draw",
+    "EndOfStream",
+    "Pending",
+    "Preprocess",
+    "RunState",
+    "StageError",
+    "StageThread",
+    "Track",
+    "Write",
+    "get",
+    "get_batch",
+    "put",
+    "put_drop_oldest",
+    "relay",
+]
