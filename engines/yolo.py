@@ -40,6 +40,19 @@ DYNAMIC_MAX_BATCH = 16  # batch cap when the model's batch axis is dynamic
 MAX_CANDIDATES = 3000  # boxes entering NMS, best first (bounds its cost)
 
 
+ULTRALYTICS_DEFAULTS = {"conf_threshold": 0.25, "iou_threshold": 0.7}  # predict()'s
+OUR_IOU = 0.45
+
+
+def ultralytics_metadata(backend: Backend) -> dict[str, str]:
+    """The ONNX file's custom metadata (Ultralytics writes ``names``, ``task``,
+    ``imgsz``, ``stride``, ...); empty for other backends."""
+    session = getattr(backend, "session", None)
+    if session is None:
+        return {}
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
 def ultralytics_names(backend: Backend) -> list[str] | None:
     """Class names from an ONNX file's Ultralytics ``names`` metadata, if any.
 
@@ -135,12 +148,12 @@ class YoloDetector(Detector):
                      "max_det": "max_detections"}
 
     def __init__(self, backend: Backend | str | Path, conf_threshold: float = 0.25,
-                 iou_threshold: float = 0.45, max_detections: int = 300,
+                 iou_threshold: float | None = None, max_detections: int = 300,
                  layout: str | None = None, class_names: list[str] | None = None,
                  input_size: int | tuple[int, int] | None = None) -> None:
         if not 0 <= conf_threshold <= 1:
             raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
-        if not 0 < iou_threshold <= 1:
+        if iou_threshold is not None and not 0 < iou_threshold <= 1:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
         if max_detections < 1:
             raise ValueError(f"max_detections must be >= 1, got {max_detections}")
@@ -149,8 +162,16 @@ class YoloDetector(Detector):
         if not isinstance(backend, Backend):
             backend = open_backend(backend)
         self.backend = backend
+        external = ultralytics_metadata(backend) if backend.meta is None else {}
+        task = external.get("task", "detect").strip().lower()
+        if task != "detect":
+            raise ModelError(f"{backend.path}: an Ultralytics '{task}' export; only "
+                             "detection exports (task 'detect') are supported")
         self.conf_threshold = conf_threshold
-        self.iou_threshold = iou_threshold
+        # an Ultralytics export gets predict()'s defaults, so the same command
+        # gives the same boxes
+        self.iou_threshold = iou_threshold or (
+            ULTRALYTICS_DEFAULTS["iou_threshold"] if "names" in external else OUR_IOU)
         self.max_detections = max_detections
         meta = backend.meta
         self.input_size = self._input_size(meta, input_size)

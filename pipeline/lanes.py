@@ -58,10 +58,12 @@ def open_lane(source: Source, detector: Detector, config: PipelineConfig,
 
     names = list(getattr(detector, "class_names", []))
     size = min(config.queue_size, LIVE_QUEUE_SIZE) if source.live else config.queue_size
-    tracker = make_tracker(config.tracker, frame_rate=source.fps,
-                           **config.tracker_params)
+    # With --stride N only every Nth frame is processed: the written video and the
+    # tracker run at the processed rate, so playback speed and motion stay true.
+    fps = source.fps / config.sources.stride
+    tracker = make_tracker(config.tracker, frame_rate=fps, **config.tracker_params)
     overlay = Overlay(names, config.overlay) if config.outputs.needs_overlay else None
-    sinks = open_sinks(config.outputs, source.source_id, source.fps, source.size,
+    sinks = open_sinks(config.outputs, source.source_id, fps, source.size,
                        names, isinstance(source, ImageFolderSource), on_quit)
     return Lane(source, *(queue.Queue(size) for _ in range(4)),
                 capture=Capture(source, metrics),

@@ -202,3 +202,25 @@ def test_rejects_bad_options(tmp_path):
         load_detector(path, conf_threshold=1.5)
     with pytest.raises(ValueError, match="layout"):
         load_detector(path, layout="yolo9000")
+
+
+@pytest.mark.parametrize("task", ["segment", "pose", "obb", "classify"])
+def test_ultralytics_exports_of_another_task_are_refused_in_one_line(tmp_path, task):
+    out = _anchor_free_output([[20, 20, 10, 10]], [[0.9, 0.1]])[None]
+    path = _constant_onnx(tmp_path / f"{task}.onnx", out,
+                          props={"names": "{0: 'a', 1: 'b'}", "task": task})
+    with pytest.raises(ModelError, match=f"Ultralytics '{task}' export; only "
+                                         "detection exports"):
+        load_detector(path)
+
+
+def test_ultralytics_export_gets_predict_defaults(tmp_path):
+    out = _anchor_free_output([[20, 20, 10, 10]], [[0.9, 0.1]])[None]
+    path = _constant_onnx(tmp_path / "det.onnx", out,
+                          props={"names": "{0: 'a', 1: 'b'}", "task": "detect"})
+    with load_detector(path) as det:
+        assert (det.conf_threshold, det.iou_threshold) == (0.25, 0.7)
+    with load_detector(path, iou=0.5) as det:
+        assert det.iou_threshold == 0.5
+    with load_detector("yolo") as det:  # ours keeps its own
+        assert det.iou_threshold == 0.45
