@@ -21,7 +21,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from engines.base import load_detector
+from engines.registry import load_detector
 from pipeline.runner import Pipeline, PipelineConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig

@@ -29,7 +29,8 @@ from core.boxes import cxcywh_to_xyxy, nms
 from core.image import preprocess
 from core.meta import ModelError, ModelMeta
 from core.types import Detections
-from engines.base import Backend, Detector, Prepared, open_backend
+from engines.base import Backend, Detector, Prepared
+from engines.registry import open_backend
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ SUMMARY_FIELDS = ["file", "status", "reason", "read", "processed", "written",
 class BatchJob:
     """Everything a worker needs to process one file (picklable for processes/Ray).
 
-    ``detector``: arguments of ``engines.base.load_detector``. ``threads``: ONNX
+    ``detector``: arguments of ``engines.registry.load_detector``. ``threads``: ONNX
     Runtime threads per worker (default: cores / workers).
     """
 
@@ -79,7 +79,7 @@ def find_videos(inputs: list[str]) -> list[str]:
 
 def process_file(spec: str, source_id: str, job: BatchJob) -> FileReport:
     """Run one pipeline over one file; never raises (failures become the report)."""
-    from engines.base import load_detector
+    from engines.registry import load_detector
     from pipeline.runner import Pipeline
 
     report = FileReport(file=spec)

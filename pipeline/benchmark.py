@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from engines.base import Detector
-from pipeline.overlay import Overlay
-from pipeline.runner import Pipeline, PipelineConfig, run_plain_loop
-from pipeline.sinks import open_sinks
-from pipeline.sources import ImageFolderSource, make_source
-from pipeline.tracking import make_tracker
+from pipeline.lanes import open_lane, run_plain_loop
+from pipeline.metrics import Metrics
+from pipeline.runner import Pipeline, PipelineConfig
+from pipeline.sources import make_source
 
 WARMUP_RUNS = 3
 MAX_FRAMES_IN_MEMORY = 200  # the inference ceiling needs decoded frames in RAM
@@ -82,23 +81,15 @@ def run_benchmark(spec: str, detector: Detector, config: PipelineConfig
             detector.infer(prepared[i:i + step])
     phases["inference_only"] = p.row(len(prepared))
 
-    names = list(detector.class_names)
     with tempfile.TemporaryDirectory(prefix="streamdet-bench-") as tmp:
-        loop_out = replace(config.outputs, out_dir=Path(tmp) / "loop", show=False)
+        loop_config = replace(config, outputs=replace(
+            config.outputs, out_dir=Path(tmp) / "loop", show=False))
         source = make_source(spec, config.sources)
         source.open()
-        sinks = open_sinks(loop_out, source.source_id, source.fps, source.size, names,
-                           isinstance(source, ImageFolderSource), lambda: None)
-        tracker = make_tracker(config.tracker, frame_rate=source.fps,
-                               **config.tracker_params)
-        overlay = Overlay(names, config.overlay) if loop_out.needs_overlay else None
+        lane = open_lane(source, detector, loop_config, Metrics(), lambda: None)
         _warm(detector, frames[0])
-        try:
-            with _Phase() as p:
-                loop_frames, _ = run_plain_loop(source, detector, tracker, overlay, sinks)
-        finally:
-            for sink in sinks:
-                sink.close()
+        with _Phase() as p:
+            loop_frames, _ = run_plain_loop(lane, detector)
         phases["plain_loop"] = p.row(loop_frames)
 
         pipe_config = replace(config, progress=False, outputs=replace(

@@ -16,7 +16,7 @@ from engines.base import Detector
 from pipeline.config import PipelineConfig
 from pipeline.metrics import Metrics
 from pipeline.overlay import Overlay
-from pipeline.sinks import Sink, open_sinks
+from pipeline.sinks import open_sinks
 from pipeline.sources import ImageFolderSource, Source, SourceError
 from pipeline.stages import (
     BatchInfer,
@@ -106,21 +106,17 @@ def open_sources(sources: list[Source], state: RunState, metrics: Metrics) -> No
         log.error("%s (other sources continue)", message)
 
 
-def run_plain_loop(source: Source, detector: Detector, tracker: Any = None,
-                   overlay: Overlay | None = None, sinks: list[Sink] | None = None
-                   ) -> tuple[int, float]:
-    """The single-threaded baseline over the same stage objects: read → prepare →
-    infer → track → draw → write, one frame at a time. Returns (frames, seconds).
-    ``source`` is opened here unless it already is, and closed at the end."""
-    metrics = Metrics()
-    prepare, infer = Preprocess(detector, metrics), BatchInfer(detector, metrics)
-    track, draw = Track(tracker, metrics), Draw(overlay, metrics)
-    write = Write(list(sinks or []), metrics)
+def run_plain_loop(lane: Lane, detector: Detector) -> tuple[int, float]:
+    """The single-threaded baseline over one lane's own stage objects: read →
+    prepare → infer → track → draw → write, one frame at a time, then close the
+    source and the sinks. Returns (frames, seconds)."""
+    infer = BatchInfer(detector, lane.capture.metrics)
     frames = 0
     started = time.perf_counter()
-    if not source.size[0]:
-        source.open()
-    for frame in Capture(source, metrics).frames():
-        write(draw(track(infer([prepare(frame)])[0])))
-        frames += 1
+    try:
+        for frame in lane.capture.frames():
+            lane.write(lane.draw(lane.track(infer([lane.preprocess(frame)])[0])))
+            frames += 1
+    finally:
+        lane.write.close()
     return frames, time.perf_counter() - started

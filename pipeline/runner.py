@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from engines.base import Detector
 from pipeline.config import PipelineConfig
-from pipeline.lanes import Lane, open_lane, open_sources, run_plain_loop
+from pipeline.lanes import Lane, open_lane, open_sources
 from pipeline.metrics import Metrics
 from pipeline.sources import Source, make_source, unique_ids
 from pipeline.stages import (
@@ -203,4 +203,4 @@ class Pipeline:
         self.metrics.finish()
 
 
-__all__ = ["Pipeline", "PipelineConfig", "PipelineError", "run_plain_loop"]
+__all__ = ["Pipeline", "PipelineConfig", "PipelineError"]

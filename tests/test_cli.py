@@ -105,3 +105,21 @@ def test_signal_mid_run_exits_fast_with_valid_outputs(
     while cap.read()[0]:
         frames += 1
     assert frames == len(lines)  # MP4 finalised: readable to its last written frame
+
+
+def test_benchmark_mode_reports_every_phase(tmp_path):
+    """``--benchmark`` runs the four phases on the same frames and writes JSON."""
+    import json
+
+    import run_stream
+    from tests.conftest import write_video
+
+    clip = write_video(tmp_path / "clip.mp4", frames=12, size=(256, 192))
+    out = tmp_path / "bench.json"
+    assert run_stream.main(["--benchmark", "--model", "yolo", "--source", str(clip),
+                            "--metrics", str(out), "--log-level", "WARNING"]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["phases"]) == {"decode_only", "inference_only", "plain_loop",
+                                     "pipeline"}
+    assert all(row["frames"] == 12 for row in report["phases"].values())
+    assert report["ratio_pipeline_vs_loop"] > 0

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 import run_stream
-from engines.base import SHIPPED
+from engines.registry import SHIPPED
 from tests.conftest import write_video
 
 FLAGS = {

@@ -27,7 +27,8 @@ import numpy as np
 
 from core.meta import ModelError
 from core.types import Detections
-from engines.base import SHIPPED, Detector, Prepared, load_detector
+from engines.base import Detector, Prepared
+from engines.registry import SHIPPED, load_detector
 
 log = logging.getLogger(__name__)
 

@@ -186,7 +186,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engines.base import load_detector
+    from engines.registry import load_detector
     from training.data.datasets import load_dataset
 
     dataset = load_dataset(args.data, args.split, image_root=args.image_root)

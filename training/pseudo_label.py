@@ -154,7 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engines.base import load_detector
+    from engines.registry import load_detector
 
     with load_detector(args.model, device=args.device, family=args.family,
                        conf_threshold=args.conf) as detector:

@@ -24,7 +24,8 @@ import numpy as np
 from core.boxes import BoxTransform, nms
 from core.meta import ModelError
 from core.types import Detections
-from engines.base import MODELS_DIR, Detector, Prepared
+from engines.base import Detector, Prepared
+from engines.registry import MODELS_DIR
 
 DEFAULT_MODEL = MODELS_DIR / "inriaperson.xml"
 DEFORM_RADIUS = 4  # a part moves at most this many part-level cells from its anchor

@@ -21,10 +21,11 @@ from core.boxes import nms
 from core.image import stretch, to_tensor
 from core.meta import ModelError
 from core.types import Detections
-from engines.base import Backend, Detector, Prepared, open_backend
+from engines.base import Backend, Detector, Prepared
 from engines.lineage.common import require_meta
 from engines.lineage.proposals import selective_search
 from engines.lineage.rcnn import decode_rcnn
+from engines.registry import open_backend
 
 
 class FastRCNNDetector(Detector):

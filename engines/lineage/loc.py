@@ -14,8 +14,9 @@ import numpy as np
 
 from core.image import stretch, to_tensor
 from core.types import Detections
-from engines.base import Backend, Detector, Prepared, open_backend
+from engines.base import Backend, Detector, Prepared
 from engines.lineage.common import require_meta, softmax
+from engines.registry import open_backend
 
 
 class LocDetector(Detector):

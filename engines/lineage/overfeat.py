@@ -18,8 +18,9 @@ import numpy as np
 from core.boxes import BoxTransform, nms
 from core.image import to_tensor
 from core.types import Detections
-from engines.base import Backend, Detector, Prepared, open_backend
+from engines.base import Backend, Detector, Prepared
 from engines.lineage.common import require_meta, softmax
+from engines.registry import open_backend
 
 
 def decode_dense(scores: np.ndarray, offsets: np.ndarray, window: int, stride: int,

@@ -18,9 +18,10 @@ import numpy as np
 from core.boxes import BoxTransform, nms
 from core.image import to_tensors
 from core.types import Detections
-from engines.base import Backend, Detector, Prepared, open_backend
+from engines.base import Backend, Detector, Prepared
 from engines.lineage.common import decode_deltas, require_meta, softmax
 from engines.lineage.proposals import selective_search
+from engines.registry import open_backend
 
 
 def warp_crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:

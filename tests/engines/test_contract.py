@@ -9,7 +9,13 @@ import pytest
 
 from core.meta import ModelError, ModelMeta
 from core.types import Detections
-from engines.base import FAMILIES, SHIPPED, DetectorOptions, load_detector, used_options
+from engines.registry import (
+    FAMILIES,
+    SHIPPED,
+    DetectorOptions,
+    load_detector,
+    used_options,
+)
 from tests.conftest import SAMPLE_VIDEO
 
 SHIPPED_BY_FAMILY = {family: name for name, (family, _) in reversed(SHIPPED.items())}

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from core.boxes import iou_matrix
-from engines.base import load_detector
 from engines.lineage.dpm import DPMDetector
 from engines.lineage.fast_rcnn import FastRCNNDetector
 from engines.lineage.loc import LocDetector
 from engines.lineage.overfeat import OverFeatDetector
 from engines.lineage.rcnn import RCNNDetector
+from engines.registry import load_detector
 from tests.conftest import SAMPLE_VIDEO
 from training.data.generate import mask_boxes, paste, random_shape
 

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper
 
 from core.meta import ModelError, ModelMeta, sidecar_path
 from engines.backends.onnxruntime import OnnxRuntimeBackend
-from engines.base import open_backend
+from engines.registry import open_backend
 from training.export import embed_metadata
 
 

@@ -917,7 +917,7 @@ def engine_dir(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("model", ["yolo_demo.onnx", "faster_rcnn_demo.onnx"])
 def test_gpu_engine_matches_onnxruntime(model, precision, engine_dir):
     from core.boxes import iou_matrix
-    from engines.base import load_detector
+    from engines.registry import load_detector
 
     onnx_path = MODELS / model
     if not onnx_path.is_file():

@@ -8,8 +8,8 @@ import torch
 
 from core.meta import ModelError, ModelMeta
 from engines.backends.torch import TorchBackend
-from engines.base import load_detector
 from engines.nets.yolo import YoloModel
+from engines.registry import load_detector
 from training.checkpoint import save_checkpoint
 
 IMG = 64

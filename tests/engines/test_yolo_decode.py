@@ -10,7 +10,7 @@ import pytest
 
 from core.image import letterbox
 from core.meta import ModelError, ModelMeta
-from engines.base import load_detector
+from engines.registry import load_detector
 from engines.yolo import (
     decode_anchor_based,
     decode_anchor_free,

@@ -147,7 +147,7 @@ def test_pseudo_label_writes_dataset_with_contiguous_val(tmp_path: Path) -> None
 
 @pytest.mark.skipif(not HAS_HOG, reason="engines/hog.py (HOG teacher) not written yet")
 def test_pseudo_label_with_hog_and_evaluate_cli(tmp_path: Path) -> None:
-    from engines.base import load_detector
+    from engines.registry import load_detector
 
     cap = cv2.VideoCapture(str(ROOT / "samples" / "vtest.mp4"))
     folder = tmp_path / "frames"

@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 from core.boxes import iou_matrix  # noqa: E402
 from core.image import stretch  # noqa: E402
 from core.meta import ModelError, ModelMeta  # noqa: E402
-from engines.base import load_detector  # noqa: E402
+from engines.registry import load_detector  # noqa: E402
 from training.faster_rcnn.train import LOSS_NAMES, TrainConfig, to_tensor, train  # noqa: E402
 
 TINY = {"fpn_channels": 32, "representation_size": 64, "rpn_post_nms_top_n_train": 200,

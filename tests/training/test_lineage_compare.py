@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engines.base import load_detector
 from engines.lineage.loc import LocDetector
+from engines.registry import load_detector
 from training.__main__ import main as training_main
 
 
