@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from core.types import Frame
 from engines.base import Detector
 from pipeline.config import PipelineConfig
 from pipeline.metrics import Metrics
@@ -19,13 +20,17 @@ from pipeline.overlay import Overlay
 from pipeline.sinks import open_sinks
 from pipeline.sources import ImageFolderSource, Source, SourceError
 from pipeline.stages import (
+    POLL_S,
     BatchInfer,
     Capture,
     Draw,
+    LatestFrames,
     Preprocess,
     RunState,
     Track,
     Write,
+    get,
+    get_batch,
 )
 
 log = logging.getLogger(__name__)
@@ -120,3 +125,34 @@ def run_plain_loop(lane: Lane, detector: Detector) -> tuple[int, float]:
     finally:
         lane.write.close()
     return frames, time.perf_counter() - started
+
+
+class InferFeed:
+    """What the inference stage runs next: the freshest frame of each live
+    source, prepared only now (so dropped frames cost no preprocessing), topped
+    up from the queue of prepared file frames; end markers pass through."""
+
+    def __init__(self, infer_in: queue.Queue[Any], live: LatestFrames,
+                 lanes: dict[str, Lane], state: RunState, max_wait_s: float) -> None:
+        self.infer_in, self.live, self.lanes = infer_in, live, lanes
+        self.state, self.max_wait_s = state, max_wait_s
+        self.any_live = any(lane.source.live for lane in lanes.values())
+
+    def next(self, max_batch: int) -> list[Any] | None:
+        """Up to ``max_batch`` prepared frames (plus markers); None on abort."""
+        if not self.any_live:
+            item = get(self.infer_in, self.state)
+            return None if item is None else get_batch(
+                self.infer_in, item, max_batch, self.max_wait_s)
+        while not self.state.abort.is_set():
+            items = [self.lanes[f.source_id].preprocess(f) if isinstance(f, Frame)
+                     else f for f in self.live.take(max_batch)]
+            while len(items) < max_batch:
+                try:
+                    items.append(self.infer_in.get_nowait())
+                except queue.Empty:
+                    break
+            if items:
+                return items
+            self.live.wait(POLL_S / 10)
+        return None

@@ -90,7 +90,9 @@ class Metrics:
                 }
                 for name, v in self.depths.items()
             }
-            sources = {sid: vars(c).copy() for sid, c in self.sources.items()}
+            sources = {sid: {**vars(c), "drop_rate": round(c.dropped / c.read, 4)
+                             if c.read else 0.0} for sid, c in self.sources.items()}
+            latest = self.end_to_end[-1] * 1000 if self.end_to_end else 0.0
             e2e = _stats_ms(self.end_to_end)
             batches = list(self.batch_sizes)
         written = sum(s["written"] for s in sources.values())
@@ -100,6 +102,7 @@ class Metrics:
             "frames_written": written,
             "fps": round(written / elapsed, 2) if elapsed > 0 else 0.0,
             "end_to_end_ms": e2e,
+            "latency_now_ms": round(latest, 3),
             "mean_batch": round(float(np.mean(batches)), 2) if batches else 0.0,
             "stages_ms": stages,
             "queue_depth": depths,

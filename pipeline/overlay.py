@@ -62,7 +62,8 @@ class Overlay:
         return str(class_id)
 
     def draw(
-        self, image: np.ndarray, dets: Detections, latency_ms: float | None = None
+        self, image: np.ndarray, dets: Detections, latency_ms: float | None = None,
+        drop_rate: float | None = None,
     ) -> np.ndarray:
         out = image.copy()
         h, w = out.shape[:2]
@@ -87,7 +88,7 @@ class Overlay:
                 label = f"#{tid} {label}"
             self._label(out, label, (x1, y1), color, font_scale, thickness)
         if self.config.hud:
-            self._hud(out, dets, latency_ms, font_scale, thickness)
+            self._hud(out, dets, latency_ms, drop_rate, font_scale, thickness)
         return out
 
     def _update_trails(self, dets: Detections) -> None:
@@ -159,6 +160,7 @@ class Overlay:
         out: np.ndarray,
         dets: Detections,
         latency_ms: float | None,
+        drop_rate: float | None,
         font_scale: float,
         thickness: int,
     ) -> None:
@@ -169,6 +171,8 @@ class Overlay:
                 parts.append(f"{(len(self._times) - 1) / span:.1f} FPS")
         if latency_ms is not None:
             parts.append(f"{latency_ms:.0f} ms")
+        if drop_rate is not None:
+            parts.append(f"drop {100 * drop_rate:.0f}%")
         if self.config.counts and len(dets):
             ids, counts = np.unique(dets.class_ids, return_counts=True)
             parts += [

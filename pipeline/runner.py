@@ -18,19 +18,19 @@ from tqdm import tqdm
 
 from engines.base import Detector
 from pipeline.config import PipelineConfig
-from pipeline.lanes import Lane, open_lane, open_sources
+from pipeline.lanes import InferFeed, Lane, open_lane, open_sources
 from pipeline.metrics import Metrics
 from pipeline.sources import Source, make_source, unique_ids
 from pipeline.stages import (
     BatchInfer,
     EndOfStream,
+    LatestFrames,
     RunState,
     StageThread,
     get,
-    get_batch,
     put,
-    put_drop_oldest,
     relay,
+    wait_for,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Pipeline:
         self.state = RunState()
         self.metrics = Metrics()
         self.infer_in: queue.Queue[Any] = queue.Queue(self.config.queue_size)
+        self.live = LatestFrames()  # live sources' freshest frames
         self.lanes: dict[str, Lane] = {}
         self._threads: list[StageThread] = []
         self._progress: tqdm | None = None
@@ -82,7 +83,8 @@ class Pipeline:
                 return self.metrics
             self._open_lanes()
             self._start_threads()
-            self._wait()
+            wait_for([t for t in self._threads if t.stage == "sink"], self.state,
+                     self.config.drain_timeout_s)
         finally:
             self._shutdown()
         if self.state.error is not None:
@@ -108,8 +110,9 @@ class Pipeline:
     def _start_threads(self) -> None:
         for sid, lane in self.lanes.items():
             self._spawn("capture", lambda t, lane=lane: self._capture(t, lane), sid)
-            self._spawn("preprocess", lambda t, lane=lane: relay(
-                t, lane.captured, self.infer_in, lane.preprocess), sid)
+            if not lane.source.live:  # live frames are prepared when inference is free
+                self._spawn("preprocess", lambda t, lane=lane: relay(
+                    t, lane.captured, self.infer_in, lane.preprocess), sid)
         self._spawn("infer", self._infer, None)
         for sid, lane in self.lanes.items():
             self._spawn("track", lambda t, lane=lane: relay(
@@ -126,24 +129,29 @@ class Pipeline:
     def _capture(self, thread: StageThread, lane: Lane) -> None:
         state, counts = self.state, lane.capture.counts
         frames = lane.capture.frames(state.stopping)
+        sid = lane.source.source_id
         try:
             for frame in frames:
                 thread.current = (frame.source_id, frame.index)
                 if lane.source.live:
-                    counts.dropped += put_drop_oldest(lane.captured, frame)
+                    counts.dropped += self.live.put(sid, frame)
                 elif not put(lane.captured, frame, state):
                     return
         finally:
             frames.close()  # closes the source
-            put(lane.captured, EndOfStream(lane.source.source_id), state)
+            if lane.source.live:
+                self.live.end(EndOfStream(sid))
+            else:
+                put(lane.captured, EndOfStream(sid), state)
 
     def _infer(self, thread: StageThread) -> None:
         state, cfg = self.state, self.config
         infer = BatchInfer(self.detector, self.metrics)
         max_batch = max(1, min(cfg.batch, self.detector.max_batch))
+        feed = InferFeed(self.infer_in, self.live, self.lanes, state,
+                         cfg.max_wait_ms / 1000)
         open_sources = set(self.lanes)
-        while open_sources and (item := get(self.infer_in, state)) is not None:
-            items = get_batch(self.infer_in, item, max_batch, cfg.max_wait_ms / 1000)
+        while open_sources and (items := feed.next(max_batch)) is not None:
             self.metrics.record_depth("infer", self.infer_in.qsize())
             batch = [i for i in items if not isinstance(i, EndOfStream)]
             if batch:
@@ -165,23 +173,6 @@ class Pipeline:
                 lane.write(item)
         finally:
             lane.write.close()
-
-    def _wait(self) -> None:
-        """Wait for the sinks; after a stop request allow ``drain_timeout_s``."""
-        sink_threads = [t for t in self._threads if t.stage == "sink"]
-        stop_seen: float | None = None
-        while any(t.is_alive() for t in sink_threads):
-            if self.state.abort.is_set():
-                break
-            if self.state.stopping.is_set():
-                stop_seen = stop_seen or time.perf_counter()
-                if time.perf_counter() - stop_seen > self.config.drain_timeout_s:
-                    log.warning("queued frames did not finish within %.1f s; "
-                                "abandoning them", self.config.drain_timeout_s)
-                    self.state.abort.set()
-                    break
-            for t in sink_threads:
-                t.join(timeout=0.05)
 
     def _shutdown(self) -> None:
         self.state.stopping.set()

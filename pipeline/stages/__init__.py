@@ -3,6 +3,7 @@
 from pipeline.stages.machinery import (
     POLL_S,
     EndOfStream,
+    LatestFrames,
     RunState,
     StageError,
     StageThread,
@@ -11,6 +12,7 @@ from pipeline.stages.machinery import (
     put,
     put_drop_oldest,
     relay,
+    wait_for,
 )
 from pipeline.stages.work import (
     BatchInfer,
@@ -28,6 +30,7 @@ __all__ = [
     "Capture",
     "Draw",
     "EndOfStream",
+    "LatestFrames",
     "Pending",
     "Preprocess",
     "RunState",
@@ -40,4 +43,5 @@ __all__ = [
     "put",
     "put_drop_oldest",
     "relay",
+    "wait_for",
 ]

@@ -163,3 +163,76 @@ def relay(thread: StageThread, inbox: queue.Queue[Any], outbox: queue.Queue[Any]
         thread.current = (frame.source_id, frame.index)
         if not put(outbox, work(item), state):
             return
+
+
+class LatestFrames:
+    """The freshest frame of each live source waiting for inference.
+
+    A newer frame replaces the one waiting (``put`` returns 1: one dropped), so
+    at most one frame per live source ever waits, and it is dropped before any
+    preprocessing is spent on it. ``take`` hands out up to ``n`` frames from
+    distinct sources, starting one source later each call (round-robin, so a
+    fast camera cannot starve a slow one). A source's end-of-stream marker
+    comes out after its last frame.
+    """
+
+    def __init__(self) -> None:
+        self._frames: dict[str, Any] = {}
+        self._ended: list[EndOfStream] = []
+        self._order: list[str] = []
+        self._start = 0
+        self._cond = threading.Condition()
+
+    def put(self, source_id: str, frame: Any) -> int:
+        with self._cond:
+            if source_id not in self._order:
+                self._order.append(source_id)
+            dropped = int(source_id in self._frames)
+            self._frames[source_id] = frame
+            self._cond.notify()
+            return dropped
+
+    def end(self, marker: EndOfStream) -> None:
+        with self._cond:
+            self._ended.append(marker)
+            self._cond.notify()
+
+    def take(self, n: int) -> list[Any]:
+        """Up to ``n`` waiting frames (oldest-served source first), then the
+        markers of sources whose frames are all taken; never blocks."""
+        with self._cond:
+            out: list[Any] = []
+            order = self._order[self._start:] + self._order[:self._start]
+            for sid in order:
+                if len(out) >= n:
+                    break
+                if sid in self._frames:
+                    out.append(self._frames.pop(sid))
+            if self._order:
+                self._start = (self._start + 1) % len(self._order)
+            done = [m for m in self._ended if m.source_id not in self._frames]
+            self._ended = [m for m in self._ended if m.source_id in self._frames]
+            return out + done
+
+    def wait(self, timeout: float) -> None:
+        """Return when something is waiting, or after ``timeout`` seconds."""
+        with self._cond:
+            if not self._frames and not self._ended:
+                self._cond.wait(timeout)
+
+
+def wait_for(threads: list[threading.Thread], state: RunState,
+             drain_timeout_s: float) -> None:
+    """Wait until ``threads`` end; once a stop is requested, allow them
+    ``drain_timeout_s`` to finish what is queued, then abort the rest."""
+    stop_seen: float | None = None
+    while any(t.is_alive() for t in threads) and not state.abort.is_set():
+        if state.stopping.is_set():
+            stop_seen = stop_seen or time.perf_counter()
+            if time.perf_counter() - stop_seen > drain_timeout_s:
+                log.warning("queued frames did not finish within %.1f s; "
+                            "abandoning them", drain_timeout_s)
+                state.abort.set()
+                return
+        for t in threads:
+            t.join(timeout=0.05)

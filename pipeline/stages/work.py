@@ -134,7 +134,10 @@ class Draw:
             return result
         started = time.perf_counter()
         latency_ms = (started - result.frame.captured_at) * 1000
-        image = self.overlay.draw(result.frame.image, result.detections, latency_ms)
+        counts = self.metrics.source(result.frame.source_id)
+        drop_rate = counts.dropped / counts.read if counts.dropped else None
+        image = self.overlay.draw(result.frame.image, result.detections, latency_ms,
+                                  drop_rate)
         return _timed(result, "overlay", self.metrics, started, image=image)
 
 
