@@ -79,6 +79,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                      help="CPU threads for the network (default: all cores)")
 
 
+def detect_every(text: str) -> int | str:
+    """``--detect-every``: an integer >= 1 or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'auto', "
+                                         f"got {text!r}")
+    return int(text)
+
+
 def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     run = p.add_argument_group("pipeline")
     run.add_argument("--batch", type=int, default=4,
@@ -92,6 +102,10 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
 
     run.add_argument("--tracker", choices=TRACKER_CHOICES, default="none",
                      help="multi-object tracker (default: none)")
+    run.add_argument("--detect-every", type=detect_every, default=1, metavar="N",
+                     help="run the detector on every Nth processed frame and let the "
+                          "tracker predict the frames between (needs --tracker); "
+                          "'auto' picks N to hold the source's frame rate")
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -163,7 +177,7 @@ def pipeline_config(args: argparse.Namespace) -> Any:
 
     return PipelineConfig(
         batch=args.batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
-        tracker=args.tracker,
+        tracker=args.tracker, detect_every=args.detect_every,
         sources=SourceConfig(timeout_s=args.timeout,
                              reconnect_attempts=args.reconnect,
                              realtime=args.realtime, stride=args.stride,

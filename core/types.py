@@ -107,7 +107,9 @@ class Result:
     """A frame with its detections and what each stage cost (seconds by stage).
 
     ``image`` is the frame as drawn by the overlay stage (``frame.image`` when no
-    overlay ran). Sinks receive these. Stages return a new ``Result``
+    overlay ran). ``predicted``: a frame between detections (``--detect-every``)
+    whose boxes are the tracks' predictions. Sinks receive these. Stages return a
+    new ``Result``
     (``dataclasses.replace``) rather than changing one in place.
     """
 
@@ -115,6 +117,7 @@ class Result:
     detections: Detections
     timings: dict[str, float] = field(default_factory=dict)
     image: np.ndarray | None = None
+    predicted: bool = False  # boxes from the tracker's prediction, no detector run
 
     @property
     def output_image(self) -> np.ndarray:

@@ -19,6 +19,9 @@ class PipelineConfig:
     queue. ``tracker``: "none", "bytetrack" or "sort" with ``tracker_params``.
     ``drain_timeout_s``: after a stop request, how long queued frames may finish
     before the rest is abandoned. ``progress``: a progress bar for file sources.
+    ``detect_every``: run the detector on every Nth processed frame of a source
+    and let the tracker predict the others (``"auto"``: the N that holds the
+    source's frame rate, from the measured inference time).
     """
 
     batch: int = 4
@@ -31,6 +34,7 @@ class PipelineConfig:
     overlay: OverlayConfig = field(default_factory=OverlayConfig)
     drain_timeout_s: float = 0.75
     progress: bool = True
+    detect_every: int | str = 1
 
     def __post_init__(self) -> None:
         if self.batch < 1:
@@ -39,3 +43,10 @@ class PipelineConfig:
             raise ValueError(f"queue_size must be >= 1, got {self.queue_size}")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        every = self.detect_every
+        if not (every == "auto" or (isinstance(every, int) and every >= 1)):
+            raise ValueError(f"detect_every must be an integer >= 1 or 'auto', "
+                             f"got {every!r}")
+        if every != 1 and self.tracker == "none":
+            raise ValueError("--detect-every needs a tracker (--tracker bytetrack): "
+                             "frames between detections show the tracks' predictions")

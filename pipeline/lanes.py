@@ -23,6 +23,7 @@ from pipeline.stages import (
     POLL_S,
     BatchInfer,
     Capture,
+    DetectSchedule,
     Draw,
     LatestFrames,
     Preprocess,
@@ -72,9 +73,19 @@ def open_lane(source: Source, detector: Detector, config: PipelineConfig,
                        names, isinstance(source, ImageFolderSource), on_quit)
     return Lane(source, *(queue.Queue(size) for _ in range(4)),
                 capture=Capture(source, metrics),
-                preprocess=Preprocess(detector, metrics),
+                preprocess=Preprocess(detector, metrics,
+                                      schedule(config, fps, metrics)),
                 track=Track(tracker, metrics), draw=Draw(overlay, metrics),
                 write=Write(sinks, metrics, on_written))
+
+
+def schedule(config: PipelineConfig, fps: float, metrics: Metrics
+             ) -> DetectSchedule | None:
+    """The ``--detect-every`` schedule of one source (None: detect every frame)."""
+    every = config.detect_every
+    if every == 1:
+        return None
+    return DetectSchedule(None if every == "auto" else int(every), fps, metrics)
 
 
 def open_sources(sources: list[Source], state: RunState, metrics: Metrics) -> None:

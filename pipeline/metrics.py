@@ -49,6 +49,12 @@ class Metrics:
         with self._lock:
             self.latencies.setdefault(stage, deque(maxlen=WINDOW)).append(seconds)
 
+    def median(self, stage: str) -> float:
+        """Median of a stage's recorded seconds (0 before any sample)."""
+        with self._lock:
+            values = list(self.latencies.get(stage, ()))
+        return float(np.median(values)) if values else 0.0
+
     def record_depth(self, queue_name: str, depth: int) -> None:
         with self._lock:
             self.depths.setdefault(queue_name, deque(maxlen=WINDOW)).append(depth)

@@ -172,6 +172,8 @@ class JsonlSink(Sink):
                 )
             ],
         }
+        if result.predicted:
+            record["predicted"] = True  # tracks advanced without a detector run
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
 

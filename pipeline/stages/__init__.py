@@ -17,6 +17,7 @@ from pipeline.stages.machinery import (
 from pipeline.stages.work import (
     BatchInfer,
     Capture,
+    DetectSchedule,
     Draw,
     Pending,
     Preprocess,
@@ -28,6 +29,7 @@ __all__ = [
     "POLL_S",
     "BatchInfer",
     "Capture",
+    "DetectSchedule",
     "Draw",
     "EndOfStream",
     "LatestFrames",

@@ -8,10 +8,12 @@ and returns a new one: nothing is mutated between stages.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from threading import Event
+from typing import Any
 
 from core.types import Detections, Frame, Result
 from engines.base import Detector, Prepared
@@ -22,7 +24,8 @@ from pipeline.sources import Source, SourceError
 
 log = logging.getLogger(__name__)
 
-Pending = tuple[Frame, Prepared, float]  # a prepared frame and its prepare time
+# A frame, its prepared input (None: a frame between detections) and prepare time
+Pending = tuple[Frame, Prepared | None, float]
 
 
 class Capture:
@@ -63,13 +66,38 @@ class Capture:
         self.source.close()
 
 
-class Preprocess:
-    """Frame -> (frame, the detector's prepared input, seconds it took)."""
+class DetectSchedule:
+    """Which processed frames of one source run the detector: every ``every``-th
+    one, or (``every=None``) the N that holds ``fps`` given the measured
+    per-frame inference time. Counts only frames that are processed, so a
+    dropped frame never shifts the schedule."""
 
-    def __init__(self, detector: Detector, metrics: Metrics) -> None:
-        self.detector, self.metrics = detector, metrics
+    def __init__(self, every: int | None, fps: float, metrics: Metrics) -> None:
+        self.every, self.fps, self.metrics = every, fps, metrics
+        self.count = self.next_detect = 0
+
+    def detect_now(self) -> bool:
+        k, self.count = self.count, self.count + 1
+        if self.every is not None:
+            return k % self.every == 0
+        if k < self.next_detect:
+            return False
+        infer_s = self.metrics.median("infer")
+        self.next_detect = k + max(1, math.ceil(infer_s * self.fps))
+        return True
+
+
+class Preprocess:
+    """Frame -> (frame, the detector's prepared input, seconds it took); with a
+    schedule, frames between detections skip the detector (input None)."""
+
+    def __init__(self, detector: Detector, metrics: Metrics,
+                 schedule: DetectSchedule | None = None) -> None:
+        self.detector, self.metrics, self.schedule = detector, metrics, schedule
 
     def __call__(self, frame: Frame) -> Pending:
+        if self.schedule is not None and not self.schedule.detect_now():
+            return frame, None, 0.0
         started = time.perf_counter()
         prepared = self.detector.prepare(frame.image)
         elapsed = time.perf_counter() - started
@@ -85,20 +113,29 @@ class BatchInfer:
         self.detector, self.metrics = detector, metrics
 
     def __call__(self, batch: list[Pending]) -> list[Result]:
-        started = time.perf_counter()
-        detections = self.detector.infer([prepared for _, prepared, _ in batch])
-        elapsed = time.perf_counter() - started
-        if len(detections) != len(batch):
-            raise RuntimeError(f"detector returned {len(detections)} results "
-                               f"for a batch of {len(batch)}")
-        per_frame = elapsed / len(batch)
-        self.metrics.record("infer", per_frame)
-        self.metrics.batch_sizes.append(len(batch))
+        run = [p for _, p, _ in batch if p is not None]
+        detections: list[Detections] = []
+        per_frame = 0.0
+        if run:
+            started = time.perf_counter()
+            detections = self.detector.infer(run)
+            elapsed = time.perf_counter() - started
+            if len(detections) != len(run):
+                raise RuntimeError(f"detector returned {len(detections)} results "
+                                   f"for a batch of {len(run)}")
+            per_frame = elapsed / len(run)
+            self.metrics.record("infer", per_frame)
+            self.metrics.record("infer_call", elapsed)
+            self.metrics.batch_sizes.append(len(run))
+        found = iter(detections)
         results = []
-        for (frame, _, prep_s), dets in zip(batch, detections, strict=True):
+        for frame, prepared, prep_s in batch:
             self.metrics.source(frame.source_id).processed += 1
-            results.append(Result(frame, self.detector.select(dets),
-                                  {"preprocess": prep_s, "infer": per_frame}))
+            if prepared is None:  # between detections: the tracker predicts
+                results.append(Result(frame, Detections.empty(), predicted=True))
+            else:
+                results.append(Result(frame, self.detector.select(next(found)),
+                                      {"preprocess": prep_s, "infer": per_frame}))
         return results
 
 
@@ -119,7 +156,9 @@ class Track:
         if self.tracker is None:
             return result
         started = time.perf_counter()
-        detections: Detections = self.tracker.update(result.detections)  # type: ignore[attr-defined]
+        tracker: Any = self.tracker
+        detections: Detections = (tracker.predict() if result.predicted
+                                  else tracker.update(result.detections))
         return _timed(result, "track", self.metrics, started, detections=detections)
 
 
