@@ -55,6 +55,15 @@ def class_list(text: str) -> tuple[str, ...]:
     return items
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """``--imgsz 640`` or ``--imgsz 384,640`` -> (height, width)."""
+    parts = [t for t in text.replace("x", ",").split(",") if t.strip()]
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected N or H,W, got {text!r}")
+    h, w = (int(parts[0]), int(parts[-1]))
+    return h, w
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     from engines.registry import BACKENDS, FAMILIES, SHIPPED, SUFFIX_BACKENDS
 
@@ -77,6 +86,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                      help="keep only these class ids or names, e.g. 0,2 or person")
     mdl.add_argument("--threads", type=int, default=None,
                      help="CPU threads for the network (default: all cores)")
+    mdl.add_argument("--imgsz", type=image_size, metavar="N|H,W",
+                     help="network input size for dynamic-shape exports (a fixed-"
+                          "size model refuses another size)")
 
 
 def detect_every(text: str) -> int | str:
@@ -115,6 +127,16 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
     out.add_argument("--no-video", action="store_true", help="skip the annotated MP4")
     out.add_argument("--no-jsonl", action="store_true", help="skip the JSON Lines log")
     out.add_argument("--mot", action="store_true", help="write MOT-challenge CSV")
+    out.add_argument("--save-txt", action="store_true",
+                     help="YOLO-format labels per frame (Ultralytics' labels/ layout)")
+    out.add_argument("--save-conf", action="store_true",
+                     help="append each box's score to the --save-txt lines")
+    out.add_argument("--hud", action=argparse.BooleanOptionalAction, default=True,
+                     help="FPS/latency line burned into the annotated output")
+    out.add_argument("--line-width", type=int, metavar="PX",
+                     help="box line width (default: scaled with the frame)")
+    out.add_argument("--font-scale", type=float, metavar="S",
+                     help="label text scale (default: scaled with the frame)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--log-level", default="INFO",
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -184,8 +206,10 @@ def pipeline_config(args: argparse.Namespace) -> Any:
                              max_frames=args.max_frames),
         outputs=OutputConfig(out_dir=args.out, video=not args.no_video,
                              jsonl=not args.no_jsonl, mot=args.mot,
-                             show=getattr(args, "show", False)),
-        overlay=OverlayConfig(),
+                             show=getattr(args, "show", False), txt=args.save_txt,
+                             txt_conf=args.save_conf),
+        overlay=OverlayConfig(hud=args.hud, line_width=args.line_width,
+                              font_scale=args.font_scale),
         progress=not args.no_progress)
 
 
@@ -194,7 +218,7 @@ def detector_options(args: argparse.Namespace) -> dict[str, Any]:
     options stay None, so each family keeps its own defaults."""
     return {"conf": args.conf, "iou": args.iou, "max_det": args.max_det,
             "classes": args.classes, "threads": args.threads, "device": args.device,
-            "backend": args.backend}
+            "backend": args.backend, "imgsz": args.imgsz}
 
 
 def install_signal_handlers(on_stop: Any) -> dict[int, int]:

@@ -15,7 +15,8 @@ class Frame:
     outage still advance it); ``timestamp`` is seconds from the source's own
     clock or decoder position; ``image`` is H×W×3 uint8 BGR, as OpenCV gives it.
     ``captured_at`` is ``time.perf_counter()`` when the frame was read, used for
-    capture-to-sink latency.
+    capture-to-sink latency. ``name``: the file a frame came from when a source
+    reads many (image folders), so outputs map back to inputs.
     """
 
     source_id: str
@@ -23,6 +24,7 @@ class Frame:
     timestamp: float
     image: np.ndarray
     captured_at: float = 0.0
+    name: str = ""
 
     def __post_init__(self) -> None:
         img = self.image

@@ -84,7 +84,8 @@ class DetectorOptions:
     ``conf``: score threshold. ``iou``: NMS IoU threshold. ``max_det``: most
     boxes per frame. ``classes``: keep only these class ids or names.
     ``threads``: CPU threads for the network. ``device``: ``cpu``/``cuda[:N]``.
-    ``backend``: the runtime (default: by file suffix).
+    ``backend``: the runtime (default: by file suffix). ``imgsz``: network input
+    (height, width) for models whose input size is not fixed.
 
     A family either uses an option or ``load_detector`` refuses it in one line;
     none is silently ignored.
@@ -97,6 +98,7 @@ class DetectorOptions:
     threads: int | None = None
     device: str = "cpu"
     backend: str | None = None
+    imgsz: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.conf is not None and not 0.0 <= self.conf <= 1.0:
@@ -107,6 +109,8 @@ class DetectorOptions:
             raise ValueError(f"max_det must be >= 1, got {self.max_det}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.imgsz is not None and (len(self.imgsz) != 2 or min(self.imgsz) < 1):
+            raise ValueError(f"imgsz must be (height, width) >= 1, got {self.imgsz}")
         if self.classes is not None and not len(self.classes):
             raise ValueError("classes must name at least one class")
         check_device(self.device)
@@ -148,7 +152,7 @@ SHIPPED: dict[str, tuple[str, str | None]] = {
 
 OPTION_FLAGS = {"conf": "--conf", "iou": "--iou", "max_det": "--max-det",
                 "classes": "--classes", "threads": "--threads",
-                "device": "--device", "backend": "--backend"}
+                "device": "--device", "backend": "--backend", "imgsz": "--imgsz"}
 
 
 def shipped_path(name: str) -> Path | None:

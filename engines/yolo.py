@@ -146,7 +146,7 @@ class YoloDetector(Detector):
     """
 
     option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
-                     "max_det": "max_detections"}
+                     "max_det": "max_detections", "imgsz": "input_size"}
 
     def __init__(self, backend: Backend | str | Path, conf_threshold: float = 0.25,
                  iou_threshold: float | None = None, max_detections: int = 300,

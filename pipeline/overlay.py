@@ -18,16 +18,24 @@ from core.types import Detections
 @dataclass(frozen=True)
 class OverlayConfig:
     """``trail_length``: centres kept per track (0 = no trails). ``counts``: per-class
-    counts in the HUD. ``hud``: FPS/latency line. ``labels``: class name + score."""
+    counts in the HUD. ``hud``: FPS/latency line. ``labels``: class name + score.
+    ``line_width`` / ``font_scale``: box line width in pixels and label size
+    (None: scaled with the frame)."""
 
     trail_length: int = 30
     counts: bool = True
     hud: bool = True
     labels: bool = True
+    line_width: int | None = None
+    font_scale: float | None = None
 
     def __post_init__(self) -> None:
         if self.trail_length < 0:
             raise ValueError(f"trail_length must be >= 0, got {self.trail_length}")
+        if self.line_width is not None and self.line_width < 1:
+            raise ValueError(f"line_width must be >= 1, got {self.line_width}")
+        if self.font_scale is not None and self.font_scale <= 0:
+            raise ValueError(f"font_scale must be > 0, got {self.font_scale}")
 
 
 def color_for(key: int) -> tuple[int, int, int]:
@@ -68,8 +76,8 @@ class Overlay:
         out = image.copy()
         h, w = out.shape[:2]
         scale = max(0.4, min(w, h) / 720)  # readable from 320p to 4K
-        thickness = max(1, round(2 * scale))
-        font_scale = 0.5 * scale
+        thickness = self.config.line_width or max(1, round(2 * scale))
+        font_scale = self.config.font_scale or 0.5 * scale
         self._frames += 1
         self._times.append(time.perf_counter())
         self._update_trails(dets)

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.boxes import xyxy_to_cxcywh
 from core.types import Result
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ class OutputConfig:
     ``video``: annotated MP4 (image sources: annotated images). ``jsonl``: one JSON
     record per frame, frames without detections included. ``mot``: MOT-challenge
     CSV. ``show``: an OpenCV window (q or Esc stops). ``fourcc``: MP4 codec.
+    ``txt``: YOLO-format labels per frame in Ultralytics' layout (``labels/``),
+    with the score appended when ``txt_conf``.
     """
 
     out_dir: Path = Path("output")
@@ -41,6 +44,8 @@ class OutputConfig:
     mot: bool = False
     show: bool = False
     fourcc: str = "mp4v"
+    txt: bool = False
+    txt_conf: bool = False
 
     @property
     def needs_overlay(self) -> bool:
@@ -132,7 +137,8 @@ class ImageSink(Sink):
             raise SinkError(f"{folder}: cannot create ({exc.strerror or exc})") from exc
 
     def write(self, result: Result) -> None:
-        path = self.folder / f"{result.frame.index:06d}.jpg"
+        name = Path(result.frame.name).stem if result.frame.name else ""
+        path = self.folder / f"{name or f'{result.frame.index:06d}'}.jpg"
         ok, data = cv2.imencode(".jpg", result.output_image)
         if not ok:
             raise SinkError(f"{path}: JPEG encoding failed")
@@ -159,6 +165,7 @@ class JsonlSink(Sink):
             "source": result.frame.source_id,
             "frame": result.frame.index,
             "timestamp": round(result.frame.timestamp, 6),
+            **({"file": result.frame.name} if result.frame.name else {}),
             "detections": [
                 {
                     "xyxy": [round(float(v), 2) for v in box],
@@ -209,6 +216,36 @@ class MotSink(Sink):
     def close(self) -> None:
         if not self.file.closed:
             self.file.close()
+
+
+class TxtSink(Sink):
+    """YOLO-format labels as Ultralytics ``predict(save_txt=True)`` writes them:
+    ``labels/STEM.txt`` per image, ``labels/STEM_N.txt`` per video frame (N
+    1-based), one ``class cx cy w h [conf]`` line per box, normalised to the
+    frame; frames without boxes get no file."""
+
+    def __init__(self, folder: Path, stem: str, per_image: bool,
+                 conf: bool = False) -> None:
+        self.folder, self.stem = folder, stem
+        self.per_image, self.conf = per_image, conf
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(f"{folder}: cannot create ({exc.strerror or exc})") from exc
+
+    def write(self, result: Result) -> None:
+        d = result.detections
+        if not len(d):
+            return
+        h, w = result.frame.image.shape[:2]
+        cxcywh = xyxy_to_cxcywh(d.xyxy) / np.array([w, h, w, h], np.float32)
+        name = (Path(result.frame.name).stem if self.per_image and result.frame.name
+                else f"{self.stem}_{result.frame.index + 1}")
+        lines = []
+        for (cx, cy, bw, bh), c, s in zip(cxcywh, d.class_ids, d.scores, strict=True):
+            line = f"{int(c)} {cx:.6g} {cy:.6g} {bw:.6g} {bh:.6g}"
+            lines.append(f"{line} {s:.6g}\n" if self.conf else f"{line}\n")
+        (self.folder / f"{name}.txt").write_text("".join(lines))
 
 
 class WindowSink(Sink):
@@ -262,6 +299,9 @@ def open_sinks(
             sinks.append(JsonlSink(output_path(out, source_id, ".jsonl"), class_names))
         if config.mot:
             sinks.append(MotSink(output_path(out, source_id, ".mot.txt")))
+        if config.txt:
+            folder = output_path(out, "labels", "")
+            sinks.append(TxtSink(folder, source_id, image_source, config.txt_conf))
         if config.show:
             sinks.append(WindowSink(source_id, on_quit))
     except BaseException:

@@ -486,9 +486,8 @@ class ImageFolderSource(Source):
                 continue
             self.stats.read += 1
             if self._keep(index):
-                yield Frame(
-                    self.source_id, index, index / self.fps, image, time.perf_counter()
-                )
+                yield Frame(self.source_id, index, index / self.fps, image,
+                            time.perf_counter(), name=path.name)
 
 
 def make_source(

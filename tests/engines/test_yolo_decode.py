@@ -99,7 +99,8 @@ def _constant_onnx(path: Path, value: np.ndarray, hw: int = 64,
     ]
     graph = helper.make_graph(
         nodes, "const",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, hw, hw])],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                       [1, 3, hw, hw] if hw else [1, 3, "h", "w"])],
         [helper.make_tensor_value_info("output0", TensorProto.FLOAT,
                                        list(value.shape))],
         initializer=[numpy_helper.from_array(value.astype(np.float32), "const"),
@@ -224,3 +225,17 @@ def test_ultralytics_export_gets_predict_defaults(tmp_path):
         assert det.iou_threshold == 0.5
     with load_detector("yolo") as det:  # ours keeps its own
         assert det.iou_threshold == 0.45
+
+
+def test_imgsz_sets_a_dynamic_export_input_and_a_fixed_one_refuses(tmp_path):
+    out = _anchor_free_output([[20, 20, 10, 10]], [[0.9, 0.1]])[None]
+    dynamic = _constant_onnx(tmp_path / "dyn.onnx", out, hw=0,
+                             props={"names": "{0: 'a', 1: 'b'}"})
+    with load_detector(dynamic, imgsz=(96, 160)) as det:
+        assert det.input_size == (96, 160)
+        assert det.prepare(np.zeros((120, 200, 3), np.uint8)).input.shape == (
+            3, 96, 160)
+    fixed = _constant_onnx(tmp_path / "fixed.onnx", out,
+                           props={"names": "{0: 'a', 1: 'b'}"})
+    with pytest.raises(ValueError, match="differs from the model's static input"):
+        load_detector(fixed, imgsz=(96, 160))
