@@ -38,8 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The parsed command line (the chosen command's module is imported)."""
     parser = argparse.ArgumentParser(
         prog="python -m training",
         description=__doc__,
@@ -54,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
             module = importlib.import_module(module_name)
             module.add_arguments(command)
             command.set_defaults(handler=module.run)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
