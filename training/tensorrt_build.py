@@ -528,8 +528,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timing cache file, loaded when present, saved after")
     parser.add_argument("--device", type=cuda_index, default=0,
                         help="GPU: cuda, cuda:N (or N); default cuda:0")
-    parser.add_argument("--verbose", dest="trt_verbose", action="store_true",
-                        help="TensorRT's verbose builder log")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -541,7 +539,7 @@ def run(args: argparse.Namespace) -> int:
             calib_cache=args.calib_cache, calib_images=args.calib_images,
             min_batch=args.min_batch, opt_batch=args.opt_batch,
             max_batch=args.max_batch, workspace_gb=args.workspace_gb,
-            timing_cache=args.timing_cache, verbose=args.trt_verbose,
+            timing_cache=args.timing_cache, verbose=getattr(args, "verbose", False),
             device=args.device)
     except CudaError as exc:
         log.error("CUDA: %s", exc)

@@ -295,7 +295,7 @@ def test_cli_help_lists_options():
     assert result.returncode == 0
     for option in ("--precision", "--calib-data", "--calib-cache", "--calib-images",
                    "--min-batch", "--opt-batch", "--max-batch", "--workspace-gb",
-                   "--timing-cache", "--verbose"):
+                   "--timing-cache", "--device"):
         assert option in result.stdout
 
 
