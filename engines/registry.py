@@ -4,12 +4,12 @@ contract (``DetectorOptions``)."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from core.imports import import_spec
 from core.meta import ModelError
 from engines.base import Backend, Detector, check_device
 
@@ -37,11 +37,6 @@ SUFFIX_BACKENDS: dict[str, str] = {
 CROSS_BACKENDS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     (".onnx", "tensorrt"): ("onnxruntime", {"tensorrt": True}),
 }
-
-
-def _import(spec: str) -> Any:
-    module, name = spec.split(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def backend_name(path: str | Path, backend: str | None = None) -> str:
@@ -74,7 +69,7 @@ def open_backend(
     native = SUFFIX_BACKENDS.get(path.suffix.lower())
     if native != name and (path.suffix.lower(), name) in CROSS_BACKENDS:
         name, extra = CROSS_BACKENDS[(path.suffix.lower(), name)]
-    return _import(BACKENDS[name])(path, device=device, threads=threads, **extra)
+    return import_spec(BACKENDS[name])(path, device=device, threads=threads, **extra)
 
 
 @dataclass(frozen=True)
@@ -225,7 +220,7 @@ def _family_class(model: str, family: str) -> type[Detector]:
     if key not in FAMILIES:
         raise ModelError(f"{model}: unknown model family {family!r}; "
                          f"expected one of {sorted(FAMILIES)}")
-    return _import(FAMILIES[key])
+    return import_spec(FAMILIES[key])
 
 
 def _build(cls: type[Detector], model: str, family: str, source: Any,

@@ -5,7 +5,6 @@ here each arch gets its exporter (module, meta, out_path, simplify -> report).
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.imports import import_spec
 from core.meta import ModelMeta
 from engines.nets import FORMAT, NETS, load_checkpoint, load_model
 
@@ -24,11 +24,6 @@ EXPORTERS: dict[str, str] = {
     "yolo_grid": "training.yolo.export:export_yolo",
     "faster_rcnn": "training.faster_rcnn.export:export_faster_rcnn",
 }
-
-
-def _import(spec: str) -> Any:
-    module, name = spec.split(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def _meta_dict(meta: ModelMeta | dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +60,7 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path,
     """Export a checkpoint to ONNX with its arch's exporter; returns its report."""
     ckpt = load_checkpoint(ckpt_path)
     model, meta = load_model(ckpt_path)
-    exporter = _import(EXPORTERS[ckpt["arch"]])
+    exporter = import_spec(EXPORTERS[ckpt["arch"]])
     return exporter(model, meta, Path(out_path), simplify)
 
 

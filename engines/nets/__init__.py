@@ -10,10 +10,10 @@ form) from ``NETS``, so loading never unpickles code:
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
+from core.imports import import_spec
 from core.meta import ModelMeta
 
 FORMAT = "streamdet-v1"
@@ -24,11 +24,6 @@ NETS: dict[str, str] = {
     "yolo_grid": "engines.nets.yolo_grid:build_grid",
     "faster_rcnn": "engines.nets.faster_rcnn:build_faster_rcnn",
 }
-
-
-def _import(spec: str) -> Any:
-    module, name = spec.split(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -64,7 +59,7 @@ def build_net(ckpt: dict[str, Any]) -> Any:
 
     Uses the EMA weights when the checkpoint carries them (what was validated).
     """
-    model = _import(NETS[ckpt["arch"]])(ckpt["config"])
+    model = import_spec(NETS[ckpt["arch"]])(ckpt["config"])
     model.load_state_dict(ckpt.get("ema") or ckpt["model"])
     return model.eval()
 
