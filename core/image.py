@@ -18,26 +18,21 @@ RESIZE_MODES = ("letterbox", "stretch")
 def letterbox(
     image: np.ndarray, size: tuple[int, int], pad_value: int = PAD_VALUE
 ) -> tuple[np.ndarray, BoxTransform]:
-    """Resize keeping aspect ratio into ``size`` = (height, width), pad centred."""
+    """Resize keeping aspect ratio into ``size`` = (height, width), pad centred.
+
+    The resize writes straight into the padded canvas (one pass, no border copy).
+    """
     h, w = image.shape[:2]
     out_h, out_w = size
     scale = min(out_h / h, out_w / w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     pad_x, pad_y = (out_w - new_w) // 2, (out_h - new_h) // 2
-    resized = (
-        image
-        if (new_w, new_h) == (w, h)
-        else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    )
-    out = cv2.copyMakeBorder(
-        resized,
-        pad_y,
-        out_h - new_h - pad_y,
-        pad_x,
-        out_w - new_w - pad_x,
-        cv2.BORDER_CONSTANT,
-        value=(pad_value,) * 3,
-    )
+    out = np.full((out_h, out_w, 3), pad_value, np.uint8)
+    window = out[pad_y:pad_y + new_h, pad_x:pad_x + new_w]
+    if (new_w, new_h) == (w, h):
+        window[...] = image
+    else:
+        cv2.resize(image, (new_w, new_h), dst=window, interpolation=cv2.INTER_LINEAR)
     return out, BoxTransform(new_w / w, new_h / h, pad_x, pad_y, w, h)
 
 
