@@ -5,7 +5,7 @@ contract (``DetectorOptions``)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -196,11 +196,9 @@ def load_detector(
         else:
             if path.suffix.lower() in (".engine", ".plan") and opts.device == "cpu":
                 log.info("%s is a TensorRT engine: running it on cuda:0", path)
-                opts = DetectorOptions(**{**opts.__dict__, "device": "cuda:0"})
+                opts = replace(opts, device="cuda:0")
             cls = _family_class(name, family) if family else None
-            if cls is not None and not cls.uses_backend:
-                backend = None
-            else:
+            if cls is None or cls.uses_backend:
                 backend = open_backend(path, device=opts.device,
                                        threads=opts.threads, backend=opts.backend)
                 family = (family or (backend.meta.family if backend.meta else None)
