@@ -176,7 +176,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--image-root", type=Path, default=None,
                         help="COCO images folder (default: beside the json)")
-    parser.add_argument("--family", default=None, help="override the model family")
+    from engines.registry import FAMILIES
+
+    parser.add_argument("--family", default=None, choices=sorted(FAMILIES),
+                        help="override the model family")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--conf", type=float, default=0.001,
                         help="detector confidence threshold (low for mAP)")

@@ -149,7 +149,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf", type=float, default=0.5,
                         help="teacher score needed to become a label")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--family", default=None, help="override the model family")
+    from engines.registry import FAMILIES
+
+    parser.add_argument("--family", default=None, choices=sorted(FAMILIES),
+                        help="override the model family")
     parser.add_argument("--device", default="cpu")
 
 

@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     t = sub.add_parser("train", help="train on a YOLO data.yaml or COCO json")
     t.add_argument("--data", type=Path, required=True, help="data.yaml or COCO .json")
-    t.add_argument("--backbone", choices=["mobilenet_v3", "resnet18"],
+    from engines.nets.faster_rcnn import BACKBONES
+
+    t.add_argument("--backbone", choices=BACKBONES,
                    default="mobilenet_v3")
     t.add_argument("--imgsz", type=int, default=320,
                    help="long side of the fixed network input (multiple of 32)")

@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="data.yaml (YOLO) or COCO .json")
     p.add_argument("--head", choices=("modern", "grid"), default="modern",
                    help="anchor-free TAL head, or the YOLO v1 SxS grid")
-    p.add_argument("--scale", choices=("nano", "small"), default="nano")
+    from engines.nets.yolo import SCALES
+
+    p.add_argument("--scale", choices=sorted(SCALES), default="nano")
     p.add_argument("--imgsz", default="320",
                    help="input size: 320 (square) or H,W e.g. 192,320 "
                    "(multiples of 32)")
