@@ -10,8 +10,10 @@ Examples:
   python run_stream.py --benchmark --model yolo             # ceilings vs loop vs pipeline
   python run_stream.py batch videos/ --workers 2 --model yolo   # many files, summary.csv
 
-Outputs go to --out (default ./output): SOURCE.mp4 (annotated), SOURCE.jsonl (one
-record per frame) and, with --mot, SOURCE.mot.txt. Ctrl-C stops cleanly and
+Outputs go to --out (default ./output): SOURCE.mp4 (annotated, H.264 in fragmented
+MP4: playable after a kill), SOURCE.jsonl (one record per frame) and, with --mot,
+SOURCE.mot.txt. --serve shows the live annotated streams and metrics in a browser;
+--rtsp-out pushes the annotated stream to an RTSP server. Ctrl-C stops cleanly and
 finalises every output; a second Ctrl-C forces exit.
 """
 
@@ -45,6 +47,9 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
                      help="open/read timeout for network streams (default 5)")
     src.add_argument("--reconnect", type=int, default=5, metavar="N",
                      help="reconnect attempts after a stream stalls (default 5)")
+    src.add_argument("--rtsp-transport", choices=["tcp", "udp"], default="tcp",
+                     help="RTSP transport (default tcp: survives NATs, firewalls "
+                          "and lossy links; udp: lower latency on a clean LAN)")
 
 
 def class_list(text: str) -> tuple[str, ...]:
@@ -137,9 +142,28 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
                      help="box line width (default: scaled with the frame)")
     out.add_argument("--font-scale", type=float, metavar="S",
                      help="label text scale (default: scaled with the frame)")
+    out.add_argument("--codec", default="auto",
+                     help="video encoder: auto (h264_nvenc on an NVIDIA GPU, else "
+                          "libx264), libx264, h264_nvenc, mpeg4, libvpx-vp9, "
+                          "libsvtav1 (default: auto; H.264 in fragmented MP4)")
+    out.add_argument("--preset", default="veryfast",
+                     help="x264 preset (default veryfast; superfast/ultrafast are "
+                          "cheaper and larger)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--log-level", default="INFO",
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def add_live_args(p: argparse.ArgumentParser) -> None:
+    live = p.add_argument_group("live outputs")
+    live.add_argument("--rtsp-out", metavar="URL", default="",
+                     help="also push the annotated stream as H.264 to this RTSP "
+                          "server (rtsp://host:port/path; several sources: "
+                          "path/SOURCE)")
+    live.add_argument("--serve", metavar="HOST:PORT", nargs="?", const="127.0.0.1:8080",
+                     default="",
+                     help="live view in the browser: annotated streams, metrics and "
+                          "/metrics for Prometheus (default bind 127.0.0.1:8080)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     add_pipeline_args(p)
     add_output_args(p)
+    add_live_args(p)
     p.add_argument("--show", action="store_true", help="display a window (q quits)")
     p.add_argument("--metrics", type=Path, metavar="FILE",
                    help="write the run's metrics (or benchmark results) as JSON")
@@ -194,7 +219,7 @@ def pipeline_config(args: argparse.Namespace) -> Any:
     """Typed configs from the parsed arguments, built once here."""
     from pipeline.overlay import OverlayConfig
     from pipeline.runner import PipelineConfig
-    from pipeline.sinks import OutputConfig
+    from pipeline.sinks import EncoderConfig, OutputConfig
     from pipeline.sources import SourceConfig
 
     return PipelineConfig(
@@ -203,11 +228,16 @@ def pipeline_config(args: argparse.Namespace) -> Any:
         sources=SourceConfig(timeout_s=args.timeout,
                              reconnect_attempts=args.reconnect,
                              realtime=args.realtime, stride=args.stride,
-                             max_frames=args.max_frames),
+                             max_frames=args.max_frames,
+                             rtsp_transport=args.rtsp_transport),
         outputs=OutputConfig(out_dir=args.out, video=not args.no_video,
                              jsonl=not args.no_jsonl, mot=args.mot,
                              show=getattr(args, "show", False), txt=args.save_txt,
-                             txt_conf=args.save_conf),
+                             txt_conf=args.save_conf,
+                             encoder=EncoderConfig(codec=args.codec,
+                                                   preset=args.preset),
+                             rtsp_out=getattr(args, "rtsp_out", ""),
+                             serve=getattr(args, "serve", "")),
         overlay=OverlayConfig(hud=args.hud, line_width=args.line_width,
                               font_scale=args.font_scale),
         progress=not args.no_progress)

@@ -17,7 +17,7 @@ from engines.base import Detector
 from pipeline.config import PipelineConfig
 from pipeline.metrics import Metrics
 from pipeline.overlay import Overlay
-from pipeline.sinks import open_sinks
+from pipeline.sinks import Sink, open_sinks
 from pipeline.sources import ImageFolderSource, Source, SourceError
 from pipeline.stages import (
     POLL_S,
@@ -57,9 +57,11 @@ class Lane:
 
 def open_lane(source: Source, detector: Detector, config: PipelineConfig,
               metrics: Metrics, on_quit: Callable[[], None],
-              on_written: Callable[[], None] | None = None) -> Lane:
+              on_written: Callable[[], None] | None = None, rtsp_url: str = "",
+              extra_sinks: list[Sink] | None = None) -> Lane:
     """Tracker, overlay and sinks for one opened source (sinks open now, so an
-    unwritable output fails before any frame is processed)."""
+    unwritable output fails before any frame is processed). ``rtsp_url``: where
+    ``--rtsp-out`` pushes this source; ``extra_sinks``: e.g. the live view's."""
     from pipeline.tracking import make_tracker  # None for tracker "none"
 
     names = list(getattr(detector, "class_names", []))
@@ -70,7 +72,9 @@ def open_lane(source: Source, detector: Detector, config: PipelineConfig,
     tracker = make_tracker(config.tracker, frame_rate=fps, **config.tracker_params)
     overlay = Overlay(names, config.overlay) if config.outputs.needs_overlay else None
     sinks = open_sinks(config.outputs, source.source_id, fps, source.size,
-                       names, isinstance(source, ImageFolderSource), on_quit)
+                       names, isinstance(source, ImageFolderSource), on_quit,
+                       rtsp_url)
+    sinks += extra_sinks or []
     return Lane(source, *(queue.Queue(size) for _ in range(4)),
                 capture=Capture(source, metrics),
                 preprocess=Preprocess(detector, metrics,

@@ -61,6 +61,7 @@ class Pipeline:
         self.lanes: dict[str, Lane] = {}
         self._threads: list[StageThread] = []
         self._progress: tqdm | None = None
+        self.live_view: Any = None  # pipeline.live_view.LiveView with --serve
 
     def request_stop(self) -> None:
         """Stop reading; what is queued finishes (bounded by ``drain_timeout_s``)."""
@@ -81,6 +82,11 @@ class Pipeline:
             open_sources(self.sources, self.state, self.metrics)
             if self.state.stopping.is_set():
                 return self.metrics
+            if self.config.outputs.serve:
+                from pipeline.live_view import LiveView
+
+                self.live_view = LiveView(self.config.outputs.serve, self.metrics)
+                self.live_view.start()
             self._open_lanes()
             self._start_threads()
             wait_for([t for t in self._threads if t.stage == "sink"], self.state,
@@ -94,9 +100,12 @@ class Pipeline:
     def _open_lanes(self) -> None:
         for source in self.sources:
             if self.metrics.source(source.source_id).status != "failed":
+                extra = ([self.live_view.sink(source.source_id)]
+                         if self.live_view is not None else [])
                 self.lanes[source.source_id] = open_lane(
                     source, self.detector, self.config, self.metrics,
-                    self.request_stop, self._written)
+                    self.request_stop, self._written,
+                    rtsp_url=self._rtsp_url(source.source_id), extra_sinks=extra)
         total = sum(lane.source.frame_count for lane in self.lanes.values())
         if self.config.progress and total and not any(
                 lane.source.live for lane in self.lanes.values()):
@@ -106,6 +115,14 @@ class Pipeline:
     def _written(self) -> None:
         if self._progress is not None:
             self._progress.update(1)
+
+    def _rtsp_url(self, source_id: str) -> str:
+        """Where ``--rtsp-out`` pushes this source: the URL itself for one source,
+        ``URL/SOURCE_ID`` for several."""
+        url = self.config.outputs.rtsp_out
+        if not url or len(self.sources) == 1:
+            return url
+        return f"{url.rstrip('/')}/{source_id}"
 
     def _start_threads(self) -> None:
         for sid, lane in self.lanes.items():
@@ -191,6 +208,8 @@ class Pipeline:
             lane.write.close()
         if self._progress is not None:
             self._progress.close()
+        if self.live_view is not None:
+            self.live_view.close()
         self.metrics.finish()
 
 

@@ -1,4 +1,5 @@
-"""Sinks: MP4 writer, image folder, JSON Lines log, MOT-challenge CSV, window.
+"""Sinks: MP4 writer (PyAV: ``pipeline.video_writer``), image folder, JSON Lines
+log, MOT-challenge CSV, window.
 
 Each sink opens at pipeline start (so a writer that cannot open fails before any
 frame is processed), receives every ``Result`` of one source in order, and is
@@ -11,7 +12,7 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -27,13 +28,45 @@ class SinkError(RuntimeError):
     """An output that cannot be opened or written; names the path."""
 
 
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """How annotated video is encoded.
+
+    ``codec``: ``auto`` (``h264_nvenc`` where an NVIDIA GPU can open it, else
+    ``libx264``) or an FFmpeg encoder name (``libx264``, ``mpeg4``, ``libvpx-vp9``,
+    ``libsvtav1``, ...). ``preset``: x264 speed preset (``veryfast`` by default;
+    ``superfast``/``ultrafast`` are cheaper and larger). ``crf``: x264 quality
+    (lower = better, larger). ``gop_s``: seconds between keyframes, which is also
+    the fragment length, so the most a kill loses. ``threads``: encoder threads
+    (0 = FFmpeg decides).
+    """
+
+    codec: str = AUTO
+    preset: str = "veryfast"
+    crf: int = 23
+    gop_s: float = 1.0
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.gop_s <= 0:
+            raise ValueError(f"gop_s must be > 0, got {self.gop_s}")
+        if not 0 <= self.crf <= 51:
+            raise ValueError(f"crf must be in 0..51, got {self.crf}")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     """Which outputs to write, into ``out_dir`` (one set of files per source).
 
     ``video``: annotated MP4 (image sources: annotated images). ``jsonl``: one JSON
     record per frame, frames without detections included. ``mot``: MOT-challenge
-    CSV. ``show``: an OpenCV window (q or Esc stops). ``fourcc``: MP4 codec.
+    CSV. ``show``: an OpenCV window (q or Esc stops). ``encoder``: how the MP4 is
+    encoded (H.264 in fragmented MP4 by default). ``rtsp_out``: also push the
+    annotated stream to this RTSP URL (several sources: one path per source id).
+    ``serve``: ``HOST:PORT`` of the live view (``pipeline.live_view``).
     ``txt``: YOLO-format labels per frame in Ultralytics' layout (``labels/``),
     with the score appended when ``txt_conf``.
     """
@@ -43,13 +76,15 @@ class OutputConfig:
     jsonl: bool = True
     mot: bool = False
     show: bool = False
-    fourcc: str = "mp4v"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    rtsp_out: str = ""
+    serve: str = ""
     txt: bool = False
     txt_conf: bool = False
 
     @property
     def needs_overlay(self) -> bool:
-        return self.video or self.show
+        return self.video or self.show or bool(self.rtsp_out) or bool(self.serve)
 
 
 def output_path(out_dir: Path, source_id: str, suffix: str) -> Path:
@@ -83,8 +118,9 @@ class Sink(ABC):
 
 
 class VideoSink(Sink):
-    """Annotated MP4 at the source's size and FPS; frames of another size are
-    resized to it (logged once), never dropped."""
+    """OpenCV's MP4 writer (``mp4v``): the former default, kept as the baseline of
+    ``benchmarks/encode_cost.py``. Frames of another size are resized (logged
+    once), never dropped. Not crash-safe: its index is written at close."""
 
     def __init__(
         self, path: Path, fps: float, size: tuple[int, int], fourcc: str = "mp4v"
@@ -281,8 +317,12 @@ def open_sinks(
     class_names: list[str],
     image_source: bool,
     on_quit: Callable[[], None],
+    rtsp_url: str = "",
 ) -> list[Sink]:
-    """All sinks for one source, opened now; on failure the opened ones are closed."""
+    """All sinks for one source, opened now; on failure the opened ones are closed.
+
+    ``rtsp_url``: where this source's annotated stream is pushed ("" = nowhere).
+    """
     sinks: list[Sink] = []
     try:
         out = config.out_dir
@@ -290,11 +330,17 @@ def open_sinks(
             if image_source:
                 sinks.append(ImageSink(output_path(out, source_id, "")))
             else:
+                from pipeline.video_writer import AvVideoSink
+
                 sinks.append(
-                    VideoSink(
-                        output_path(out, source_id, ".mp4"), fps, size, config.fourcc
+                    AvVideoSink(
+                        output_path(out, source_id, ".mp4"), fps, size, config.encoder
                     )
                 )
+        if rtsp_url and not image_source:
+            from pipeline.video_writer import AvVideoSink
+
+            sinks.append(AvVideoSink(rtsp_url, fps, size, config.encoder))
         if config.jsonl:
             sinks.append(JsonlSink(output_path(out, source_id, ".jsonl"), class_names))
         if config.mot:

@@ -37,6 +37,11 @@ URL_SCHEMES = (
     "srt://",
 )
 DEFAULT_FPS = 25.0
+RTSP_TRANSPORTS = ("tcp", "udp")
+# A gap in the stream's own timestamps longer than this many frame intervals
+# counts the frames in between as lost (jitter below it is not a loss).
+LOST_GAP_FRAMES = 1.5
+MAX_TIMESTAMP_GAP_S = 60.0  # a larger jump is a clock reset, not a loss
 MAX_PIXELS = 8192 * 8192  # larger frames are refused rather than risk memory blowups
 
 
@@ -56,6 +61,9 @@ class SourceConfig:
     read (0 = all). ``image_fps``: timestamps for image folders. ``loop``: start a
     file again at its end (demos, soak tests). ``max_pixels``: larger frames or
     images are refused (a file cannot make us allocate without bound).
+    ``rtsp_transport``: ``tcp`` (default: no packet loss through NATs and
+    firewalls, what IP cameras serve reliably) or ``udp`` (lower latency on a
+    clean LAN).
     """
 
     timeout_s: float = 5.0
@@ -68,8 +76,14 @@ class SourceConfig:
     image_fps: float = DEFAULT_FPS
     loop: bool = False
     max_pixels: int = MAX_PIXELS
+    rtsp_transport: str = "tcp"
 
     def __post_init__(self) -> None:
+        if self.rtsp_transport not in RTSP_TRANSPORTS:
+            raise ValueError(
+                f"rtsp_transport must be one of {', '.join(RTSP_TRANSPORTS)}, "
+                f"got {self.rtsp_transport!r}"
+            )
         if self.timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
         if self.reconnect_attempts < 0:
@@ -122,6 +136,41 @@ def safe_name(spec: str) -> str:
 
 def is_url(spec: str) -> bool:
     return spec.lower().startswith(URL_SCHEMES)
+
+
+def is_rtsp(spec: str) -> bool:
+    return spec.lower().startswith(("rtsp://", "rtsps://"))
+
+
+def diagnose_open(url: str, options: dict[str, str], timeout_s: float) -> str:
+    """Why FFmpeg cannot open ``url``, in its own words, without the URL (which
+    may carry credentials). OpenCV only says that opening failed; this asks
+    FFmpeg's libraries directly, once, after that failure."""
+    try:
+        import av
+    except ImportError:
+        return ""
+    try:
+        with av.open(url, options=options, timeout=(timeout_s, timeout_s)):
+            return ""
+    except av.HTTPUnauthorizedError:
+        return "authentication failed (wrong user name or password)"
+    except av.HTTPForbiddenError:
+        return "access refused by the server (403 Forbidden)"
+    except av.HTTPNotFoundError:
+        return "no such stream on the server (404 Not Found)"
+    except (av.FFmpegError, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        return redact_text(str(reason), url)
+    except Exception as exc:  # a diagnosis must never mask the real error
+        return type(exc).__name__
+
+
+def redact_text(text: str, url: str) -> str:
+    """``text`` with ``url`` and its password removed."""
+    text = text.replace(url, redact_url(url))
+    password = urlsplit(url).password
+    return text.replace(password, "***") if password else text
 
 
 # FFmpeg reads OPENCV_FFMPEG_CAPTURE_OPTIONS at open time; the lock keeps the
@@ -237,8 +286,12 @@ class VideoSource(Source):
         self.is_network = is_url(spec)
         self.is_webcam = spec.isdigit()
         self.live = self.is_network or self.is_webcam or self.config.realtime
+        # A network URL that reports a frame count (a file served over HTTP) is
+        # finite: it ends at its end, is never dropped from, and is not replayed.
+        self.finite = not (self.is_network or self.is_webcam)
         self.cap: cv2.VideoCapture | None = None
         self._first: np.ndarray | None = None
+        self._last_pos_ms: float | None = None
 
     def _open_once(self) -> cv2.VideoCapture:
         timeout_ms = int(self.config.timeout_s * 1000)
@@ -251,10 +304,17 @@ class VideoSource(Source):
                 cv2.CAP_PROP_READ_TIMEOUT_MSEC,
                 timeout_ms,
             ]
-            return open_capture(self.spec, None, params)
+            options = "|".join(f"{k};{v}" for k, v in self._ffmpeg_options().items())
+            return open_capture(self.spec, options or None, params)
         # Files may only read files: a media file can embed playlist references
         # that make FFmpeg read other local files (CVE-2016-1897, CVE-2017-9993).
         return open_capture(self.spec, "protocol_whitelist;file")
+
+    def _ffmpeg_options(self) -> dict[str, str]:
+        """FFmpeg options for a network open (RTSP: the transport)."""
+        if is_rtsp(self.spec):
+            return {"rtsp_transport": self.config.rtsp_transport}
+        return {}
 
     def open(self) -> None:
         if not (self.is_network or self.is_webcam):
@@ -271,7 +331,7 @@ class VideoSource(Source):
             what = (
                 "cannot open webcam (no such device or it is busy)"
                 if self.is_webcam
-                else f"cannot connect within {self.config.timeout_s:g} s"
+                else self._network_open_error(started)
                 if self.is_network
                 else "not a readable video (unknown format, "
                 "unsupported codec or damaged file)"
@@ -298,6 +358,12 @@ class VideoSource(Source):
             fps = DEFAULT_FPS
         self.fps = float(fps)
         count = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        if self.is_network and count and 0 < count < 2**31:
+            # Only a file has a frame count: a live stream has none (or garbage).
+            self.finite = True
+            self.live = self.config.realtime
+            log.info("%s: a finite video (%d frames); read to its end",
+                     self.display_name, int(count))
         self.frame_count = int(count) if count and count > 0 and not self.live else 0
         log.info(
             "opened %s: %dx%d at %.2f FPS%s",
@@ -306,6 +372,14 @@ class VideoSource(Source):
             self.fps,
             f", {self.frame_count} frames" if self.frame_count else "",
         )
+
+    def _network_open_error(self, started: float) -> str:
+        elapsed = time.monotonic() - started
+        reason = diagnose_open(self.spec, self._ffmpeg_options(), self.config.timeout_s)
+        if reason:
+            return f"cannot connect: {reason}"
+        return (f"cannot connect within {self.config.timeout_s:g} s "
+                f"(gave up after {elapsed:.1f} s)")
 
     def _check_size(self, image: np.ndarray) -> None:
         if image.shape[0] * image.shape[1] > self.config.max_pixels:
@@ -317,7 +391,7 @@ class VideoSource(Source):
     def _timestamp(self, index: int) -> float:
         assert self.cap is not None
         pos_ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
-        if self.is_network or self.is_webcam:
+        if not self.finite:
             return time.time()
         # Decoder position when the container has one; FFmpeg reports 0 for
         # streams without timestamps, where index / FPS is the best we know.
@@ -333,22 +407,48 @@ class VideoSource(Source):
         ok, frame = self.cap.read()
         return to_bgr8(frame) if ok and frame is not None else None
 
+    def _lost_by_timestamps(self) -> int:
+        """Frames missing between this read and the previous one, from the
+        stream's own clock (decoder position), e.g. frames the server or the
+        network dropped. 0 when the stream carries no usable timestamps."""
+        assert self.cap is not None
+        pos_ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
+        last, self._last_pos_ms = self._last_pos_ms, pos_ms
+        if last is None or not pos_ms or pos_ms <= last:
+            return 0
+        gap_s = (pos_ms - last) / 1000.0
+        if gap_s > MAX_TIMESTAMP_GAP_S or gap_s * self.fps < LOST_GAP_FRAMES:
+            return 0
+        return round(gap_s * self.fps) - 1
+
+    def _probe(self) -> bool:
+        """After a reopen: a stream counts as back only once a frame decodes (a
+        device can open and still fail every read)."""
+        assert self.cap is not None
+        ok, image = self.cap.read()
+        if not ok or image is None:
+            return False
+        self._first = to_bgr8(image)
+        return True
+
     def _reconnect(self) -> bool:
-        """Reopen a stalled network stream with exponential backoff."""
+        """Reopen a stalled stream or a failed device with exponential backoff."""
         delay = self.config.backoff_s
+        self._last_pos_ms = None  # a new session starts its own clock
         for attempt in range(1, self.config.reconnect_attempts + 1):
             if self._closed.wait(delay):
                 return False
             log.warning(
-                "%s: stream stalled; reconnect attempt %d/%d",
+                "%s: %s; reconnect attempt %d/%d",
                 self.display_name,
+                "read failed" if self.is_webcam else "stream stalled",
                 attempt,
                 self.config.reconnect_attempts,
             )
             if self.cap is not None:
                 self.cap.release()
             self.cap = self._open_once()
-            if self.cap.isOpened():
+            if self.cap.isOpened() and self._probe():
                 self.stats.reconnects += 1
                 log.info("%s: reconnected", self.display_name)
                 return True
@@ -364,16 +464,22 @@ class VideoSource(Source):
             read_started = time.monotonic()
             image = self._read()
             if image is None:
-                if not self.is_network:
+                if self.finite:
                     if self.config.loop and index > 0 and self._rewind():
                         continue
                     self._note_end(index)
                     return
+                # A live stream or device: a failed read is an outage, not an end.
                 stalled_at = read_started
                 if not self._reconnect():
+                    if self._closed.is_set():
+                        return
                     raise self._error(
-                        f"stream lost and {self.config.reconnect_attempts} reconnect "
-                        "attempts failed"
+                        "device read failed (unplugged or busy?) and "
+                        f"{self.config.reconnect_attempts} reopen attempts failed"
+                        if self.is_webcam
+                        else f"stream lost and {self.config.reconnect_attempts} "
+                        "reconnect attempts failed"
                     )
                 # Frames the camera produced while we were away are lost, not faked.
                 lost = int((time.monotonic() - stalled_at) * self.fps)
@@ -382,7 +488,11 @@ class VideoSource(Source):
                 continue
             self._check_size(image)
             self.stats.read += 1
-            if self.config.realtime and not self.is_network and not self.is_webcam:
+            if self.is_network and not self.finite:
+                lost = self._lost_by_timestamps()
+                self.stats.lost += lost
+                index += lost
+            if self.config.realtime and self.finite:
                 delay = pace_start + index / self.fps - time.perf_counter()
                 if delay > 0 and self._closed.wait(delay):
                     return

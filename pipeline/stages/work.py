@@ -50,7 +50,9 @@ class Capture:
                     log.error("%s (other sources continue)", exc)
                     return
                 self.metrics.record("capture", time.perf_counter() - started)
-                self.counts.read = self.source.stats.read
+                stats = self.source.stats  # live, for the live view's numbers
+                self.counts.read, self.counts.lost = stats.read, stats.lost
+                self.counts.reconnects = stats.reconnects
                 yield frame
         finally:
             self.finish()
