@@ -50,6 +50,11 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--rtsp-transport", choices=["tcp", "udp"], default="tcp",
                      help="RTSP transport (default tcp: survives NATs, firewalls "
                           "and lossy links; udp: lower latency on a clean LAN)")
+    src.add_argument("--decode", choices=["auto", "cpu", "pyav", "nvdec"],
+                     default="auto",
+                     help="video decoder: auto (NVDEC on an NVIDIA GPU, else "
+                          "OpenCV's FFmpeg), cpu (OpenCV), pyav (FFmpeg's libraries "
+                          "on the CPU), nvdec (default: auto; the choice is logged)")
 
 
 def class_list(text: str) -> tuple[str, ...]:
@@ -229,7 +234,8 @@ def pipeline_config(args: argparse.Namespace) -> Any:
                              reconnect_attempts=args.reconnect,
                              realtime=args.realtime, stride=args.stride,
                              max_frames=args.max_frames,
-                             rtsp_transport=args.rtsp_transport),
+                             rtsp_transport=args.rtsp_transport,
+                             decode=args.decode),
         outputs=OutputConfig(out_dir=args.out, video=not args.no_video,
                              jsonl=not args.no_jsonl, mot=args.mot,
                              show=getattr(args, "show", False), txt=args.save_txt,

@@ -23,6 +23,7 @@ import numpy as np
 
 from core.formats import IMAGE_SUFFIXES
 from core.types import Frame
+from pipeline.av_capture import DECODERS, AvCapture, cuda_decode_available
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,9 @@ class SourceConfig:
     images are refused (a file cannot make us allocate without bound).
     ``rtsp_transport``: ``tcp`` (default: no packet loss through NATs and
     firewalls, what IP cameras serve reliably) or ``udp`` (lower latency on a
-    clean LAN).
+    clean LAN). ``decode``: ``auto`` (NVDEC where an NVIDIA GPU is, else OpenCV's
+    FFmpeg), ``cpu`` (OpenCV), ``pyav`` (FFmpeg's libraries on the CPU) or
+    ``nvdec``; webcams always use OpenCV.
     """
 
     timeout_s: float = 5.0
@@ -77,8 +80,13 @@ class SourceConfig:
     loop: bool = False
     max_pixels: int = MAX_PIXELS
     rtsp_transport: str = "tcp"
+    decode: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.decode not in DECODERS:
+            raise ValueError(
+                f"decode must be one of {', '.join(DECODERS)}, got {self.decode!r}"
+            )
         if self.rtsp_transport not in RTSP_TRANSPORTS:
             raise ValueError(
                 f"rtsp_transport must be one of {', '.join(RTSP_TRANSPORTS)}, "
@@ -289,14 +297,22 @@ class VideoSource(Source):
         # A network URL that reports a frame count (a file served over HTTP) is
         # finite: it ends at its end, is never dropped from, and is not replayed.
         self.finite = not (self.is_network or self.is_webcam)
-        self.cap: cv2.VideoCapture | None = None
+        self.cap: cv2.VideoCapture | AvCapture | None = None
         self._first: np.ndarray | None = None
         self._last_pos_ms: float | None = None
+        self.decoder = "cpu"  # resolved from config.decode at open
 
-    def _open_once(self) -> cv2.VideoCapture:
+    def _open_once(self) -> cv2.VideoCapture | AvCapture:
         timeout_ms = int(self.config.timeout_s * 1000)
         if self.is_webcam:
             return open_capture(int(self.spec))
+        if self.decoder != "cpu":
+            if self.is_network:
+                return AvCapture(self.spec, self._ffmpeg_options(),
+                                 self.config.timeout_s, self._hwaccel())
+            # the same whitelist as below
+            return AvCapture(self.spec, {"protocol_whitelist": "file"}, None,
+                             self._hwaccel())
         if self.is_network:
             params = [
                 cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
@@ -309,6 +325,25 @@ class VideoSource(Source):
         # Files may only read files: a media file can embed playlist references
         # that make FFmpeg read other local files (CVE-2016-1897, CVE-2017-9993).
         return open_capture(self.spec, "protocol_whitelist;file")
+
+    def _hwaccel(self) -> str | None:
+        return "cuda" if self.decoder == "nvdec" else None
+
+    def _choose_decoder(self) -> None:
+        wanted = self.config.decode
+        if self.is_webcam or wanted == "cpu":
+            self.decoder = "cpu"
+        elif wanted == "pyav":
+            self.decoder = "pyav"
+        elif cuda_decode_available():
+            self.decoder = "nvdec"
+        elif wanted == "nvdec":
+            raise self._error("NVDEC decoding requested but no CUDA device or "
+                              "driver is available here (use --decode auto or cpu)")
+        else:
+            self.decoder = "cpu"
+        log.info("%s: decoder %s%s", self.display_name, self.decoder,
+                 " (NVIDIA GPU)" if self.decoder == "nvdec" else "")
 
     def _ffmpeg_options(self) -> dict[str, str]:
         """FFmpeg options for a network open (RTSP: the transport)."""
@@ -326,7 +361,14 @@ class VideoSource(Source):
             if path.stat().st_size == 0:
                 raise self._error("file is empty (0 bytes)")
         started = time.monotonic()
+        self._choose_decoder()
         self.cap = self._open_once()
+        if (not self.cap.isOpened() and self.decoder == "nvdec"
+                and self.config.decode == "auto"):
+            log.warning("%s: NVDEC cannot open it (%s); decoding on the CPU",
+                        self.display_name, getattr(self.cap, "error", ""))
+            self.decoder = "cpu"
+            self.cap = self._open_once()
         if not self.cap.isOpened():
             what = (
                 "cannot open webcam (no such device or it is busy)"
