@@ -254,7 +254,8 @@ class AvVideoWriter:
 
 class AvVideoSink(Sink):
     """Annotated video of one source through ``AvVideoWriter``: an MP4 file or an
-    RTSP push (``rtsp://host:port/path``, TCP)."""
+    RTSP push (``rtsp://host:port/path``, TCP; a server that does not answer
+    within ``rtsp_timeout_s`` is an error, at open or mid-run)."""
 
     def __init__(
         self,
@@ -262,12 +263,13 @@ class AvVideoSink(Sink):
         fps: float,
         size: tuple[int, int],
         config: EncoderConfig | None = None,
+        rtsp_timeout_s: float = 5.0,
     ) -> None:
         self.target = target
         if str(target).lower().startswith(("rtsp://", "rtsps://")):
-            self.writer = AvVideoWriter(
-                target, fps, size, config, "rtsp", {"rtsp_transport": "tcp"}
-            )
+            options = {"rtsp_transport": "tcp",
+                       "timeout": str(int(rtsp_timeout_s * 1_000_000))}
+            self.writer = AvVideoWriter(target, fps, size, config, "rtsp", options)
         else:
             self.writer = AvVideoWriter(target, fps, size, config)
 

@@ -132,6 +132,22 @@ def test_unwritable_target_names_the_path(tmp_path: Path) -> None:
         AvVideoWriter(tmp_path / "missing" / "x.mp4", 10.0, (160, 120))
 
 
+def test_rtsp_push_to_a_silent_server_fails_within_its_timeout() -> None:
+    import socket
+
+    from pipeline.video_writer import AvVideoSink
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"rtsp://user:pw-secret@127.0.0.1:{listener.getsockname()[1]}/in"
+        started = time.monotonic()
+        with pytest.raises(SinkError, match="cannot start writing") as err:
+            AvVideoSink(url, 10.0, (160, 120), rtsp_timeout_s=1.0)
+    assert time.monotonic() - started < 5
+    assert "pw-secret" not in str(err.value)
+
+
 def test_auto_codec_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="pipeline.video_writer"):
         writer = AvVideoWriter(tmp_path / "a.mp4", 10.0, (160, 120))
