@@ -192,9 +192,9 @@ def test_stall_is_detected_within_read_timeout(servers) -> None:
         with pytest.raises(SourceError, match="reconnect attempts failed"):
             for _ in range(1000):
                 next(frames)
-        # read timeout 1 s + one reconnect (backoff 0.2 s + open timeout 1 s
-        # + the diagnosing open's 1 s)
-        assert time.monotonic() - started < 6
+        # read timeout 1 s + one reconnect (backoff 0.2 s + open timeout 1 s),
+        # with room for FFmpeg's own retries and a loaded machine
+        assert time.monotonic() - started < 8
 
 
 def test_frames_missing_from_the_stream_are_counted_from_its_timestamps(
