@@ -91,6 +91,7 @@ def test_decode_choice_is_validated() -> None:
         SourceConfig(decode="vaapi")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not cuda_decode_available(),
                     reason="no CUDA device/driver: NVDEC decoding not available here")
 def test_nvdec_decodes_h264_like_the_cpu(tmp_path: Path) -> None:

@@ -157,6 +157,7 @@ def test_auto_codec_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
     assert f"video encoder: {expected}" in caplog.text
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not nvenc_available(),
                     reason="no NVIDIA GPU encoder (h264_nvenc does not open here)")
 def test_nvenc_writes_h264(tmp_path: Path) -> None:
