@@ -163,7 +163,9 @@ class VideoSink(Sink):
 
 
 class ImageSink(Sink):
-    """Annotated images, one per input frame, in ``out_dir/source_id/``."""
+    """Annotated images, one per input frame, in ``out_dir/source_id/``, named
+    as the input file (same name and format; JPEG when that format cannot be
+    written, e.g. ``.gif``), else by frame index."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -173,11 +175,17 @@ class ImageSink(Sink):
             raise SinkError(f"{folder}: cannot create ({exc.strerror or exc})") from exc
 
     def write(self, result: Result) -> None:
-        name = Path(result.frame.name).stem if result.frame.name else ""
-        path = self.folder / f"{name or f'{result.frame.index:06d}'}.jpg"
-        ok, data = cv2.imencode(".jpg", result.output_image)
+        name = Path(result.frame.name or f"{result.frame.index:06d}.jpg").name
+        path = self.folder / name
+        try:
+            ok, data = cv2.imencode(path.suffix or ".jpg", result.output_image)
+        except cv2.error:
+            ok = False
         if not ok:
-            raise SinkError(f"{path}: JPEG encoding failed")
+            path = path.with_name(path.name + ".jpg")
+            ok, data = cv2.imencode(".jpg", result.output_image)
+        if not ok:
+            raise SinkError(f"{path}: image encoding failed")
         path.write_bytes(data.tobytes())
 
 

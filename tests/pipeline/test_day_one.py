@@ -49,7 +49,7 @@ def test_image_folder_outputs_keep_the_input_names(tmp_path):
                             progress=False)
     Pipeline([str(folder)], StubDetector(), config).run()
     images = sorted(p.name for p in (tmp_path / "out" / "shots").iterdir())
-    assert images == ["beach.jpg", "dog 2.jpg", "zz.jpg"]
+    assert images == ["beach.jpg", "dog 2.png", "zz.jpg"]
     records = [json.loads(line) for line in
                (tmp_path / "out" / "shots.jsonl").read_text().splitlines()]
     assert [r["file"] for r in records] == ["beach.jpg", "dog 2.png", "zz.jpg"]

@@ -206,7 +206,7 @@ def test_image_folder_with_odd_images(tmp_path: Path) -> None:
     c = metrics.sources["imgs"]
     assert (c.read, c.written, c.unreadable) == (4, 4, 1)
     written = sorted(p.name for p in (tmp_path / "out" / "imgs").iterdir())
-    assert written == ["000000.jpg", "000001.jpg", "000002.jpg", "000003.jpg"]
+    assert written == ["a_gray.png", "b_rgba.png", "c_16bit.png", "d_tiny.png"]
 
 
 def test_frames_that_change_size_are_written(tmp_path: Path) -> None:
