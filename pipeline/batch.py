@@ -119,8 +119,9 @@ def model_fingerprint(model: str) -> dict[str, Any]:
 
 def output_settings(job: BatchJob) -> dict[str, Any]:
     """Everything that changes a file's outputs, as plain JSON values: the model
-    (by content), its options (thresholds, family), the tracker, which frames are
-    read, which outputs are written and how they are drawn."""
+    (by content), its options (thresholds, classes, family, backend), the tracker
+    and how often the detector runs, which frames are read, which outputs are
+    written and how they are drawn."""
     cfg = job.pipeline
     options = {k: v for k, v in job.detector.items()
                if k not in NEUTRAL_DETECTOR_OPTIONS and v is not None}
@@ -129,6 +130,7 @@ def output_settings(job: BatchJob) -> dict[str, Any]:
         "detector_options": options,
         "tracker": cfg.tracker,
         "tracker_params": cfg.tracker_params,
+        "detect_every": cfg.detect_every,
         "frames": {"stride": cfg.sources.stride,
                    "max_frames": cfg.sources.max_frames,
                    "realtime": cfg.sources.realtime},

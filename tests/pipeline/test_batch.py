@@ -20,6 +20,7 @@ from pipeline.batch import (
     BatchJob,
     find_videos,
     model_fingerprint,
+    output_settings,
     process_file,
     run_batch,
     summary_table,
@@ -126,9 +127,11 @@ def test_resume_redoes_a_file_done_with_other_settings(tmp_path: Path) -> None:
     other = run_batch([str(clip)], job(tmp_path, conf=0.9), progress=False)
     assert other[0].status == "ok" and other[0].written == 8
     tracked = replace(job(tmp_path, conf=0.9),
-                      pipeline=replace(job(tmp_path).pipeline, tracker="sort"))
+                      pipeline=replace(job(tmp_path).pipeline, tracker="bytetrack"))
     assert run_batch([str(clip)], tracked, progress=False)[0].status == "ok"
     assert run_batch([str(clip)], tracked, progress=False)[0].status == "skipped"
+    every_2 = replace(tracked, pipeline=replace(tracked.pipeline, detect_every=2))
+    assert output_settings(every_2) != output_settings(tracked)
     # neutral settings (device, threads) do not make a file undone
     neutral = replace(tracked, detector={**tracked.detector, "threads": 1})
     assert run_batch([str(clip)], neutral, progress=False)[0].status == "skipped"
