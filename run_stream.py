@@ -199,8 +199,9 @@ def build_batch_parser() -> argparse.ArgumentParser:
         prog="run_stream.py batch",
         description="Process many video files, one pipeline per file, and write "
                     "summary.csv / summary.json (file, status, frames read / "
-                    "processed / written, FPS). Finished files are skipped on the "
-                    "next run unless --force.")
+                    "processed / written, FPS, attempts). A file finished with the "
+                    "same model and settings is skipped on the next run unless "
+                    "--force; outputs appear when a file is complete.")
     p.add_argument("inputs", nargs="+",
                    help="video files, folders of videos, globs or .txt lists")
     p.add_argument("--workers", type=int, default=1,
@@ -212,6 +213,9 @@ def build_batch_parser() -> argparse.ArgumentParser:
                    help="CPUs each Ray task declares (default 1)")
     p.add_argument("--gpus-per-task", type=float, default=0.0,
                    help="GPUs each Ray task declares (default 0)")
+    p.add_argument("--retries", type=int, default=3,
+                   help="Ray: run a file again this many times when its worker or "
+                        "node dies (a file that fails is not retried; default 3)")
     p.add_argument("--force", action="store_true", help="redo finished files")
     add_source_args(p)
     add_model_args(p)
@@ -357,7 +361,7 @@ def batch_main(argv: list[str]) -> int:
         reports = run_batch(args.inputs, job, workers=args.workers,
                             ray_address=args.ray, cpus_per_task=args.cpus_per_task,
                             gpus_per_task=args.gpus_per_task,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, retries=args.retries)
     except ValueError as exc:
         log.error("%s", exc)
         return 2

@@ -42,6 +42,8 @@ class Metrics:
     depths: dict[str, deque[int]] = field(default_factory=dict)
     sources: dict[str, SourceCounts] = field(default_factory=dict)
     end_to_end: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    # capture-to-sink seconds per source (``end_to_end`` holds all sources)
+    source_latencies: dict[str, deque[float]] = field(default_factory=dict)
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=WINDOW))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -68,7 +70,10 @@ class Metrics:
         with self._lock:
             counts.written += 1
             if captured_at:
-                self.end_to_end.append(time.perf_counter() - captured_at)
+                latency = time.perf_counter() - captured_at
+                self.end_to_end.append(latency)
+                self.source_latencies.setdefault(
+                    source_id, deque(maxlen=WINDOW)).append(latency)
 
     def finish(self) -> None:
         """End the run; a source with frames read but never written is partial."""
@@ -98,6 +103,8 @@ class Metrics:
             }
             sources = {sid: {**vars(c), "drop_rate": round(c.dropped / c.read, 4)
                              if c.read else 0.0} for sid, c in self.sources.items()}
+            for sid, counts in sources.items():
+                counts["latency_ms"] = _stats_ms(self.source_latencies.get(sid, []))
             latest = self.end_to_end[-1] * 1000 if self.end_to_end else 0.0
             e2e = _stats_ms(self.end_to_end)
             batches = list(self.batch_sizes)
