@@ -135,7 +135,10 @@ def output_settings(job: BatchJob) -> dict[str, Any]:
                    "max_frames": cfg.sources.max_frames,
                    "realtime": cfg.sources.realtime},
         "outputs": {"video": cfg.outputs.video, "jsonl": cfg.outputs.jsonl,
-                    "mot": cfg.outputs.mot, "fourcc": cfg.outputs.fourcc},
+                    "mot": cfg.outputs.mot, "txt": cfg.outputs.txt,
+                    "txt_conf": cfg.outputs.txt_conf,
+                    "encoder": {k: v for k, v in asdict(cfg.outputs.encoder).items()
+                                if k != "threads"}},
         "overlay": asdict(cfg.overlay),
     }
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
