@@ -77,7 +77,7 @@ def test_pyav_capture_reports_why_it_failed(tmp_path: Path) -> None:
 def test_auto_uses_opencv_without_cuda(small_video: Path, monkeypatch,
                                        caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(av_capture, "cuda_decode_available", lambda: False)
-    monkeypatch.setattr("pipeline.sources.cuda_decode_available", lambda: False)
+    monkeypatch.setattr("pipeline.sources.video.cuda_decode_available", lambda: False)
     with caplog.at_level(logging.INFO, logger="pipeline.sources"):
         with make_source(str(small_video)) as source:
             assert source.decoder == "cpu"

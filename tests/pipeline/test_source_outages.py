@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pipeline.sources as sources
+import pipeline.sources.video as sources
 from pipeline.runner import Pipeline, PipelineConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig, SourceError, make_source

@@ -67,7 +67,7 @@ def test_file_sources_open_with_file_only_protocol_whitelist(
         small_video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Current FFmpeg builds already keep HLS segments on the playlist's protocol,
     # so the test above passes with them either way; this one pins our own layer.
-    import pipeline.sources as sources
+    import pipeline.sources.video as sources
 
     seen: list[str | None] = []
     original = sources.open_capture

@@ -1,153 +1,34 @@
-"""Frame sources: video files, webcams, RTSP/HTTP streams, image folders and globs.
-
-Every source is a context manager and an iterator of ``Frame``. Live sources
-(webcam, network, or a file paced with ``realtime``) are marked ``live`` so the
-pipeline may drop their oldest frames; file sources never drop.
-"""
+"""Video files, webcams and RTSP/HTTP streams, through FFmpeg (OpenCV's
+backend, or PyAV's for NVDEC): protocol whitelist for files, timeouts,
+reconnects with backoff, frames lost counted from the stream's timestamps."""
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
 
-from core.formats import IMAGE_SUFFIXES
 from core.types import Frame
-from pipeline.av_capture import DECODERS, AvCapture, cuda_decode_available
+from pipeline.av_capture import AvCapture, cuda_decode_available
+from pipeline.sources.base import (
+    DEFAULT_FPS,
+    LOST_GAP_FRAMES,
+    MAX_TIMESTAMP_GAP_S,
+    Source,
+    SourceConfig,
+    is_rtsp,
+    is_url,
+    redact_text,
+    to_bgr8,
+)
 
 log = logging.getLogger(__name__)
-
-URL_SCHEMES = (
-    "rtsp://",
-    "rtsps://",
-    "rtmp://",
-    "http://",
-    "https://",
-    "udp://",
-    "tcp://",
-    "srt://",
-)
-DEFAULT_FPS = 25.0
-RTSP_TRANSPORTS = ("tcp", "udp")
-# A gap in the stream's own timestamps longer than this many frame intervals
-# counts the frames in between as lost (jitter below it is not a loss).
-LOST_GAP_FRAMES = 1.5
-MAX_TIMESTAMP_GAP_S = 60.0  # a larger jump is a clock reset, not a loss
-MAX_PIXELS = 8192 * 8192  # larger frames are refused rather than risk memory blowups
-
-
-class SourceError(RuntimeError):
-    """A source that cannot be opened or read; the message names the source."""
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    """How sources open and read.
-
-    ``timeout_s``: open and read timeout for network streams. ``reconnect_attempts``:
-    how many reopen tries after a stream stalls (0 = give up at once), waiting
-    ``backoff_s`` doubled each try up to ``max_backoff_s``. ``realtime``: pace a
-    file at its native FPS and treat it as live (drops when behind), as a camera.
-    ``stride``: keep every Nth frame. ``max_frames``: stop after this many frames
-    read (0 = all). ``image_fps``: timestamps for image folders. ``loop``: start a
-    file again at its end (demos, soak tests). ``max_pixels``: larger frames or
-    images are refused (a file cannot make us allocate without bound).
-    ``rtsp_transport``: ``tcp`` (default: no packet loss through NATs and
-    firewalls, what IP cameras serve reliably) or ``udp`` (lower latency on a
-    clean LAN). ``decode``: ``auto`` (NVDEC where an NVIDIA GPU is, else OpenCV's
-    FFmpeg), ``cpu`` (OpenCV), ``pyav`` (FFmpeg's libraries on the CPU) or
-    ``nvdec``; webcams always use OpenCV.
-    """
-
-    timeout_s: float = 5.0
-    reconnect_attempts: int = 5
-    backoff_s: float = 0.5
-    max_backoff_s: float = 8.0
-    realtime: bool = False
-    stride: int = 1
-    max_frames: int = 0
-    image_fps: float = DEFAULT_FPS
-    loop: bool = False
-    max_pixels: int = MAX_PIXELS
-    rtsp_transport: str = "tcp"
-    decode: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.decode not in DECODERS:
-            raise ValueError(
-                f"decode must be one of {', '.join(DECODERS)}, got {self.decode!r}"
-            )
-        if self.rtsp_transport not in RTSP_TRANSPORTS:
-            raise ValueError(
-                f"rtsp_transport must be one of {', '.join(RTSP_TRANSPORTS)}, "
-                f"got {self.rtsp_transport!r}"
-            )
-        if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
-        if self.reconnect_attempts < 0:
-            raise ValueError(
-                f"reconnect_attempts must be >= 0, got {self.reconnect_attempts}"
-            )
-        if self.stride < 1:
-            raise ValueError(f"stride must be >= 1, got {self.stride}")
-        if self.max_frames < 0:
-            raise ValueError(f"max_frames must be >= 0, got {self.max_frames}")
-
-
-@dataclass
-class SourceStats:
-    """What a source did: frames read (decoded), skipped by stride, lost in outages."""
-
-    read: int = 0
-    skipped: int = 0
-    lost: int = 0
-    reconnects: int = 0
-    errors: int = 0
-    damaged: str = ""  # why reading ended early, when it did (file marked partial)
-
-
-def redact_url(url: str) -> str:
-    """The URL without user:password, safe for names and logs."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
-def safe_name(spec: str) -> str:
-    """A file-name stem for a source: no separators, no '..', no credentials."""
-    if is_url(spec):
-        parts = urlsplit(redact_url(spec))
-        raw = f"{parts.hostname or 'stream'}{parts.path}"
-    elif spec.isdigit():
-        raw = f"webcam{spec}"
-    else:
-        path = Path(spec)
-        raw = path.name if path.is_dir() else path.stem
-        raw = raw or "source"
-    name = re.sub(r"[^\w.-]+", "_", raw, flags=re.UNICODE).strip("._") or "source"
-    return name[:100]
-
-
-def is_url(spec: str) -> bool:
-    return spec.lower().startswith(URL_SCHEMES)
-
-
-def is_rtsp(spec: str) -> bool:
-    return spec.lower().startswith(("rtsp://", "rtsps://"))
 
 
 def diagnose_open(url: str, options: dict[str, str], timeout_s: float) -> str:
@@ -172,13 +53,6 @@ def diagnose_open(url: str, options: dict[str, str], timeout_s: float) -> str:
         return redact_text(str(reason), url)
     except Exception as exc:  # a diagnosis must never mask the real error
         return type(exc).__name__
-
-
-def redact_text(text: str, url: str) -> str:
-    """``text`` with ``url`` and its password removed."""
-    text = text.replace(url, redact_url(url))
-    password = urlsplit(url).password
-    return text.replace(password, "***") if password else text
 
 
 # FFmpeg reads OPENCV_FFMPEG_CAPTURE_OPTIONS at open time; the lock keeps the
@@ -206,79 +80,6 @@ def open_capture(
                     os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
                 else:
                     os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = old
-
-
-def to_bgr8(image: np.ndarray) -> np.ndarray:
-    """Any decoded image (gray, BGRA, 16-bit) as H×W×3 uint8 BGR."""
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if image.shape[2] == 1:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    return image
-
-
-class Source:
-    """Base: iterate ``Frame``s; ``stats`` counts what happened."""
-
-    live = False
-
-    def __init__(
-        self,
-        spec: str,
-        config: SourceConfig | None = None,
-        source_id: str | None = None,
-    ) -> None:
-        self.spec = spec
-        self.config = config or SourceConfig()
-        self.source_id = source_id or safe_name(spec)
-        self.display_name = redact_url(spec) if is_url(spec) else spec
-        self.stats = SourceStats()
-        self.fps = DEFAULT_FPS
-        self.size: tuple[int, int] = (0, 0)  # (width, height) of the first frame
-        self.frame_count = 0  # frames in the file when known, else 0
-        self._closed = threading.Event()
-
-    def open(self) -> None:
-        """Open and read enough to know size and FPS; raise SourceError if unusable."""
-
-    def frames(self) -> Iterator[Frame]:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        """Ask ``frames()`` to end after the current read; safe from any thread."""
-        self._closed.set()
-
-    def close(self) -> None:
-        """Release the device or file; only from the thread that reads."""
-        self._closed.set()
-
-    def __enter__(self) -> Source:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _error(self, problem: str) -> SourceError:
-        return SourceError(f"{self.display_name}: {problem}")
-
-    def _keep(self, index: int) -> bool:
-        """Stride filter: frames read but not kept are counted as skipped."""
-        if index % self.config.stride == 0:
-            return True
-        self.stats.skipped += 1
-        return False
-
-    def _limit_reached(self) -> bool:
-        return (
-            bool(self.config.max_frames) and self.stats.read >= self.config.max_frames
-        )
 
 
 class VideoSource(Source):
@@ -571,131 +372,3 @@ class VideoSource(Source):
         if self.cap is not None:
             self.cap.release()
             self.cap = None
-
-
-class ImageFolderSource(Source):
-    """A folder of images (sorted by name) or a glob pattern."""
-
-    def __init__(
-        self,
-        spec: str,
-        config: SourceConfig | None = None,
-        source_id: str | None = None,
-    ) -> None:
-        super().__init__(spec, config, source_id)
-        self.paths: list[Path] = []
-
-    def open(self) -> None:
-        if any(ch in self.spec for ch in "*?["):
-            candidates = [Path(p) for p in sorted(glob.glob(self.spec))]
-        elif Path(self.spec).is_file():
-            candidates = [Path(self.spec)]
-        else:
-            folder = Path(self.spec)
-            if not folder.is_dir():
-                raise self._error("folder not found")
-            candidates = sorted(folder.iterdir())
-        self.paths = [
-            p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        ]
-        if not self.paths:
-            raise self._error(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
-        self.fps = self.config.image_fps
-        self.frame_count = len(self.paths)
-        first = self._load(self.paths[0])
-        self.size = (first.shape[1], first.shape[0]) if first is not None else (0, 0)
-
-    def _load(self, path: Path) -> np.ndarray | None:
-        data = np.fromfile(path, dtype=np.uint8)  # handles non-ASCII names
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-        if image is None:
-            return None
-        if image.shape[0] * image.shape[1] > self.config.max_pixels:
-            log.warning(
-                "%s: %dx%d exceeds the %d pixel limit; skipped",
-                path,
-                image.shape[1],
-                image.shape[0],
-                self.config.max_pixels,
-            )
-            return None
-        return to_bgr8(image)
-
-    def frames(self) -> Iterator[Frame]:
-        if not self.paths:
-            self.open()
-        for index, path in enumerate(self.paths):
-            if self._closed.is_set() or self._limit_reached():
-                return
-            image = self._load(path)
-            if image is None:
-                self.stats.errors += 1
-                log.warning(
-                    "%s: unreadable or oversized image %s; skipped",
-                    self.display_name,
-                    path.name,
-                )
-                continue
-            self.stats.read += 1
-            if self._keep(index):
-                yield Frame(self.source_id, index, index / self.fps, image,
-                            time.perf_counter(), name=path.name)
-
-
-def make_source(
-    spec: str, config: SourceConfig | None = None, source_id: str | None = None
-) -> Source:
-    """A source for a file path, webcam index, URL, image folder or glob."""
-    spec = str(spec).strip()
-    if not spec:
-        raise SourceError("empty source")
-    if is_url(spec) or spec.isdigit():
-        return VideoSource(spec, config, source_id)
-    path = Path(spec)
-    if path.is_dir() or any(ch in spec for ch in "*?["):
-        return ImageFolderSource(spec, config, source_id)
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageFolderSource(spec, config, source_id)
-    return VideoSource(spec, config, source_id)
-
-
-def expand_sources(specs: list[str]) -> list[str]:
-    """Specs with ``@list.txt`` / ``*.txt`` files expanded (one per line, # comments)."""
-    out: list[str] = []
-    for spec in specs:
-        list_file = spec[1:] if spec.startswith("@") else spec
-        if list_file.endswith(".txt") and Path(list_file).is_file():
-            for line in Path(list_file).read_text().splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    out.append(line)
-        else:
-            out.append(spec)
-    return out
-
-
-def unique_ids(specs: list[str]) -> list[str]:
-    """Safe, distinct source ids (``name``, ``name_2``, ...) for output files."""
-    seen: dict[str, int] = {}
-    ids = []
-    for spec in specs:
-        base = safe_name(spec)
-        seen[base] = seen.get(base, 0) + 1
-        ids.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
-    return ids
-
-
-def read_frames(spec: str | Path, stride: int = 1, max_frames: int = 0
-                ) -> Iterator[Frame]:
-    """The frames of a file, folder or glob for offline tools (training,
-    calibration, evaluation): the same protocol whitelist, limits and errors as
-    the pipeline's own sources. ``stride`` keeps every Nth frame."""
-    config = SourceConfig(stride=stride, max_frames=max_frames)
-    with make_source(str(spec), config) as source:
-        yield from source.frames()
-
-
-def media_info(spec: str | Path) -> tuple[int, float, tuple[int, int]]:
-    """(frame count or 0, FPS, (width, height)) of a file, folder or glob."""
-    with make_source(str(spec)) as source:
-        return source.frame_count, source.fps, source.size
