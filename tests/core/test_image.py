@@ -46,7 +46,7 @@ def test_letterbox_pads_and_maps_boxes_back():
 def test_stretch_and_identity():
     out, tf = stretch(image(48, 64), (24, 32))
     assert out.shape == (24, 32, 3) and tf.scale_x == 0.5
-    same, tf = resize(image(), None)
+    _, tf = resize(image(), None)
     assert tf == BoxTransform.identity(64, 48)
     with pytest.raises(ValueError, match="unknown resize mode 'crop'"):
         resize(image(), (32, 32), "crop")

@@ -72,5 +72,5 @@ def test_corrupt_or_truncated_onnx_named(tmp_path: Path, content: bytes | None
 
 
 def test_unknown_device_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="device 'tpu'.*'cpu', 'cuda' or 'cuda:N'"):
+    with pytest.raises(ValueError, match=r"device 'tpu'.*'cpu', 'cuda' or 'cuda:N'"):
         OnnxRuntimeBackend(tiny_model(tmp_path / "m.onnx"), device="tpu")
