@@ -8,7 +8,12 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from core.types import Detections
-from pipeline.tracking.kalman import KalmanFilterXYAH, xyxy_to_xyah
+from pipeline.tracking.kalman import (
+    KalmanFilterXYAH,
+    warp_state,
+    xyah_to_xyxy,
+    xyxy_to_xyah,
+)
 
 # Track states (ByteTrack's): a tentative track waits for a second hit before it is
 # reported; a lost one is kept, unreported, for a while so it can be re-found.
@@ -21,11 +26,48 @@ class Tracker(ABC):
     One instance per source, used from one thread. ``update`` takes the frame's
     detections (xyxy pixels) and returns a NEW ``Detections`` of the objects
     tracked in this frame, with ``track_ids`` >= 1; the input is never modified.
+    ``image`` (H x W x 3 BGR) is used only by trackers built with camera-motion
+    compensation (``uses_image``); others ignore it.
     """
 
+    uses_image: bool = False
+
     @abstractmethod
-    def update(self, detections: Detections) -> Detections:
+    def update(self, detections: Detections, image: np.ndarray | None = None
+               ) -> Detections:
         """Advance one frame; call once per frame, also when nothing was detected."""
+
+    @abstractmethod
+    def _margins(self, rows: np.ndarray, predicted: np.ndarray, frame: int
+                 ) -> np.ndarray | None:
+        """Buffered-IoU margins (px) of tracks ``rows``: grow with frames lost."""
+        if not getattr(self.config, "lost_buffer", 0.0):
+            return None
+        t = self.tracks
+        missed = np.maximum(frame - t.last_frame[rows] - 1, 0)
+        size = (predicted[rows, 2:] - predicted[rows, :2]).sum(1) / 2
+        return self.config.lost_buffer * missed * size
+
+    def _report(self, frame: int) -> Detections:
+        """Tracks matched this frame (their detection boxes), then confirmed tracks
+        missing for at most ``report_lost`` frames (their predicted boxes)."""
+        t = self.tracks
+        shown = np.flatnonzero((t.state == TRACKED) & (t.last_frame == frame))
+        if not getattr(self.config, "report_lost", 0):
+            return t.to_detections(shown)
+        coasting = np.flatnonzero(
+            (t.state == LOST) & (frame - t.last_frame <= self.config.report_lost))
+        a, b = t.to_detections(shown), t.to_detections(coasting, predicted=True)
+        return Detections(
+            np.concatenate([a.xyxy, b.xyxy]), np.concatenate([a.scores, b.scores]),
+            np.concatenate([a.class_ids, b.class_ids]),
+            np.concatenate([a.track_ids, b.track_ids]))
+
+    def predict(self, image: np.ndarray | None = None) -> Detections:
+        """Advance one frame without detections (a frame the detector skipped):
+        the tracks move on with their motion model and their predicted boxes come
+        back with ``track_ids`` set (scores and classes from their last match).
+        The next ``update`` continues from there."""
 
     @abstractmethod
     def reset(self) -> None:
@@ -54,9 +96,13 @@ class TrackTable:
     last_frame: np.ndarray
     hits: np.ndarray
     streak: np.ndarray
+    hist: np.ndarray
+    hist_frame: np.ndarray
+    saved_mean: np.ndarray
+    saved_cov: np.ndarray
 
     @classmethod
-    def empty(cls) -> TrackTable:
+    def empty(cls, history: int = 1) -> TrackTable:
         return cls(
             ids=np.zeros(0, np.int64),
             state=np.zeros(0, np.int8),
@@ -69,6 +115,10 @@ class TrackTable:
             last_frame=np.zeros(0, np.int64),
             hits=np.zeros(0, np.int32),
             streak=np.zeros(0, np.int32),
+            hist=np.zeros((0, history, 4)),
+            hist_frame=np.zeros((0, history), np.int64),
+            saved_mean=np.zeros((0, 8)),
+            saved_cov=np.zeros((0, 8, 8)),
         )
 
     def __len__(self) -> int:
@@ -99,10 +149,23 @@ class TrackTable:
         self.last_frame[rows] = frame
         self.hits[rows] += 1
         self.streak[rows] += 1
+        self.hist[rows, :-1] = self.hist[rows, 1:]
+        self.hist_frame[rows, :-1] = self.hist_frame[rows, 1:]
+        self.hist[rows, -1] = dets.xyxy[cols]
+        self.hist_frame[rows, -1] = frame
 
-    def to_detections(self, rows: np.ndarray) -> Detections:
+    def save_state(self, rows: np.ndarray) -> None:
+        """Remember the Kalman state of ``rows`` (just corrected by a match)."""
+        self.saved_mean[rows] = self.mean[rows]
+        self.saved_cov[rows] = self.cov[rows]
+
+    def to_detections(self, rows: np.ndarray, predicted: bool = False) -> Detections:
+        """Detections of ``rows``: their last matched boxes, or with ``predicted``
+        the Kalman filter's current boxes."""
+        boxes = xyah_to_xyxy(self.mean[rows]).astype(np.float32) if predicted \
+            else self.boxes[rows]
         return Detections(
-            self.boxes[rows],
+            boxes,
             self.scores[rows],
             self.class_ids[rows],
             self.ids[rows].astype(np.int32),
@@ -114,6 +177,16 @@ def valid_boxes(xyxy: np.ndarray) -> np.ndarray:
     expressed as the Kalman filter's aspect/height measurement)."""
     wh = xyxy[:, 2:] - xyxy[:, :2]
     return np.isfinite(xyxy).all(1) & (wh > 0).all(1)
+
+
+def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def check_positive(name: str, value: float) -> None:
+    if not float(value) > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
 def check_fraction(name: str, value: float) -> None:
@@ -133,11 +206,16 @@ def new_tracks(
     first_id: int,
     frame: int,
     state: int,
+    history: int = 1,
 ) -> TrackTable:
     """Tracks started from detections ``cols``, ids ``first_id, first_id + 1, ...``."""
     n = len(cols)
     mean, cov = kalman.initiate(xyxy_to_xyah(dets.xyxy[cols]))
     frames = np.full(n, frame, np.int64)
+    hist = np.zeros((n, history, 4))
+    hist[:, -1] = dets.xyxy[cols]
+    hist_frame = np.full((n, history), -1, np.int64)
+    hist_frame[:, -1] = frame
     return TrackTable(
         ids=np.arange(first_id, first_id + n, dtype=np.int64),
         state=np.full(n, state, np.int8),
@@ -150,4 +228,97 @@ def new_tracks(
         last_frame=frames.copy(),
         hits=np.ones(n, np.int32),
         streak=np.ones(n, np.int32),
+        hist=hist,
+        hist_frame=hist_frame,
+        saved_mean=mean.copy(),
+        saved_cov=cov.copy(),
     )
+
+
+class KalmanTracker(Tracker):
+    """What the Kalman-filter trackers share: the track table, frame counter and id
+    counter, camera-motion compensation and the predict step.
+
+    Subclasses set ``config`` (with a ``cmc`` field) before calling
+    ``_setup``, and implement ``update`` by calling ``_advance`` first. A track
+    whose ``state`` is TRACKED is reported by ``predict``.
+    """
+
+    history = 1  # observations kept per track (OC-SORT needs more)
+
+    def _setup(self, frame_rate: float, kalman: KalmanFilterXYAH | None) -> None:
+        from pipeline.tracking.cmc import CameraMotion
+
+        if not frame_rate > 0:
+            raise ValueError(f"frame_rate must be > 0, got {frame_rate!r}")
+        self.frame_rate = float(frame_rate)
+        self.kalman = kalman or KalmanFilterXYAH(
+            getattr(self.config, "kalman_position_noise", 1.0 / 20),
+            getattr(self.config, "kalman_velocity_noise", 1.0 / 160),
+        )
+        cmc = getattr(self.config, "cmc", "none")
+        self.camera = None if cmc == "none" else CameraMotion(cmc)
+        self.uses_image = self.camera is not None
+        self.reset()
+
+    def reset(self) -> None:
+        self.tracks = TrackTable.empty(self.history)
+        self.frame_id = 0
+        self.next_id = 1
+        if self.camera is not None:
+            self.camera.reset()
+
+    def _advance(self, image: np.ndarray | None, boxes: np.ndarray | None) -> int:
+        """Next frame: compensate camera motion, then predict every track one frame
+        ahead (``_before_predict`` may adjust lost tracks first). Returns the new
+        frame number."""
+        self.frame_id += 1
+        t = self.tracks
+        if self.camera is not None:
+            affine = self.camera.estimate(image, boxes)
+            if not np.allclose(affine, np.eye(2, 3)):
+                t.mean, t.cov = warp_state(t.mean, t.cov, affine)
+                t.saved_mean, t.saved_cov = warp_state(t.saved_mean, t.saved_cov,
+                                                       affine)
+                corners = t.hist.reshape(-1, 2, 2)
+                t.hist = (corners @ affine[:, :2].T + affine[:, 2]).reshape(
+                    t.hist.shape)
+                b = t.boxes.astype(np.float64).reshape(-1, 2, 2)
+                t.boxes = (b @ affine[:, :2].T + affine[:, 2]).reshape(-1, 4).astype(
+                    np.float32)
+        self._before_predict()
+        t.mean, t.cov = self.kalman.multi_predict(t.mean, t.cov)
+        return self.frame_id
+
+    def _before_predict(self) -> None:
+        """Hook: change track states before the Kalman prediction (no-op)."""
+
+    def _margins(self, rows: np.ndarray, predicted: np.ndarray, frame: int
+                 ) -> np.ndarray | None:
+        """Buffered-IoU margins (px) of tracks ``rows``: grow with frames lost."""
+        if not getattr(self.config, "lost_buffer", 0.0):
+            return None
+        t = self.tracks
+        missed = np.maximum(frame - t.last_frame[rows] - 1, 0)
+        size = (predicted[rows, 2:] - predicted[rows, :2]).sum(1) / 2
+        return self.config.lost_buffer * missed * size
+
+    def _report(self, frame: int) -> Detections:
+        """Tracks matched this frame (their detection boxes), then confirmed tracks
+        missing for at most ``report_lost`` frames (their predicted boxes)."""
+        t = self.tracks
+        shown = np.flatnonzero((t.state == TRACKED) & (t.last_frame == frame))
+        if not getattr(self.config, "report_lost", 0):
+            return t.to_detections(shown)
+        coasting = np.flatnonzero(
+            (t.state == LOST) & (frame - t.last_frame <= self.config.report_lost))
+        a, b = t.to_detections(shown), t.to_detections(coasting, predicted=True)
+        return Detections(
+            np.concatenate([a.xyxy, b.xyxy]), np.concatenate([a.scores, b.scores]),
+            np.concatenate([a.class_ids, b.class_ids]),
+            np.concatenate([a.track_ids, b.track_ids]))
+
+    def predict(self, image: np.ndarray | None = None) -> Detections:
+        self._advance(image, None)
+        return self.tracks.to_detections(
+            np.flatnonzero(self.tracks.state == TRACKED), predicted=True)

@@ -40,7 +40,17 @@ def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
 class KalmanFilterXYAH:
     """Predict/update for N tracks at once: ``mean`` (N, 8), ``cov`` (N, 8, 8)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        std_weight_position: float = STD_WEIGHT_POSITION,
+        std_weight_velocity: float = STD_WEIGHT_VELOCITY,
+    ) -> None:
+        for name, value in (("std_weight_position", std_weight_position),
+                            ("std_weight_velocity", std_weight_velocity)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        self.w_pos = float(std_weight_position)
+        self.w_vel = float(std_weight_velocity)
         self.motion = np.eye(8)
         self.motion[:4, 4:] = np.eye(4)  # x' = x + v (dt = one frame)
 
@@ -57,8 +67,8 @@ class KalmanFilterXYAH:
         h = z[:, 3]
         std = np.concatenate(
             [
-                2 * self._std(h, STD_WEIGHT_POSITION, 1e-2),
-                10 * self._std(h, STD_WEIGHT_VELOCITY, 1e-4),
+                2 * self._std(h, self.w_pos, 1e-2),
+                10 * self._std(h, self.w_vel, 1e-4),
             ],
             axis=1,
         )
@@ -73,8 +83,8 @@ class KalmanFilterXYAH:
         h = mean[:, 3]
         std = np.concatenate(
             [
-                self._std(h, STD_WEIGHT_POSITION, 1e-2),
-                self._std(h, STD_WEIGHT_VELOCITY, 1e-5),
+                self._std(h, self.w_pos, 1e-2),
+                self._std(h, self.w_vel, 1e-5),
             ],
             axis=1,
         )
@@ -91,7 +101,7 @@ class KalmanFilterXYAH:
         if len(z) == 0:
             return mean, cov
         # Project to measurement space: H = [I 0], so H P H^T = P[:4, :4].
-        std = self._std(mean[:, 3], STD_WEIGHT_POSITION, 1e-1)
+        std = self._std(mean[:, 3], self.w_pos, 1e-1)
         innovation_cov = cov[:, :4, :4].copy()
         innovation_cov[:, np.arange(4), np.arange(4)] += std**2
         # K = P H^T S^-1; S is symmetric so K^T = S^-1 H P.
@@ -100,3 +110,26 @@ class KalmanFilterXYAH:
         mean = mean + np.einsum("nij,nj->ni", gain, innovation)
         cov = cov - gain @ innovation_cov @ gain.transpose(0, 2, 1)
         return mean, cov
+
+
+def warp_state(
+    mean: np.ndarray, cov: np.ndarray, affine: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Move N (cx, cy, a, h) states into the next camera frame.
+
+    ``affine`` (2, 3) maps previous-frame pixels to current-frame pixels (as camera
+    motion compensation estimates it). Centres are mapped; velocities and the
+    height (and their covariance) are rotated and scaled by its linear part.
+    """
+    if len(mean) == 0:
+        return mean, cov
+    linear, shift = affine[:, :2], affine[:, 2]
+    scale = float(np.sqrt(abs(np.linalg.det(linear))))
+    mean = mean.copy()
+    mean[:, :2] = mean[:, :2] @ linear.T + shift
+    mean[:, 4:6] = mean[:, 4:6] @ linear.T
+    mean[:, [3, 7]] *= scale
+    m = np.eye(8)
+    m[:2, :2] = m[4:6, 4:6] = linear
+    m[3, 3] = m[7, 7] = scale
+    return mean, m @ cov @ m.T

@@ -12,9 +12,47 @@ except ImportError:  # pragma: no cover - lap is in requirements.txt
     lap = None
 
 
-def iou_cost(track_xyxy: np.ndarray, det_xyxy: np.ndarray) -> np.ndarray:
-    """(T, 4) and (D, 4) xyxy boxes -> (T, D) cost 1 - IoU, float64."""
-    return 1.0 - iou_matrix(track_xyxy, det_xyxy).astype(np.float64)
+def iou_cost(
+    track_xyxy: np.ndarray, det_xyxy: np.ndarray, margin: np.ndarray | None = None
+) -> np.ndarray:
+    """(T, 4) and (D, 4) xyxy boxes -> (T, D) cost 1 - IoU, float64.
+
+    ``margin`` (T,) pixels: buffered IoU (Yang et al., C-BIoU 2023) - track i and
+    every detection are both grown by ``margin[i]`` on each side before the
+    overlap is taken, so a track whose position has become uncertain (lost for a
+    while) can still meet its object again.
+    """
+    if margin is None or not np.any(margin):
+        return 1.0 - iou_matrix(track_xyxy, det_xyxy).astype(np.float64)
+    m = np.asarray(margin, np.float64)[:, None, None] * np.array([-1, -1, 1, 1])
+    t = np.asarray(track_xyxy, np.float64)[:, None, :] + m
+    d = np.asarray(det_xyxy, np.float64)[None, :, :] + m
+    wh = np.clip(np.minimum(t[..., 2:], d[..., 2:]) - np.maximum(t[..., :2],
+                                                                 d[..., :2]), 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    area_t = np.prod(t[..., 2:] - t[..., :2], axis=-1)
+    area_d = np.prod(d[..., 2:] - d[..., :2], axis=-1)
+    return 1.0 - inter / np.maximum(area_t + area_d - inter, 1e-9)
+
+
+def direction_cost(
+    track_velocity: np.ndarray, reference_xyxy: np.ndarray, det_xyxy: np.ndarray
+) -> np.ndarray:
+    """OC-SORT's observation-centric momentum: (T, D) in [-0.5, 0.5], how much the
+    direction from track i's reference observation to detection j disagrees with
+    the track's observed direction of motion (0.5 = opposite, -0.5 = the same).
+
+    ``track_velocity`` (T, 2) unit directions (zeros: no direction yet, cost 0);
+    ``reference_xyxy`` (T, 4) the observation the direction is measured from.
+    """
+    ref = (reference_xyxy[:, :2] + reference_xyxy[:, 2:]) / 2
+    det = (det_xyxy[:, :2] + det_xyxy[:, 2:]) / 2
+    delta = det[None, :, :] - ref[:, None, :]
+    delta /= np.linalg.norm(delta, axis=-1, keepdims=True) + 1e-6
+    cos = np.clip(np.einsum("tdk,tk->td", delta, track_velocity), -1.0, 1.0)
+    angle = np.arccos(cos)  # 0 (same direction) .. pi (opposite)
+    known = np.any(track_velocity != 0, axis=1)[:, None]
+    return np.where(known, angle / np.pi - 0.5, 0.0)
 
 
 def fuse_score(cost: np.ndarray, det_scores: np.ndarray) -> np.ndarray:

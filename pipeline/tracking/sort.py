@@ -14,13 +14,14 @@ import numpy as np
 from core.types import Detections
 from pipeline.tracking.base import (
     TRACKED,
-    Tracker,
-    TrackTable,
+    KalmanTracker,
+    check_choice,
     check_fraction,
     check_non_negative_int,
     new_tracks,
     valid_boxes,
 )
+from pipeline.tracking.cmc import CMC_METHODS
 from pipeline.tracking.kalman import KalmanFilterXYAH, xyah_to_xyxy, xyxy_to_xyah
 from pipeline.tracking.matching import iou_cost, linear_assignment
 
@@ -34,21 +35,24 @@ class SortConfig:
     first ``min_hits`` frames of a source tracks are reported at once (3).
     ``iou_threshold``: smallest IoU accepted as a match (0.3).
     ``min_score``: detections scoring below this are ignored (0.0).
+    ``cmc``: camera-motion compensation, one of ``CMC_METHODS`` ("none").
     """
 
     max_age: int = 1
     min_hits: int = 3
     iou_threshold: float = 0.3
     min_score: float = 0.0
+    cmc: str = "none"
 
     def __post_init__(self) -> None:
+        check_choice("cmc", self.cmc, CMC_METHODS)
         check_non_negative_int("max_age", self.max_age)
         check_non_negative_int("min_hits", self.min_hits)
         check_fraction("iou_threshold", self.iou_threshold)
         check_fraction("min_score", self.min_score)
 
 
-class SortTracker(Tracker):
+class SortTracker(KalmanTracker):
     """SORT over ``Detections``. Reported boxes are the matched detections' (as
     ByteTrack's), not the filter's estimate. ``frame_rate`` is accepted for a
     uniform factory signature; ``max_age`` counts frames."""
@@ -59,26 +63,15 @@ class SortTracker(Tracker):
         frame_rate: float = 30.0,
         kalman: KalmanFilterXYAH | None = None,
     ) -> None:
-        if not frame_rate > 0:
-            raise ValueError(f"frame_rate must be > 0, got {frame_rate!r}")
         self.config = config or SortConfig()
-        self.frame_rate = float(frame_rate)
-        self.kalman = kalman or KalmanFilterXYAH()
-        self.reset()
+        self._setup(frame_rate, kalman)
 
-    def reset(self) -> None:
-        self.tracks = TrackTable.empty()
-        self.frame_id = 0
-        self.next_id = 1
-
-    def update(self, detections: Detections) -> Detections:
-        cfg, t = self.config, self.tracks
-        self.frame_id += 1
-        frame = self.frame_id
-        dets = detections
+    def update(self, detections: Detections, image: np.ndarray | None = None
+               ) -> Detections:
+        cfg, dets = self.config, detections
+        frame = self._advance(image, dets.xyxy)
+        t = self.tracks
         usable = np.flatnonzero(valid_boxes(dets.xyxy) & (dets.scores >= cfg.min_score))
-
-        t.mean, t.cov = self.kalman.multi_predict(t.mean, t.cov)
         cost = iou_cost(xyah_to_xyxy(t.mean), dets.xyxy[usable])
         matches, _, free = linear_assignment(cost, 1.0 - cfg.iou_threshold)
         rows, cols = matches[:, 0], usable[matches[:, 1]]
