@@ -252,9 +252,12 @@ class KalmanTracker(Tracker):
         if not frame_rate > 0:
             raise ValueError(f"frame_rate must be > 0, got {frame_rate!r}")
         self.frame_rate = float(frame_rate)
+        # Velocity noise is given per frame at 30 FPS: at a lower frame rate more
+        # acceleration happens between two frames (benchmark low_fps family).
         self.kalman = kalman or KalmanFilterXYAH(
             getattr(self.config, "kalman_position_noise", 1.0 / 20),
-            getattr(self.config, "kalman_velocity_noise", 1.0 / 160),
+            getattr(self.config, "kalman_velocity_noise", 1.0 / 160)
+            * max(30.0 / self.frame_rate, 1.0),
         )
         cmc = getattr(self.config, "cmc", "none")
         self.camera = None if cmc == "none" else CameraMotion(cmc)
