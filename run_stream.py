@@ -128,6 +128,11 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
                      help="run the detector on every Nth processed frame and let the "
                           "tracker predict the frames between (needs --tracker); "
                           "'auto' picks N to hold the source's frame rate")
+    run.add_argument("--tracker-param", action="append", default=[],
+                     metavar="NAME=VALUE",
+                     help="tracker parameter, repeatable (e.g. cmc=sparse for a "
+                          "moving camera); defaults are the best on "
+                          "benchmarks/tracking_bench.py, see docs/tracking.md")
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -230,10 +235,13 @@ def pipeline_config(args: argparse.Namespace) -> Any:
     from pipeline.runner import PipelineConfig
     from pipeline.sinks import EncoderConfig, OutputConfig
     from pipeline.sources import SourceConfig
+    from pipeline.tracking import parse_tracker_params
 
     return PipelineConfig(
         batch=args.batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
         tracker=args.tracker, detect_every=args.detect_every,
+        tracker_params=(parse_tracker_params(args.tracker, args.tracker_param)
+                        if args.tracker_param else {}),
         sources=SourceConfig(timeout_s=args.timeout,
                              reconnect_attempts=args.reconnect,
                              realtime=args.realtime, stride=args.stride,

@@ -275,7 +275,7 @@ def _covered(boxes: np.ndarray) -> np.ndarray:
 def run_ours(seq: Sequence, name: str, params: dict[str, Any]) -> np.ndarray:
     """MOT rows (N, 10) of one of our trackers on ``seq``."""
     from pipeline.tracking import make_tracker
-    from pipeline.types import Detections
+    from core.types import Detections
 
     tracker = make_tracker(name, frame_rate=seq.fps, **params)
     wants_image = getattr(tracker, "uses_image", False)

@@ -159,8 +159,15 @@ class Track:
             return result
         started = time.perf_counter()
         tracker: Any = self.tracker
-        detections: Detections = (tracker.predict() if result.predicted
-                                  else tracker.update(result.detections))
+        # Only trackers with camera-motion compensation look at the pixels.
+        if getattr(tracker, "uses_image", False):
+            image = result.frame.image
+            detections: Detections = (
+                tracker.predict(image) if result.predicted
+                else tracker.update(result.detections, image=image))
+        else:
+            detections = (tracker.predict() if result.predicted
+                          else tracker.update(result.detections))
         return _timed(result, "track", self.metrics, started, detections=detections)
 
 

@@ -50,6 +50,35 @@ def make_tracker(name: str, frame_rate: float = 30.0, **params: Any) -> Tracker 
     return cls(config_cls(**params), frame_rate=frame_rate)
 
 
+def parse_tracker_params(name: str, pairs: list[str]) -> dict[str, Any]:
+    """``["min_hits=3", "cmc=sparse"]`` -> keyword arguments for ``make_tracker``;
+    each value takes the type of the field's default. Raises ValueError naming the
+    pair and the allowed fields."""
+    key = name.lower().replace("_", "").replace("-", "")
+    if key not in TRACKERS:
+        raise ValueError(f"tracker parameters given for {name!r}, which takes none; "
+                         f"choose one of {tuple(TRACKERS)}")
+    defaults = {f.name: f.default for f in fields(TRACKERS[key][1])}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        field_name, sep, text = pair.partition("=")
+        if not sep or field_name not in defaults:
+            raise ValueError(f"tracker parameter {pair!r}: expected NAME=VALUE with "
+                             f"NAME one of {sorted(defaults)}")
+        kind = type(defaults[field_name])
+        try:
+            if kind is bool:
+                if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(text)
+                out[field_name] = text.lower() in ("1", "true", "yes")
+            else:
+                out[field_name] = kind(text)
+        except ValueError as exc:
+            raise ValueError(f"tracker parameter {pair!r}: {text!r} is not a "
+                             f"{kind.__name__}") from exc
+    return out
+
+
 __all__ = [
     "TRACKERS",
     "TRACKER_CHOICES",
@@ -61,4 +90,5 @@ __all__ = [
     "SortTracker",
     "Tracker",
     "make_tracker",
+    "parse_tracker_params",
 ]

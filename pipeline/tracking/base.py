@@ -268,14 +268,18 @@ class KalmanTracker(Tracker):
         self.tracks = TrackTable.empty(self.history)
         self.frame_id = 0
         self.next_id = 1
+        self.updates = 0  # update calls so far (predict-only frames not counted)
+        self.previous_update = 0  # frame number of the last update call
         if self.camera is not None:
             self.camera.reset()
 
     def _advance(self, image: np.ndarray | None, boxes: np.ndarray | None) -> int:
         """Next frame: compensate camera motion, then predict every track one frame
         ahead (``_before_predict`` may adjust lost tracks first). Returns the new
-        frame number."""
+        frame number. ``boxes`` is None for a predict-only frame."""
         self.frame_id += 1
+        if boxes is not None:
+            self.updates += 1
         t = self.tracks
         if self.camera is not None:
             affine = self.camera.estimate(image, boxes)
@@ -320,6 +324,13 @@ class KalmanTracker(Tracker):
             np.concatenate([a.xyxy, b.xyxy]), np.concatenate([a.scores, b.scores]),
             np.concatenate([a.class_ids, b.class_ids]),
             np.concatenate([a.track_ids, b.track_ids]))
+
+    def _streak_broken(self) -> np.ndarray:
+        """(T,) bool: tracks not matched in the previous update (predict-only frames
+        in between do not break a streak)."""
+        broken = self.tracks.last_frame != self.previous_update
+        self.previous_update = self.frame_id
+        return broken
 
     def predict(self, image: np.ndarray | None = None) -> Detections:
         self._advance(image, None)

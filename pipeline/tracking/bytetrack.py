@@ -208,10 +208,10 @@ class ByteTracker(KalmanTracker):
         t = t.take(keep)
 
         # New tentative tracks from confident unmatched detections. On the first
-        # frame they are confirmed at once (there was nothing to match them to).
+        # update they are confirmed at once (there was nothing to match them to).
         new = left[free_left]
         new = new[scores[new] >= cfg.new_track_thresh]
-        first = frame == 1 or cfg.min_hits <= 1
+        first = self.updates == 1 or cfg.min_hits <= 1
         t = t.extend(
             new_tracks(self.kalman, dets, new, self.next_id, frame,
                        TRACKED if first else TENTATIVE, self.history)

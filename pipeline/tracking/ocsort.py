@@ -222,7 +222,7 @@ class OCSortTracker(KalmanTracker):
             self._re_update(rows[gap], cols[gap], dets, frame)
         t.mean[rows], t.cov[rows] = self.kalman.multi_update(
             t.mean[rows], t.cov[rows], xyxy_to_xyah(dets.xyxy[cols]))
-        t.streak[t.last_frame != frame - 1] = 0  # missed last frame: streak broken
+        t.streak[self._streak_broken()] = 0  # missed last update: streak broken
         t.match(rows, dets, cols, frame)
         t.save_state(rows)
         confirm = (t.state[rows] != TENTATIVE) | (t.streak[rows] >= cfg.min_hits)
@@ -235,7 +235,7 @@ class OCSortTracker(KalmanTracker):
         keep &= frame - t.last_frame <= self.max_time_lost
         t = t.take(keep)
         new = left[free_left]
-        first = frame <= cfg.min_hits or cfg.min_hits <= 1
+        first = self.updates <= cfg.min_hits or cfg.min_hits <= 1
         t = t.extend(new_tracks(self.kalman, dets, new, self.next_id, frame,
                                 TRACKED if first else TENTATIVE, self.history))
         self.next_id += len(new)

@@ -75,7 +75,7 @@ class SortTracker(KalmanTracker):
         cost = iou_cost(xyah_to_xyxy(t.mean), dets.xyxy[usable])
         matches, _, free = linear_assignment(cost, 1.0 - cfg.iou_threshold)
         rows, cols = matches[:, 0], usable[matches[:, 1]]
-        t.streak[t.last_frame != frame - 1] = 0  # missed last frame: streak broken
+        t.streak[self._streak_broken()] = 0  # missed last update: streak broken
         t.match(rows, dets, cols, frame)
         t.mean[rows], t.cov[rows] = self.kalman.multi_update(
             t.mean[rows], t.cov[rows], xyxy_to_xyah(dets.xyxy[cols])
@@ -88,6 +88,6 @@ class SortTracker(KalmanTracker):
         self.next_id += len(free)
         self.tracks = t
         shown = (t.last_frame == frame) & (
-            (t.streak >= cfg.min_hits) | (frame <= cfg.min_hits)
+            (t.streak >= cfg.min_hits) | (self.updates <= cfg.min_hits)
         )
         return t.to_detections(np.flatnonzero(shown))

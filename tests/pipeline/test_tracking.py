@@ -10,6 +10,8 @@ from core.types import Detections
 from pipeline.tracking import (
     ByteTrackConfig,
     ByteTracker,
+    OCSortConfig,
+    OCSortTracker,
     SortConfig,
     SortTracker,
     make_tracker,
@@ -22,6 +24,7 @@ from tests.conftest import make_detections
 # tests give it a longer memory so both trackers face the same sequences.
 TRACKERS = {
     "bytetrack": {},
+    "ocsort": {},
     "sort": {"max_age": 5, "min_hits": 1},
 }
 
@@ -139,6 +142,19 @@ def test_kalman_learns_constant_velocity():
     (SortConfig, {"max_age": -2}, "max_age"),
     (SortConfig, {"min_hits": 1.5}, "min_hits"),
     (SortConfig, {"iou_threshold": 1.2}, "iou_threshold"),
+    (SortConfig, {"cmc": "orb"}, "cmc"),
+    (ByteTrackConfig, {"min_hits": 0}, "min_hits"),
+    (ByteTrackConfig, {"lost_buffer": 2.0}, "lost_buffer"),
+    (ByteTrackConfig, {"lost_velocity_decay": 1.5}, "lost_velocity_decay"),
+    (ByteTrackConfig, {"report_lost": -1}, "report_lost"),
+    (ByteTrackConfig, {"kalman_velocity_noise": 0.0}, "kalman_velocity_noise"),
+    (ByteTrackConfig, {"cmc": "optical"}, "cmc"),
+    (OCSortConfig, {"delta_t": 0}, "delta_t"),
+    (OCSortConfig, {"inertia": 1.5}, "inertia"),
+    (OCSortConfig, {"iou_threshold": -0.1}, "iou_threshold"),
+    (OCSortConfig, {"low_thresh": 0.7, "det_thresh": 0.6}, "low_thresh"),
+    (OCSortConfig, {"max_age": 2.5}, "max_age"),
+    (OCSortConfig, {"cmc": "ECC"}, "cmc"),
 ])
 def test_invalid_parameters_rejected_with_name_and_value(config, params, bad):
     with pytest.raises(ValueError, match=bad) as info:
@@ -150,8 +166,9 @@ def test_make_tracker_choices_and_errors():
     assert make_tracker("none") is None
     assert isinstance(make_tracker("bytetrack", frame_rate=15), ByteTracker)
     assert isinstance(make_tracker("SORT", max_age=3), SortTracker)
+    assert isinstance(make_tracker("oc-sort"), OCSortTracker)
     assert make_tracker("sort", max_age=3).config.max_age == 3
-    with pytest.raises(ValueError, match=r"bytetrack.*sort.*none"):
+    with pytest.raises(ValueError, match=r"bytetrack.*sort.*ocsort.*none"):
         make_tracker("deepsort")
     with pytest.raises(ValueError, match="max_agee"):
         make_tracker("sort", max_agee=3)
