@@ -378,32 +378,17 @@ def score(seqs: list[Sequence], pred: dict[str, np.ndarray]) -> dict[str, float]
 
 
 def parse_params(pairs: list[str], names: list[str]) -> dict[str, dict[str, Any]]:
-    """``["ocsort.max_age=40", "bytetrack.fuse_score=false"]`` -> per tracker."""
-    from dataclasses import fields
+    """``["ocsort.max_age=40", "bytetrack.cmc=sparse"]`` -> parameters per tracker."""
+    from pipeline.tracking import parse_tracker_params
 
-    from pipeline.tracking import TRACKERS
-
-    out: dict[str, dict[str, Any]] = {n: {} for n in names}
+    grouped: dict[str, list[str]] = {n: [] for n in names}
     for pair in pairs:
-        key, sep, text = pair.partition("=")
-        target, _, attr = key.partition(".")
-        if not sep or target not in out:
+        target, dot, rest = pair.partition(".")
+        if not dot or target not in grouped:
             raise ValueError(f"--param {pair!r}: expected TRACKER.NAME=VALUE with "
                              f"TRACKER one of {names}")
-        defaults = {f.name: f.default for f in fields(TRACKERS[target][1])}
-        if attr not in defaults:
-            raise ValueError(f"--param {pair!r}: {target} has no parameter {attr!r}; "
-                             f"allowed: {sorted(defaults)}")
-        kind = type(defaults[attr])
-        value: Any
-        if kind is bool:
-            value = text.lower() in ("1", "true", "yes")
-        elif kind is str:
-            value = text
-        else:
-            value = kind(text)
-        out[target][attr] = value
-    return out
+        grouped[target].append(rest)
+    return {n: parse_tracker_params(n, p) for n, p in grouped.items()}
 
 
 def print_table(family: Family, n_seqs: int, results: dict[str, dict[str, float]],

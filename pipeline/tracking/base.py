@@ -38,31 +38,6 @@ class Tracker(ABC):
         """Advance one frame; call once per frame, also when nothing was detected."""
 
     @abstractmethod
-    def _margins(self, rows: np.ndarray, predicted: np.ndarray, frame: int
-                 ) -> np.ndarray | None:
-        """Buffered-IoU margins (px) of tracks ``rows``: grow with frames lost."""
-        if not getattr(self.config, "lost_buffer", 0.0):
-            return None
-        t = self.tracks
-        missed = np.maximum(frame - t.last_frame[rows] - 1, 0)
-        size = (predicted[rows, 2:] - predicted[rows, :2]).sum(1) / 2
-        return self.config.lost_buffer * missed * size
-
-    def _report(self, frame: int) -> Detections:
-        """Tracks matched this frame (their detection boxes), then confirmed tracks
-        missing for at most ``report_lost`` frames (their predicted boxes)."""
-        t = self.tracks
-        shown = np.flatnonzero((t.state == TRACKED) & (t.last_frame == frame))
-        if not getattr(self.config, "report_lost", 0):
-            return t.to_detections(shown)
-        coasting = np.flatnonzero(
-            (t.state == LOST) & (frame - t.last_frame <= self.config.report_lost))
-        a, b = t.to_detections(shown), t.to_detections(coasting, predicted=True)
-        return Detections(
-            np.concatenate([a.xyxy, b.xyxy]), np.concatenate([a.scores, b.scores]),
-            np.concatenate([a.class_ids, b.class_ids]),
-            np.concatenate([a.track_ids, b.track_ids]))
-
     def predict(self, image: np.ndarray | None = None) -> Detections:
         """Advance one frame without detections (a frame the detector skipped):
         the tracks move on with their motion model and their predicted boxes come
@@ -161,7 +136,7 @@ class TrackTable:
 
     def to_detections(self, rows: np.ndarray, predicted: bool = False) -> Detections:
         """Detections of ``rows``: their last matched boxes, or with ``predicted``
-        the Kalman filter's current boxes."""
+        the Kalman filter's current boxes (predicted, or corrected after a match)."""
         boxes = xyah_to_xyxy(self.mean[rows]).astype(np.float32) if predicted \
             else self.boxes[rows]
         return Detections(
@@ -311,15 +286,18 @@ class KalmanTracker(Tracker):
         return self.config.lost_buffer * missed * size
 
     def _report(self, frame: int) -> Detections:
-        """Tracks matched this frame (their detection boxes), then confirmed tracks
-        missing for at most ``report_lost`` frames (their predicted boxes)."""
+        """Tracks matched this frame (their detection boxes, or the filter's
+        corrected ones with ``smooth_boxes``), then confirmed tracks missing for at
+        most ``report_lost`` frames (their predicted boxes)."""
         t = self.tracks
         shown = np.flatnonzero((t.state == TRACKED) & (t.last_frame == frame))
+        smooth = getattr(self.config, "smooth_boxes", False)
         if not getattr(self.config, "report_lost", 0):
-            return t.to_detections(shown)
+            return t.to_detections(shown, predicted=smooth)
         coasting = np.flatnonzero(
             (t.state == LOST) & (frame - t.last_frame <= self.config.report_lost))
-        a, b = t.to_detections(shown), t.to_detections(coasting, predicted=True)
+        a = t.to_detections(shown, predicted=smooth)
+        b = t.to_detections(coasting, predicted=True)
         return Detections(
             np.concatenate([a.xyxy, b.xyxy]), np.concatenate([a.scores, b.scores]),
             np.concatenate([a.class_ids, b.class_ids]),

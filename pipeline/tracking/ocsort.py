@@ -66,6 +66,8 @@ class OCSortConfig:
     ``lost_buffer``: as ByteTrack's: buffered IoU growing per frame lost [0].
     ``report_lost``: frames a confirmed track is still reported at its predicted
     box after losing its detection [0].
+    ``smooth_boxes``: report the Kalman filter's corrected box instead of the
+    matched detection's, which removes much of a detector's jitter [False].
     ``kalman_position_noise`` / ``kalman_velocity_noise``: process noise per frame
     as fractions of the box height [1/20, 1/160].
     ``cmc``: camera-motion compensation, one of ``CMC_METHODS`` ("none").
@@ -82,6 +84,7 @@ class OCSortConfig:
     oru: bool = True
     lost_buffer: float = 0.0
     report_lost: int = 0
+    smooth_boxes: bool = False
     kalman_position_noise: float = 1.0 / 20
     kalman_velocity_noise: float = 1.0 / 160
     cmc: str = "none"
