@@ -274,8 +274,8 @@ def _covered(boxes: np.ndarray) -> np.ndarray:
 
 def run_ours(seq: Sequence, name: str, params: dict[str, Any]) -> np.ndarray:
     """MOT rows (N, 10) of one of our trackers on ``seq``."""
-    from pipeline.tracking import make_tracker
     from core.types import Detections
+    from pipeline.tracking import make_tracker
 
     tracker = make_tracker(name, frame_rate=seq.fps, **params)
     wants_image = getattr(tracker, "uses_image", False)
@@ -302,7 +302,8 @@ def _mot_rows(frame: int, xyxy: np.ndarray, ids: np.ndarray,
     return out
 
 
-def run_reference(python: str, seqs: list[Sequence]) -> dict[str, dict[str, np.ndarray]]:
+def run_reference(python: str, seqs: list[Sequence]
+                  ) -> dict[str, dict[str, np.ndarray]]:
     """Roboflow's trackers on ``seqs`` in interpreter ``python``:
     {tracker: {sequence: MOT rows}}."""
     with tempfile.TemporaryDirectory() as tmp:
