@@ -18,6 +18,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 CMC_METHODS = ("none", "sparse", "ecc")
+DEFAULT_DOWNSCALE = {"sparse": 2.0, "ecc": 4.0}  # BoT-SORT's choices
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
@@ -25,13 +26,16 @@ class CameraMotion:
     """Estimates frame-to-frame camera motion; one instance per source.
 
     ``method``: one of ``CMC_METHODS``. ``downscale``: the frame is shrunk by this
-    factor first (BoT-SORT uses 2 for sparse flow, 4 or 5 for ECC); the returned
+    factor first (default 2 for sparse flow, 4 for ECC, as BoT-SORT); the returned
     affine is in full-resolution pixels.
     """
 
-    def __init__(self, method: str = "sparse", downscale: float = 2.0) -> None:
+    def __init__(self, method: str = "sparse", downscale: float | None = None
+                 ) -> None:
         if method not in CMC_METHODS:
             raise ValueError(f"cmc must be one of {CMC_METHODS}, got {method!r}")
+        if downscale is None:
+            downscale = DEFAULT_DOWNSCALE.get(method, 1.0)
         if not downscale >= 1:
             raise ValueError(f"cmc downscale must be >= 1, got {downscale!r}")
         self.method = method
