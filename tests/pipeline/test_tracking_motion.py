@@ -65,8 +65,9 @@ def _texture(seed: int = 0, size: tuple[int, int] = (400, 700)) -> np.ndarray:
     import cv2
 
     rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (size[0] // 10, size[1] // 10), np.uint8)
+    small = rng.integers(0, 256, (size[0] // 20, size[1] // 20), np.uint8)
     big = cv2.resize(small, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    big = cv2.GaussianBlur(big, (0, 0), 3)
     return np.repeat(big[:, :, None], 3, axis=2)
 
 
