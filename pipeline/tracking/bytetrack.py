@@ -43,48 +43,50 @@ class ByteTrackConfig:
     """ByteTrack parameters (defaults: the best across the benchmark families; the
     paper's MOT17 values in brackets where they differ).
 
-    ``track_high_thresh``: detections scoring at least this are "high" [0.5].
+    ``track_high_thresh``: detections scoring at least this are "high" (0.3)
+    [0.5].
     ``track_low_thresh``: detections below this are ignored; those between the two
     thresholds are "low" and only continue existing tracks (0.1).
     ``new_track_thresh``: an unmatched high detection starts a track only if it
-    scores at least this [0.6].
+    scores at least this (0.3) [0.6].
     ``match_thresh``: largest 1 - IoU cost accepted in the first association (0.8).
     ``second_match_thresh``: the same for low detections (0.5, i.e. IoU >= 0.5).
-    ``unconfirmed_match_thresh``: the same for tentative tracks (0.7).
+    ``unconfirmed_match_thresh``: the same for tentative tracks (0.6) [0.7].
     ``track_buffer``: frames a lost track is kept at 30 FPS, scaled by the actual
     frame rate (30).
     ``fuse_score``: multiply IoU by detection score in the high-score costs (True).
     ``min_hits``: matches (in consecutive frames) before a tentative track is
-    confirmed and reported [2].
-    ``lost_low_match``: low-score detections may also re-find lost tracks [False].
+    confirmed and reported (3) [2].
+    ``lost_low_match``: low-score detections may also re-find lost tracks (True)
+    [False].
     ``lost_buffer``: a lost track and the detections it is compared with are
     grown by this fraction of the track's (w + h) / 2 per frame lost, on each side,
-    before IoU (buffered IoU) [0].
+    before IoU (buffered IoU) (0.05) [0].
     ``lost_velocity_decay``: a lost track's velocity is multiplied by this every
     frame [1].
     ``report_lost``: frames a confirmed track that lost its detection is still
-    reported, at its predicted box [0].
+    reported, at its predicted box (8) [0].
     ``smooth_boxes``: report the Kalman filter's corrected box instead of the
-    matched detection's, which removes much of a detector's jitter [False].
+    matched detection's, which removes much of a detector's jitter (True) [False].
     ``kalman_position_noise`` / ``kalman_velocity_noise``: process noise per frame
     as fractions of the box height [1/20, 1/160].
     ``cmc``: camera-motion compensation, one of ``CMC_METHODS`` ("none").
     """
 
-    track_high_thresh: float = 0.5
+    track_high_thresh: float = 0.3
     track_low_thresh: float = 0.1
-    new_track_thresh: float = 0.6
+    new_track_thresh: float = 0.3
     match_thresh: float = 0.8
     second_match_thresh: float = 0.5
-    unconfirmed_match_thresh: float = 0.7
+    unconfirmed_match_thresh: float = 0.6
     track_buffer: int = 30
     fuse_score: bool = True
-    min_hits: int = 2
-    lost_low_match: bool = False
-    lost_buffer: float = 0.0
+    min_hits: int = 3
+    lost_low_match: bool = True
+    lost_buffer: float = 0.05
     lost_velocity_decay: float = 1.0
-    report_lost: int = 0
-    smooth_boxes: bool = False
+    report_lost: int = 8
+    smooth_boxes: bool = True
     kalman_position_noise: float = 1.0 / 20
     kalman_velocity_noise: float = 1.0 / 160
     cmc: str = "none"

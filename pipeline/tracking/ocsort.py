@@ -52,7 +52,7 @@ class OCSortConfig:
     paper's values in brackets where they differ).
 
     ``det_thresh``: detections scoring at least this are "high"; only they start
-    tracks [0.6]. ``low_thresh``: below this a detection is ignored; between the
+    tracks (0.3) [0.6]. ``low_thresh``: below this a detection is ignored; between the
     two it is "low", used only by ``use_byte`` (0.1).
     ``iou_threshold``: smallest IoU accepted in every association (0.3).
     ``inertia``: weight of the momentum (direction) term in the cost (0.2).
@@ -61,30 +61,30 @@ class OCSortConfig:
     frame rate (30). ``min_hits``: consecutive matches before a track is
     reported; during the first ``min_hits`` frames of a source tracks are
     reported at once (3).
-    ``use_byte``: second association with low-score detections [False].
+    ``use_byte``: second association with low-score detections (True) [False].
     ``oru``: observation-centric re-update after a gap (True).
     ``lost_buffer``: as ByteTrack's: buffered IoU growing per frame lost [0].
     ``report_lost``: frames a confirmed track is still reported at its predicted
-    box after losing its detection [0].
+    box after losing its detection (8) [0].
     ``smooth_boxes``: report the Kalman filter's corrected box instead of the
-    matched detection's, which removes much of a detector's jitter [False].
+    matched detection's, which removes much of a detector's jitter (True) [False].
     ``kalman_position_noise`` / ``kalman_velocity_noise``: process noise per frame
     as fractions of the box height [1/20, 1/160].
     ``cmc``: camera-motion compensation, one of ``CMC_METHODS`` ("none").
     """
 
-    det_thresh: float = 0.6
+    det_thresh: float = 0.3
     low_thresh: float = 0.1
     iou_threshold: float = 0.3
     inertia: float = 0.2
     delta_t: int = 3
     max_age: int = 30
     min_hits: int = 3
-    use_byte: bool = False
+    use_byte: bool = True
     oru: bool = True
     lost_buffer: float = 0.0
-    report_lost: int = 0
-    smooth_boxes: bool = False
+    report_lost: int = 8
+    smooth_boxes: bool = True
     kalman_position_noise: float = 1.0 / 20
     kalman_velocity_noise: float = 1.0 / 160
     cmc: str = "none"

@@ -54,8 +54,10 @@ def ids_by_object(tracker, frames: list[list[list[float] | None]],
                                                  np.float32)
         out = tracker.update(make_detections(boxes, scores=s))
         for b, tid in zip(out.xyxy, out.track_ids, strict=True):
-            row = int(np.argmin(np.abs(boxes - b).sum(1)))
-            seen.setdefault(present[row], set()).add(int(tid))
+            distance = np.abs(boxes - b).sum(1)
+            if len(distance) and distance.min() < 20:  # not a coasting track
+                row = int(np.argmin(distance))
+                seen.setdefault(present[row], set()).add(int(tid))
     return seen
 
 
@@ -210,14 +212,21 @@ def test_empty_frames(name):
     assert out.xyxy.shape == (0, 4) and out.track_ids.dtype == np.int32
     for _ in range(3):
         tracker.update(make_detections([box(100, 100)]))
+    # A confirmed track may coast (reported at its predicted box) for a few
+    # frames, then nothing is left to report.
     out = tracker.update(Detections.empty())
+    assert set(out.track_ids.tolist()) <= {1}
+    for _ in range(10):
+        out = tracker.update(Detections.empty())
     assert len(out) == 0
 
 
 def test_bytetrack_ignores_detections_below_thresholds():
     tracker = make_tracker("bytetrack")
+    cfg = tracker.config
     weak = make_detections([box(100, 100), box(300, 100)],
-                           scores=np.array([0.05, 0.4], np.float32))
+                           scores=np.array([cfg.track_low_thresh / 2,
+                                            cfg.new_track_thresh - 0.05], np.float32))
     for _ in range(5):
         assert len(tracker.update(weak)) == 0
     assert len(tracker.tracks) == 0 and tracker.next_id == 1
@@ -231,7 +240,7 @@ def test_degenerate_boxes_are_ignored():
 
 
 def test_class_and_score_come_from_matched_detection():
-    tracker = make_tracker("bytetrack")
+    tracker = make_tracker("bytetrack", smooth_boxes=False)
     for step, (score, cls) in enumerate([(0.9, 2), (0.8, 2), (0.3, 5)]):
         b = box(100 + 3 * step, 100)
         out = tracker.update(make_detections([b], scores=np.array([score], np.float32),
@@ -312,15 +321,19 @@ def test_ids_kept_on_generated_video(generated_sequence):
 
     gt = read_mot(generated_sequence)
     gt = gt[gt[:, 8] >= 0.1]
-    tracker = make_tracker("bytetrack", frame_rate=15)
+    # Coasting boxes (reported without a detection) can't be told apart from the
+    # occluder they hide behind by position: this test looks at matched ones.
+    tracker = make_tracker("bytetrack", frame_rate=15, report_lost=0)
     seen: dict[int, set[int]] = {}
     for f in range(1, int(gt[:, 0].max()) + 1):
         rows = gt[gt[:, 0] == f]
         xyxy = np.c_[rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]]
         out = tracker.update(make_detections(xyxy))
         for b, tid in zip(out.xyxy, out.track_ids, strict=True):
-            gid = int(rows[np.argmin(np.abs(xyxy - b).sum(1)), 1])
-            seen.setdefault(gid, set()).add(int(tid))
+            distance = np.abs(xyxy - b).sum(1)
+            if len(distance) and distance.min() < 20:  # not a coasting track
+                gid = int(rows[np.argmin(distance), 1])
+                seen.setdefault(gid, set()).add(int(tid))
     assert len(seen) >= 5
     assert all(len(ids) == 1 for ids in seen.values()), seen
     all_ids = [next(iter(ids)) for ids in seen.values()]

@@ -101,8 +101,10 @@ def test_camera_motion_compensation_keeps_ids_through_a_jerky_pan():
         return seen, reported
 
     assert run(make_tracker("bytetrack", cmc="sparse")) == ({1, 2}, 2 * len(offsets))
-    ids, _ = run(make_tracker("bytetrack"))
-    assert len(ids) > 2
+    # Without compensation the objects are lost at the jumps: new ids, or frames
+    # where they are not reported (coasting turned off to make that visible).
+    ids, reported = run(make_tracker("bytetrack", report_lost=0))
+    assert len(ids) > 2 or reported < 2 * len(offsets)
     assert make_tracker("ocsort", cmc="ecc").uses_image
     assert not make_tracker("bytetrack").uses_image
 
