@@ -16,7 +16,8 @@ class PipelineConfig:
 
     ``batch``: most frames per inference call (across sources). ``max_wait_ms``:
     how long inference waits for a batch to fill. ``queue_size``: bound of every
-    queue. ``tracker``: "none", "bytetrack" or "sort" with ``tracker_params``.
+    queue. ``tracker``: "none", "bytetrack", "ocsort" or "sort" with
+    ``tracker_params``.
     ``drain_timeout_s``: after a stop request, how long queued frames may finish
     before the rest is abandoned. ``progress``: a progress bar for file sources.
     ``detect_every``: run the detector on every Nth processed frame of a source

@@ -6,8 +6,8 @@ Two ways in:
   single files or folders laid out like TrackEval's MOT benchmarks:
   ``GT/<seq>/gt/gt.txt`` (or ``GT/<seq>.txt``) and ``PRED/<seq>.txt`` (or
   ``PRED/data/<seq>.txt``).
-* ``--video VIDEO --detector noisy-gt|NAME [--tracker bytetrack|sort|all]``: run
-  trackers on detections (ground truth made noisy, or a detector run on the video
+* ``--video VIDEO --detector noisy-gt|NAME [--tracker bytetrack|ocsort|sort|all]``:
+  run trackers on detections (ground truth made noisy, or a detector run on the video
   frames) and score them against the video's ground truth (``--gt``, else
   ``<stem>_gt.txt`` beside the video as ``training.data.generate`` writes it).
 
