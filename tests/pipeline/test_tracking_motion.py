@@ -133,3 +133,29 @@ def test_parse_tracker_params():
         parse_tracker_params("none", ["max_age=3"])
     with pytest.raises(ValueError, match="cmc"):
         make_tracker("ocsort", **parse_tracker_params("ocsort", ["cmc=orb"]))
+
+
+def test_track_stage_gives_the_frame_only_to_trackers_that_use_it():
+    from core.types import Frame, Result
+    from pipeline.metrics import Metrics
+    from pipeline.stages import Track
+
+    image = np.zeros((48, 64, 3), np.uint8)
+    result = Result(Frame("s", 0, 0.0, image), make_detections([box(20, 20, 10, 10)]),
+                    {})
+    seen = []
+
+    class Plain:  # the tracker interface before CMC: update(detections)
+        def update(self, detections):
+            return detections
+
+    class WithCMC:
+        uses_image = True
+
+        def update(self, detections, image=None):
+            seen.append(image)
+            return detections
+
+    Track(Plain(), Metrics())(result)
+    Track(WithCMC(), Metrics())(result)
+    assert len(seen) == 1 and seen[0] is image
