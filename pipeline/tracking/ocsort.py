@@ -54,7 +54,8 @@ class OCSortConfig:
     ``det_thresh``: detections scoring at least this are "high"; only they start
     tracks (0.3) [0.6]. ``low_thresh``: below this a detection is ignored; between the
     two it is "low", used only by ``use_byte`` (0.1).
-    ``iou_threshold``: smallest IoU accepted in every association (0.3).
+    ``iou_threshold``: smallest IoU accepted in every association (0.3); below
+    30 FPS multiplied by sqrt(fps / 30).
     ``inertia``: weight of the momentum (direction) term in the cost (0.2).
     ``delta_t``: frames back to the observation directions are measured from (3).
     ``max_age``: frames a track is kept without a match, at 30 FPS, scaled by the
@@ -182,7 +183,7 @@ class OCSortTracker(KalmanTracker):
         low = np.flatnonzero(valid & (scores >= cfg.low_thresh)
                              & (scores < cfg.det_thresh))
         predicted = xyah_to_xyxy(t.mean)
-        gate = 1.0 - cfg.iou_threshold
+        gate = 1.0 - cfg.iou_threshold * self.gate_scale
         all_rows = np.arange(len(t))
         matched_rows: list[np.ndarray] = []
         matched_cols: list[np.ndarray] = []
