@@ -1,0 +1,58 @@
+"""--detect-every N: the detector runs on every Nth processed frame; the frames
+between get the tracker's predicted boxes and are marked in JSON Lines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.types import Detections
+from pipeline.config import PipelineConfig
+from pipeline.metrics import Metrics
+from pipeline.runner import Pipeline
+from pipeline.sinks import OutputConfig
+from pipeline.stages import DetectSchedule
+from tests.conftest import StubDetector, write_video
+
+
+def test_schedule_every_n_and_auto():
+    fixed = DetectSchedule(3, 30.0, Metrics())
+    assert [fixed.detect_now() for _ in range(7)] == [True, False, False, True,
+                                                      False, False, True]
+    metrics = Metrics()
+    auto = DetectSchedule(None, 30.0, metrics)
+    assert auto.detect_now()  # nothing measured yet: detect
+    for _ in range(5):
+        metrics.record("infer", 0.1)  # 100 ms per frame at 30 fps -> every 3rd
+    assert [auto.detect_now() for _ in range(6)] == [True, False, False, True,
+                                                     False, False]
+
+
+def test_config_needs_a_tracker_and_a_valid_n():
+    with pytest.raises(ValueError, match="needs a tracker"):
+        PipelineConfig(detect_every=3)
+    with pytest.raises(ValueError, match="integer >= 1 or 'auto'"):
+        PipelineConfig(detect_every=0, tracker="bytetrack")
+
+
+@pytest.mark.parametrize("tracker", ["bytetrack", "sort"])
+def test_frames_between_detections_are_predicted_and_marked(tmp_path, tracker):
+    video = write_video(tmp_path / "clip.mp4", frames=12)
+    detector = StubDetector(max_batch=4)
+    config = PipelineConfig(tracker=tracker, detect_every=3, progress=False,
+                            outputs=OutputConfig(out_dir=tmp_path / "out",
+                                                 video=False))
+    metrics = Pipeline([str(video)], detector, config).run()
+    counts = metrics.source("clip")
+    assert counts.read == counts.processed == counts.written == 12
+    assert detector.calls == 4  # frames 0, 3, 6, 9 were prepared and detected
+    records = [json.loads(line) for line in
+               (tmp_path / "out" / "clip.jsonl").read_text().splitlines()]
+    predicted = [r["frame"] for r in records if r.get("predicted")]
+    assert predicted == [1, 2, 4, 5, 7, 8, 10, 11]
+    # the stub's box is tracked through the frames between detections
+    later = [r for r in records if r["frame"] >= 4]
+    assert all(len(r["detections"]) == 1 for r in later)
+    assert len({r["detections"][0]["track_id"] for r in later}) == 1
+    assert isinstance(Detections.empty(), Detections)
