@@ -124,6 +124,11 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
 
     run.add_argument("--tracker", choices=TRACKER_CHOICES, default="none",
                      help="multi-object tracker (default: none)")
+    run.add_argument("--detect-flow", action=argparse.BooleanOptionalAction,
+                     default=True,
+                     help="with --detect-every, move boxes by optical flow on the "
+                          "frames between detections (--no-detect-flow: the "
+                          "tracker's motion model only)")
     run.add_argument("--detect-every", type=detect_every, default=1, metavar="N",
                      help="run the detector on every Nth processed frame and let the "
                           "tracker predict the frames between (needs --tracker); "
@@ -240,6 +245,7 @@ def pipeline_config(args: argparse.Namespace) -> Any:
     return PipelineConfig(
         batch=args.batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
         tracker=args.tracker, detect_every=args.detect_every,
+        flow_refine=args.detect_flow,
         tracker_params=(parse_tracker_params(args.tracker, args.tracker_param)
                         if args.tracker_param else {}),
         sources=SourceConfig(timeout_s=args.timeout,

@@ -22,7 +22,8 @@ class PipelineConfig:
     before the rest is abandoned. ``progress``: a progress bar for file sources.
     ``detect_every``: run the detector on every Nth processed frame of a source
     and let the tracker predict the others (``"auto"``: the N that holds the
-    source's frame rate, from the measured inference time).
+    source's frame rate, from the measured inference time). ``flow_refine``:
+    on those frames, move the boxes by sparse optical flow too.
     """
 
     batch: int = 4
@@ -36,6 +37,7 @@ class PipelineConfig:
     drain_timeout_s: float = 0.75
     progress: bool = True
     detect_every: int | str = 1
+    flow_refine: bool = True
 
     def __post_init__(self) -> None:
         if self.batch < 1:

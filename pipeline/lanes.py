@@ -33,6 +33,7 @@ from pipeline.stages import (
     get,
     get_batch,
 )
+from pipeline.tracking.flow import FlowRefiner
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,9 @@ def open_lane(source: Source, detector: Detector, config: PipelineConfig,
                 capture=Capture(source, metrics),
                 preprocess=Preprocess(detector, metrics,
                                       schedule(config, fps, metrics)),
-                track=Track(tracker, metrics), draw=Draw(overlay, metrics),
+                track=Track(tracker, metrics, FlowRefiner()
+                            if config.detect_every != 1 and config.flow_refine
+                            else None), draw=Draw(overlay, metrics),
                 write=Write(sinks, metrics, on_written))
 
 

@@ -21,6 +21,7 @@ from pipeline.metrics import Metrics
 from pipeline.overlay import Overlay
 from pipeline.sinks import Sink
 from pipeline.sources import Source, SourceError
+from pipeline.tracking.flow import FlowRefiner
 
 log = logging.getLogger(__name__)
 
@@ -149,25 +150,34 @@ def _timed(result: Result, stage: str, metrics: Metrics, started: float,
 
 
 class Track:
-    """Gives detections identities with one source's tracker (None: pass)."""
+    """Gives detections identities with one source's tracker (None: pass).
+    On a frame the detector skipped, the tracker predicts; with a ``refiner`` it
+    is updated with the previous boxes moved by optical flow instead."""
 
-    def __init__(self, tracker: object | None, metrics: Metrics) -> None:
-        self.tracker, self.metrics = tracker, metrics
+    def __init__(self, tracker: object | None, metrics: Metrics,
+                 refiner: FlowRefiner | None = None) -> None:
+        self.tracker, self.metrics, self.refiner = tracker, metrics, refiner
 
     def __call__(self, result: Result) -> Result:
         if self.tracker is None:
             return result
         started = time.perf_counter()
         tracker: Any = self.tracker
+        image = result.frame.image
         # Only trackers with camera-motion compensation look at the pixels.
+        found: Detections | None = result.detections
+        if result.predicted:  # no flow boxes at all: the motion model predicts
+            moved = self.refiner.propagate(image) if self.refiner else None
+            found = moved if moved is not None and len(moved) else None
+        if self.refiner is not None and found is not None:
+            self.refiner.observe(image, found)
         if getattr(tracker, "uses_image", False):
-            image = result.frame.image
             detections: Detections = (
-                tracker.predict(image) if result.predicted
-                else tracker.update(result.detections, image=image))
+                tracker.predict(image) if found is None
+                else tracker.update(found, image=image))
         else:
-            detections = (tracker.predict() if result.predicted
-                          else tracker.update(result.detections))
+            detections = (tracker.predict() if found is None
+                          else tracker.update(found))
         return _timed(result, "track", self.metrics, started, detections=detections)
 
 

@@ -315,6 +315,13 @@ class KalmanTracker(Tracker):
         return broken
 
     def predict(self, image: np.ndarray | None = None) -> Detections:
-        self._advance(image, None)
-        return self.tracks.to_detections(
-            np.flatnonzero(self.tracks.state == TRACKED), predicted=True)
+        """The tracks ``update`` would report (tracked, and confirmed ones coasting
+        for at most ``report_lost`` frames), all at their predicted boxes, so a
+        track does not flicker off on the frames the detector skips."""
+        frame = self._advance(image, None)
+        t = self.tracks
+        keep = t.state == TRACKED
+        report_lost = getattr(self.config, "report_lost", 0)
+        if report_lost:
+            keep |= (t.state == LOST) & (frame - t.last_frame <= report_lost)
+        return t.to_detections(np.flatnonzero(keep), predicted=True)

@@ -187,7 +187,9 @@ class ByteTracker(KalmanTracker):
         # Tentative tracks (seen in too few frames) with the leftover high ones.
         tentative = np.flatnonzero(t.state == TENTATIVE)
         left = high[free_high]
-        cost = iou_cost(predicted[tentative], dets.xyxy[left])
+        # (a margin only after frames the detector skipped: --detect-every)
+        cost = iou_cost(predicted[tentative], dets.xyxy[left],
+                        self._margins(tentative, predicted, frame))
         if cfg.fuse_score:
             cost = fuse_score(cost, scores[left])
         matches, free_tentative, free_left = linear_assignment(
