@@ -78,7 +78,8 @@ def child_ours(args: argparse.Namespace) -> dict[str, Any]:
     """Our pipeline (threads per stage) with the chosen backend."""
     sys.path.insert(0, str(ROOT))
     from engines.yolo import YoloDetector
-    from pipeline.runner import Pipeline, PipelineConfig
+    from pipeline.config import PipelineConfig
+    from pipeline.runner import Pipeline
     from pipeline.sinks import OutputConfig
 
     if args.backend == "openvino":
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             for video in (True, False):
                 result = run_child(python, kind, model, args, video, backend)
                 runs.setdefault((name, video), []).append(result)
-                print(f"round {r + 1} {name:<14} video {'on ' if video else 'off'} "
+                print(f"round {r + 1} {name:<17} video {'on ' if video else 'off'} "
                       f"{result['frames']} frames {result['seconds']:.2f} s "
                       f"{result['frames'] / result['seconds']:.1f} FPS", flush=True)
 
@@ -228,13 +229,13 @@ def main(argv: list[str] | None = None) -> int:
                         and x["video"] == v), None) for v in (True, False)}
     print(f"\n{args.clip}: median of {args.rounds} interleaved rounds, "
           f"{os.cpu_count()} cores")
-    print(f"{'config':<15}{'video':<7}{'prec':<6}{'FPS':>7}{'range':>13}"
+    print(f"{'config':<18}{'video':<7}{'prec':<6}{'FPS':>7}{'range':>13}"
           f"{'CPU s/frame':>13}{'vs ul-onnx':>12}{'vs ul-ov':>10}{'MB':>7}")
     for row in rows:
         v = row["video"]
         ratio = f"{row['fps'] / base[v]:.2f}x" if base[v] else "-"
         ratio_ov = f"{row['fps'] / best_ul[v]:.2f}x" if best_ul[v] else "-"
-        print(f"{row['config']:<15}{'on' if v else 'off':<7}{row['precision']:<6}"
+        print(f"{row['config']:<18}{'on' if v else 'off':<7}{row['precision']:<6}"
               f"{row['fps']:>7.1f}{row['fps_min']:>7.1f}-{row['fps_max']:<5.1f}"
               f"{row['cpu_s_per_frame']:>13.4f}{ratio:>12}{ratio_ov:>10}"
               f"{row['video_mb']:>7.1f}")
