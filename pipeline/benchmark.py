@@ -67,8 +67,7 @@ def stage_cpu(detector: Detector, frames: list[Any], names: list[str],
               config: PipelineConfig, fps: float, out_dir: Path
               ) -> dict[str, float]:
     """Process CPU-seconds per frame of preprocess, infer, draw and encode, each
-    run alone over ``frames`` (in memory). Drawing is in place, as in the
-    pipeline, so ``frames`` come back annotated (all but the first)."""
+    run alone over ``frames`` (in memory)."""
     costs: dict[str, float] = {}
     with _Phase() as p:
         prepared = [detector.prepare(image) for image in frames]
@@ -77,10 +76,8 @@ def stage_cpu(detector: Detector, frames: list[Any], names: list[str],
         dets = [detector.infer([x])[0] for x in prepared]
     costs["infer"] = p.cpu / len(frames)
     overlay = Overlay(names, config.overlay)
-    keep_clean = [i == 0 for i in range(len(frames))]  # frames[0] warms up later
     with _Phase() as p:
-        drawn = [overlay.draw(image.copy() if keep else image, d, in_place=True)
-                 for image, d, keep in zip(frames, dets, keep_clean, strict=True)]
+        drawn = [overlay.draw(image, d) for image, d in zip(frames, dets, strict=True)]
     costs["draw"] = p.cpu / len(frames)
     h, w = frames[0].shape[:2]
     sink = VideoSink(out_dir / "encode.mp4", fps, (w, h), config.outputs.fourcc)

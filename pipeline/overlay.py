@@ -71,12 +71,9 @@ class Overlay:
 
     def draw(
         self, image: np.ndarray, dets: Detections, latency_ms: float | None = None,
-        drop_rate: float | None = None, in_place: bool = False,
+        drop_rate: float | None = None,
     ) -> np.ndarray:
-        """The annotated frame: a copy of ``image``, or ``image`` itself drawn on
-        when ``in_place`` (for callers that need the clean frame no more; saves a
-        full-frame copy, ~3 ms at 1080p on a 2-core machine)."""
-        out = image if in_place else image.copy()
+        out = image.copy()
         h, w = out.shape[:2]
         scale = max(0.4, min(w, h) / 720)  # readable from 320p to 4K
         thickness = self.config.line_width or max(1, round(2 * scale))

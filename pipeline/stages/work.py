@@ -194,9 +194,8 @@ class Draw:
         latency_ms = (started - result.frame.captured_at) * 1000
         counts = self.metrics.source(result.frame.source_id)
         drop_rate = counts.dropped / counts.read if counts.dropped else None
-        # nothing after this stage needs the clean frame: draw on it (no copy)
         image = self.overlay.draw(result.frame.image, result.detections, latency_ms,
-                                  drop_rate, in_place=True)
+                                  drop_rate)
         return _timed(result, "overlay", self.metrics, started, image=image)
 
 
