@@ -27,6 +27,8 @@ def tolerance(backend: OpenVINOBackend) -> float:
 def test_runs_and_reports_signature_and_precision(tmp_path: Path) -> None:
     backend = OpenVINOBackend(tiny_model(tmp_path / "m.onnx"), threads=1)
     assert backend.input_shape == ("?", 3, 4, 4) and backend.meta is None
+    assert backend.threads == 1
+    assert backend.compiled.get_property("INFERENCE_NUM_THREADS") == 1
     assert backend.precision in ("bf16", "f32")
     assert backend.describe()["precision"] == backend.precision
     x = np.random.default_rng(0).random((2, 3, 4, 4), dtype=np.float32)
