@@ -92,6 +92,22 @@ def stage_cpu(detector: Detector, frames: list[Any], names: list[str],
     return {k: round(v, 5) for k, v in costs.items()}
 
 
+def backend_info(detector: Detector) -> str:
+    """``OpenVINOBackend bf16``, ``OnnxRuntimeBackend int8``, ...: the runtime and
+    the precision it runs (its own ``precision``, else the file's metadata, as
+    ``python -m training quantize`` writes it, else f32); empty without one."""
+    backend = getattr(detector, "backend", None)
+    if backend is None:
+        return ""
+    from engines.yolo import ultralytics_metadata  # the file's metadata_props
+
+    meta = getattr(backend, "meta", None)
+    precision = (getattr(backend, "precision", "")
+                 or (meta.extra.get("precision", "") if meta else "")
+                 or ultralytics_metadata(backend).get("precision") or "f32")
+    return f"{type(backend).__name__} {precision}"
+
+
 def _warm(detector: Detector, image: Any) -> None:
     for _ in range(WARMUP_RUNS):
         detector.detect([image])
@@ -155,6 +171,7 @@ def run_benchmark(spec: str, detector: Detector, config: PipelineConfig
     return {
         "source": source.display_name,
         "model": type(detector).__name__,
+        "backend": backend_info(detector),
         "batch": step,
         "cpu_count": os.cpu_count(),
         "warmup": f"{WARMUP_RUNS} inferences before each timed phase, excluded",
@@ -171,7 +188,8 @@ def run_benchmark(spec: str, detector: Detector, config: PipelineConfig
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"benchmark: {report['model']} on {report['source']} "
+    lines = [f"benchmark: {report['model']} ({report['backend'] or 'no backend'}) "
+             f"on {report['source']} "
              f"(batch {report['batch']}, {report['cpu_count']} cores; warm-up excluded)",
              f"{'phase':<16}{'frames':>8}{'seconds':>10}{'FPS':>9}{'CPU %':>8}"
              f"{'CPU ms/frame':>14}"]
