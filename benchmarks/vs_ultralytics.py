@@ -78,6 +78,7 @@ def child_ours(args: argparse.Namespace) -> dict[str, Any]:
     """Our pipeline (threads per stage) with the chosen backend."""
     sys.path.insert(0, str(ROOT))
     from engines.yolo import YoloDetector
+    from pipeline.benchmark import backend_info
     from pipeline.config import PipelineConfig
     from pipeline.runner import Pipeline
     from pipeline.sinks import OutputConfig
@@ -86,14 +87,13 @@ def child_ours(args: argparse.Namespace) -> dict[str, Any]:
         from engines.backends.openvino import OpenVINOBackend
 
         backend: Any = OpenVINOBackend(args.model, threads=args.threads)
-        precision = backend.precision
     else:
         from engines.backends.onnxruntime import OnnxRuntimeBackend
 
         backend = OnnxRuntimeBackend(args.model, threads=args.threads,
                                      spin=args.backend != "onnxruntime-nospin")
-        precision = "int8" if "int8" in Path(args.model).stem else "f32"
     detector = YoloDetector(backend, conf_threshold=args.conf)
+    precision = backend_info(detector).split()[-1]
     detector.warmup()
     config = PipelineConfig(batch=1, progress=False, outputs=OutputConfig(
         out_dir=Path(args.out_dir), video=args.video, jsonl=False))
