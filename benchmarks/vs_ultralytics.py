@@ -211,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                 runs.setdefault((name, video), []).append(result)
                 print(f"round {r + 1} {name:<17} video {'on ' if video else 'off'} "
                       f"{result['frames']} frames {result['seconds']:.2f} s "
-                      f"{result['frames'] / result['seconds']:.1f} FPS", flush=True)
+                      f"{result['frames'] / result['seconds']:.1f} FPS "
+                      f"{result['cpu_seconds'] / result['frames']:.4f} CPU s/frame",
+                      flush=True)
 
     rows = []
     for (name, video), results in runs.items():
