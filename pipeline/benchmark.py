@@ -31,7 +31,6 @@ from pipeline.lanes import open_lane, run_plain_loop
 from pipeline.metrics import Metrics
 from pipeline.overlay import Overlay
 from pipeline.runner import Pipeline, PipelineConfig
-from pipeline.sinks import VideoSink
 from pipeline.sources import make_source
 
 WARMUP_RUNS = 3
@@ -80,7 +79,9 @@ def stage_cpu(detector: Detector, frames: list[Any], names: list[str],
         drawn = [overlay.draw(image, d) for image, d in zip(frames, dets, strict=True)]
     costs["draw"] = p.cpu / len(frames)
     h, w = frames[0].shape[:2]
-    sink = VideoSink(out_dir / "encode.mp4", fps, (w, h), config.outputs.fourcc)
+    from pipeline.video_writer import AvVideoSink  # the pipeline's own MP4 writer
+
+    sink = AvVideoSink(out_dir / "encode.mp4", fps, (w, h), config.outputs.encoder)
     results = [Result(Frame("encode", i, 0.0, image), d, image=out)
                for i, (image, d, out) in enumerate(zip(frames, dets, drawn,
                                                        strict=True))]
