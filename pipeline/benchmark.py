@@ -103,9 +103,11 @@ def backend_info(detector: Detector) -> str:
     from engines.yolo import ultralytics_metadata  # the file's metadata_props
 
     meta = getattr(backend, "meta", None)
-    precision = (getattr(backend, "precision", "")
-                 or (meta.extra.get("precision", "") if meta else "")
-                 or ultralytics_metadata(backend).get("precision") or "f32")
+    stored = ((meta.extra.get("precision", "") if meta else "")
+              or ultralytics_metadata(backend).get("precision", ""))
+    # an int8 file runs int8 kernels whatever the runtime's float precision
+    precision = stored if stored == "int8" else (
+        getattr(backend, "precision", "") or stored or "f32")
     return f"{type(backend).__name__} {precision}"
 
 
