@@ -24,6 +24,7 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "engines.backends.onnxruntime:OnnxRuntimeBackend",
     "tensorrt": "engines.backends.tensorrt:TensorRTBackend",
     "torch": "engines.backends.torch:TorchBackend",
+    "openvino": "engines.backends.openvino:OpenVINOBackend",
 }
 SUFFIX_BACKENDS: dict[str, str] = {
     ".onnx": "onnxruntime",
@@ -31,7 +32,10 @@ SUFFIX_BACKENDS: dict[str, str] = {
     ".plan": "tensorrt",
     ".pt": "torch",
     ".pth": "torch",
+    ".xml": "openvino",  # OpenVINO IR (+ .bin)
 }
+# Folders that are one model: Ultralytics' OpenVINO export, NAME_openvino_model/
+FOLDER_BACKENDS: dict[str, str] = {"_openvino_model": "openvino"}
 # (suffix, runtime) pairs served by another runtime's class: an ONNX file asked
 # to run on TensorRT goes through ONNX Runtime's TensorRT execution provider.
 CROSS_BACKENDS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
@@ -47,6 +51,10 @@ def backend_name(path: str | Path, backend: str | None = None) -> str:
             raise ModelError(f"{path}: unknown backend {backend!r}; expected one of "
                              f"{sorted(BACKENDS)}")
         return backend
+    if path.is_dir():
+        for ending, runtime in FOLDER_BACKENDS.items():
+            if path.name.endswith(ending):
+                return runtime
     name = SUFFIX_BACKENDS.get(path.suffix.lower())
     if name is None:
         raise ModelError(

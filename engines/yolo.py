@@ -47,10 +47,11 @@ OUR_IOU = 0.45
 
 def ultralytics_metadata(backend: Backend) -> dict[str, str]:
     """The ONNX file's custom metadata (Ultralytics writes ``names``, ``task``,
-    ``imgsz``, ``stride``, ...); empty for other backends."""
+    ``imgsz``, ``stride``, ...): ONNX Runtime's session, or the
+    ``custom_metadata`` a backend read itself (OpenVINO); empty otherwise."""
     session = getattr(backend, "session", None)
     if session is None:
-        return {}
+        return dict(getattr(backend, "custom_metadata", None) or {})
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
@@ -59,10 +60,7 @@ def ultralytics_names(backend: Backend) -> list[str] | None:
 
     The value is a Python dict literal, e.g. ``"{0: 'person', 1: 'bicycle'}"``.
     """
-    session = getattr(backend, "session", None)
-    if session is None:
-        return None
-    raw = session.get_modelmeta().custom_metadata_map.get("names")
+    raw = ultralytics_metadata(backend).get("names")
     if not raw:
         return None
     try:

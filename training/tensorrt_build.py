@@ -1,16 +1,24 @@
 """``python -m training build-engine``: ONNX -> TensorRT engine + metadata sidecar.
 
-Targets TensorRT 10.x (named I/O tensors, ``build_serialized_network``). The
-steps follow NVIDIA's efficientdet sample: parse the ONNX, log every input and
-output, set precision flags and a dynamic-batch optimisation profile, optionally
-calibrate INT8, build, and write ``<engine>.json`` beside the engine so the
-runtime can refuse an engine built for another TensorRT or GPU.
+The steps follow NVIDIA's efficientdet sample: parse the ONNX, log every input and
+output, set the precision and a dynamic-batch optimisation profile, build, and
+write ``<engine>.json`` beside the engine so the runtime can refuse an engine
+built for another TensorRT or GPU.
 
-FP16/INT8 use TensorRT 10's *weakly typed* network + builder flags, and INT8 uses
-implicit quantization with an entropy calibrator. NVIDIA deprecated implicit
-quantization in 10.1 (explicit Q/DQ quantization is the successor) and TensorRT
-11 removed the FP16/INT8 builder flags and calibrators; this module refuses
-fp16/int8 on TensorRT >= 11 with a clear error (fp32 still builds).
+Precision, by TensorRT major version:
+
+* TensorRT 10.x (weakly typed networks): fp16 sets ``BuilderFlag.FP16``; int8
+  sets FP16 + INT8 and, for a plain fp32 ONNX, calibrates implicitly with an
+  entropy calibrator (deprecated by NVIDIA since 10.1, still working). An ONNX
+  that already holds Q/DQ nodes (``python -m training quantize --symmetric``) is
+  built with explicit quantization instead: the flags, no calibrator.
+* TensorRT 11.x (networks always strongly typed; the precision flags and
+  calibrators are gone): the ONNX itself carries the precision. fp16 builds from
+  an fp16 copy of the ONNX with fp32 inputs/outputs (``<engine stem>.fp16.onnx``,
+  written beside the engine); int8 builds from a Q/DQ ONNX (explicit
+  quantization, as NVIDIA's Model Optimizer produces), whose quantize zero points
+  must be 0 (TensorRT's Q/DQ is symmetric). This 11.x path follows NVIDIA's 11.x
+  migration guide and is tested through fakes only: it has not run on a GPU.
 """
 
 from __future__ import annotations
@@ -46,6 +54,52 @@ def trt_major(version: str) -> int:
         return int(str(version).split(".")[0])
     except ValueError:
         return 0
+
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def qdq_nodes(onnx_path: str | Path) -> tuple[int, list[str]]:
+    """(number of Q/DQ nodes, names of QuantizeLinear nodes TensorRT cannot take:
+    a zero point that is not int8 zeros)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inits = {i.name: i for i in model.graph.initializer}
+    count, asymmetric = 0, []
+    for node in model.graph.node:
+        if node.op_type not in QDQ_OPS:
+            continue
+        count += 1
+        if node.op_type != "QuantizeLinear" or len(node.input) < 3:
+            continue
+        zero = inits.get(node.input[2])
+        if zero is None:
+            continue  # produced by another node: TensorRT's parser will judge it
+        value = numpy_helper.to_array(zero)
+        if value.dtype != np.int8 or np.any(value != 0):
+            asymmetric.append(node.name or node.output[0])
+    return count, asymmetric
+
+
+def fp16_copy(onnx_path: str | Path, out: str | Path) -> Path:
+    """``onnx_path`` with fp16 weights and compute but fp32 inputs/outputs (the
+    network TensorRT 11 builds as fp16); metadata kept."""
+    import onnx
+    from onnxruntime.transformers.float16 import (  # type: ignore[import-untyped]
+        convert_float_to_float16,
+    )
+
+    model = onnx.load(str(onnx_path))
+    half = convert_float_to_float16(model, keep_io_types=True)
+    del half.metadata_props[:]
+    half.metadata_props.extend(model.metadata_props)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(half, str(out))
+    log.info("wrote %s (fp16 weights and compute, fp32 inputs/outputs)", out)
+    return out
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -338,7 +392,8 @@ class EngineBuilder:
 
         # 10.x networks are always explicit-batch (the EXPLICIT_BATCH flag is
         # ignored). Weakly typed (no STRONGLY_TYPED flag) so the FP16/INT8
-        # builder flags may pick lower-precision kernels.
+        # builder flags may pick lower-precision kernels. 11.x networks are always
+        # strongly typed (its STRONGLY_TYPED flag is ignored): flags 0 for both.
         network = self.network = self.builder.create_network(0)
         parser = self.parser = trt.OnnxParser(network, self.logger)
         if not parser.parse_from_file(str(onnx_path)):
@@ -358,8 +413,12 @@ class EngineBuilder:
 
     def create_engine(self, out: Path, precision: str,
                       profile_shapes: tuple[Shape, Shape, Shape],
-                      calibrator: Any = None) -> None:
-        """Build and write the serialized engine to ``out``."""
+                      calibrator: Any = None, typed: bool = False) -> None:
+        """Build and write the serialized engine to ``out``.
+
+        ``typed``: the parsed network carries its precision (TensorRT 11, or a
+        Q/DQ ONNX): no precision flags are set on 11.x, and on 10.x only those
+        explicit quantization needs (no calibrator)."""
         import tensorrt as trt
 
         network = self.network
@@ -368,21 +427,24 @@ class EngineBuilder:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, "
                              f"got {precision!r}")
-        if precision != "fp32" and trt_major(trt.__version__) >= 11:
+        strong = trt_major(trt.__version__) >= 11
+        if precision != "fp32" and strong and not typed:
             raise ModelError(
                 f"TensorRT {trt.__version__} removed the FP16/INT8 builder flags and "
-                "implicit INT8 calibration; use TensorRT 10.x for --precision "
-                f"{precision}, or quantize the ONNX explicitly (ModelOpt) and "
-                "build fp32")
+                "implicit INT8 calibration: the network must carry its precision "
+                "(an fp16 ONNX, or a Q/DQ ONNX from `python -m training quantize "
+                "--symmetric`)")
         name = network.get_input(0).name
         profile = self.builder.create_optimization_profile()
         lo, mid, hi = (trt.Dims(list(s)) for s in profile_shapes)
         profile.set_shape(name, lo, mid, hi)
         self.config.add_optimization_profile(profile)
         log.info("profile for %r: min %s opt %s max %s", name, *profile_shapes)
-        if precision in ("fp16", "int8"):
+        if precision in ("fp16", "int8") and not strong:
             self.config.set_flag(trt.BuilderFlag.FP16)
-        if precision == "int8":
+        if precision == "int8" and not strong and typed:
+            self.config.set_flag(trt.BuilderFlag.INT8)  # Q/DQ: explicit quantization
+        elif precision == "int8" and not strong:
             if calibrator is None:
                 raise ValueError("int8 needs a calibrator")
             self.config.set_flag(trt.BuilderFlag.INT8)
@@ -444,9 +506,27 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
     input_name, input_shape, meta = onnx_signature(onnx_path)
     shapes = batch_profile(input_shape, min_batch, opt_batch, max_batch)
     cache_path = Path(calib_cache) if calib_cache else out.with_suffix(".calib")
-    if precision == "int8" and calib_data is None and not cache_path.is_file():
-        raise ValueError(f"int8 needs --calib-data DIR_OR_VIDEO, or an existing "
-                         f"calibration cache (--calib-cache; {cache_path} not found)")
+    qdq, asymmetric = qdq_nodes(onnx_path)
+    explicit = precision == "int8" and qdq > 0  # the ONNX holds its own scales
+    if precision != "int8" and qdq:
+        raise ValueError(f"{onnx_path} is quantized ({qdq} Q/DQ nodes): build it "
+                         "with --precision int8, or build fp32/fp16 from the float "
+                         "ONNX")
+    if explicit and asymmetric:
+        raise ModelError(f"{onnx_path}: TensorRT takes only symmetric int8 Q/DQ "
+                         f"(zero point 0); {len(asymmetric)} QuantizeLinear nodes "
+                         f"are not (first: {asymmetric[0]}); quantize again with "
+                         "`python -m training quantize ... --symmetric`")
+    if explicit and calib_data is not None:
+        log.warning("%s already holds Q/DQ scales: --calib-data is not used",
+                    onnx_path)
+        calib_data = None
+    if (precision == "int8" and not explicit and calib_data is None
+            and not cache_path.is_file()):
+        raise ValueError(f"int8 needs --calib-data DIR_OR_VIDEO, an existing "
+                         f"calibration cache (--calib-cache; {cache_path} not "
+                         "found), or a Q/DQ ONNX from `python -m training quantize "
+                         "--symmetric`")
     if meta is None:
         log.warning("%s carries no streamdet metadata; the sidecar gets only the "
                     "input size, and the family is guessed at load time", onnx_path)
@@ -468,11 +548,25 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
     log.info("TensorRT %s on %s (compute %s)", version, gpu_name, capability)
     builder = EngineBuilder(verbose=verbose, workspace_gb=workspace_gb,
                             timing_cache=Path(timing_cache) if timing_cache else None)
-    builder.create_network(onnx_path)
+    strong = trt_major(version) >= 11
+    if precision == "int8" and strong and not explicit:
+        raise ModelError(f"TensorRT {version} has no implicit INT8 calibration: "
+                         f"quantize {onnx_path} first (`python -m training quantize "
+                         f"{onnx_path} --calibration SOURCE --symmetric`) and build "
+                         "int8 from that file")
+    network_onnx = onnx_path
+    if precision == "fp16" and strong:
+        network_onnx = fp16_copy(onnx_path, out.with_suffix(".fp16.onnx"))
+    builder.create_network(network_onnx)
     calibrator = (make_calibrator(batcher, cache_path, shapes[1])
-                  if precision == "int8" else None)
+                  if precision == "int8" and not explicit else None)
+    quantization = ("explicit" if explicit else "implicit"
+                    if precision == "int8" else "none")
+    log.info("building %s (%s network, int8 quantization %s)", precision,
+             "strongly typed" if strong else "weakly typed", quantization)
     try:
-        builder.create_engine(out, precision, shapes, calibrator)
+        builder.create_engine(out, precision, shapes, calibrator,
+                              typed=explicit or network_onnx != onnx_path)
     finally:
         if calibrator is not None:
             calibrator.free()
@@ -485,6 +579,8 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
         "gpu_name": gpu_name,
         "compute_capability": capability,
         "precision": precision,
+        "int8_quantization": quantization,
+        "network_onnx": str(network_onnx),
         "input_name": input_name,
         "input_shape": list(input_shape),
         "output_names": [network.get_output(i).name
@@ -507,7 +603,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="engine path (default: <onnx stem>_<precision>.engine "
                              "beside the ONNX)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16",
-                        help="fp32, fp16 (default) or int8 (needs calibration)")
+                        help="fp32, fp16 (default) or int8 (a Q/DQ ONNX from "
+                             "`quantize --symmetric`, or calibration on TensorRT 10)")
     parser.add_argument("--calib-data", type=Path, default=None,
                         help="folder of images or a video for INT8 calibration")
     parser.add_argument("--calib-cache", type=Path, default=None,

@@ -122,6 +122,7 @@ class StageThread(threading.Thread):
         self.body = body
         self.state = state
         self.current: tuple[str | None, int | None] = (source_id, None)
+        self.cpu_seconds = 0.0  # this thread's own CPU time, set when it ends
 
     def run(self) -> None:
         try:
@@ -131,6 +132,8 @@ class StageThread(threading.Thread):
             log.error("%s", error)
             log.debug("stage traceback", exc_info=True)
             self.state.fail(error)
+        finally:
+            self.cpu_seconds = time.thread_time()
 
 
 def get_batch(q: queue.Queue[Any], first: Any, max_items: int,

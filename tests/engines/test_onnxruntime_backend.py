@@ -74,3 +74,13 @@ def test_corrupt_or_truncated_onnx_named(tmp_path: Path, content: bytes | None
 def test_unknown_device_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"device 'tpu'.*'cpu', 'cuda' or 'cuda:N'"):
         OnnxRuntimeBackend(tiny_model(tmp_path / "m.onnx"), device="tpu")
+
+
+def test_intra_op_threads_sleep_unless_asked_to_spin(tmp_path: Path) -> None:
+    path = tiny_model(tmp_path / "m.onnx")
+    entry = "session.intra_op.allow_spinning"
+    quiet = OnnxRuntimeBackend(path, threads=2).session.get_session_options()
+    assert quiet.get_session_config_entry(entry) == "0"
+    busy = OnnxRuntimeBackend(path, threads=2, spin=True).session.get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        busy.get_session_config_entry(entry)  # unset: ONNX Runtime's default, spin

@@ -37,10 +37,13 @@ from engines.backends import cuda_memory
 from engines.backends.tensorrt import TensorRTBackend, check_engine_sidecar
 from training.tensorrt_build import (
     CalibrationBatcher,
+    EngineBuilder,
     batch_profile,
     build_engine,
+    fp16_copy,
     meta_prepare,
     onnx_signature,
+    qdq_nodes,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +72,33 @@ def make_onnx(path: Path, batch: int | str | None = "batch", size: int = 8,
     if meta is not None:
         entry = model.metadata_props.add()
         entry.key, entry.value = "streamdet", meta.to_json()
+    onnx.save(model, str(path))
+    return path
+
+
+def make_qdq_onnx(path: Path, zero_point: int = 0, zp_type: int | None = None,
+                  meta: ModelMeta | None = None) -> Path:
+    """images -> QuantizeLinear -> DequantizeLinear -> Flatten -> scores: the shape
+    of an explicitly quantized graph (``zp_type`` UINT8 makes it asymmetric)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    zp_type = TensorProto.INT8 if zp_type is None else zp_type
+    inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.02]),
+             helper.make_tensor("zp", zp_type, [], [zero_point])]
+    nodes = [helper.make_node("QuantizeLinear", ["images", "s", "zp"], ["q"],
+                              name="q_images"),
+             helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["dq"]),
+             helper.make_node("Flatten", ["dq"], ["scores"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "qdq",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                       ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 192])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "streamdet", (meta or tiny_meta()).to_json()
     onnx.save(model, str(path))
     return path
 
@@ -638,6 +668,7 @@ def make_fake_trt(version: str = "10.13.0.35") -> types.ModuleType:
             if OnnxParser.fail:
                 self.num_errors = 1
                 return False
+            trt.parsed = Path(path)
             name, shape, _ = onnx_signature(path)
             self.network.inputs.append(Tensor(name=name, shape=Dims(
                 [-1 if isinstance(d, str) else d for d in shape]), dtype="FLOAT"))
@@ -706,9 +737,9 @@ def make_fake_trt(version: str = "10.13.0.35") -> types.ModuleType:
             return Profile()
 
         def build_serialized_network(self, network, config):
-            calibrator = config.int8_calibrator
+            calibrator = getattr(config, "int8_calibrator", None)
             trt.calibration_batches = 0
-            if "INT8" in config.flags and calibrator.read_calibration_cache() is None:
+            if calibrator is not None and calibrator.read_calibration_cache() is None:
                 while calibrator.get_batch([network.inputs[0].name]):
                     trt.calibration_batches += 1
                 calibrator.write_calibration_cache(b"calibration-table")
@@ -717,6 +748,24 @@ def make_fake_trt(version: str = "10.13.0.35") -> types.ModuleType:
                                "profile": profile.shapes}).encode()
 
     trt.Runtime, trt.Builder, trt.OnnxParser = Runtime, Builder, OnnxParser
+    if int(version.split(".")[0]) >= 11:  # what 11.x removed, per NVIDIA's guide
+        trt.BuilderFlag = SimpleNamespace()  # FP16, INT8, ... are gone
+
+        class Config11(Config):
+            def __setattr__(self, name, value):
+                if name == "int8_calibrator" and value is not None:
+                    raise AttributeError("IBuilderConfig.int8_calibrator was removed")
+                super().__setattr__(name, value)
+
+            def set_calibration_profile(self, profile):
+                raise AttributeError("set_calibration_profile was removed")
+
+        class Builder11(Builder):
+            def create_builder_config(self):
+                self.config = Config11()
+                return self.config
+
+        trt.Builder = Builder11
     return trt
 
 
@@ -859,11 +908,105 @@ def test_fake_parser_errors_are_listed(tmp_path, fake_trt):
         build_engine(onnx_path, precision="fp32")
 
 
-def test_fake_tensorrt_11_refuses_fp16(tmp_path, fake_trt):
-    fake_trt.__version__ = "11.4.0.106"
+@pytest.mark.skipif(not (MODELS / "yolo_demo.onnx").is_file(),
+                    reason="models/yolo_demo.onnx not shipped")
+def test_fp16_copy_runs_and_stays_close_to_fp32(tmp_path):
+    """The file TensorRT 11 builds as fp16, run here by ONNX Runtime: same I/O,
+    fp16-sized differences."""
+    from engines.backends.onnxruntime import OnnxRuntimeBackend
+
+    src = MODELS / "yolo_demo.onnx"
+    half = OnnxRuntimeBackend(fp16_copy(src, tmp_path / "h.onnx"), threads=1)
+    full = OnnxRuntimeBackend(src, threads=1)
+    assert half.input_dtype is None and half.meta == full.meta  # fp32 input kept
+    x = np.random.default_rng(0).random((1, 3, *full.meta.input_size), np.float32)
+    a, b = half.infer(x)[0], full.infer(x)[0]
+    assert a.dtype == np.float32 and a.shape == b.shape
+    scale = float(np.abs(b).max())
+    assert 0 < float(np.abs(a - b).max()) <= 2e-2 * scale  # changed, but not much
+
+
+@pytest.fixture
+def fake_trt11(monkeypatch, fake_cuda):
+    trt = make_fake_trt("11.4.0.106")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    return trt
+
+
+def test_fake_tensorrt_11_fp16_builds_an_fp16_copy_with_fp32_io(tmp_path, fake_trt11):
+    import onnx
+    from onnx import TensorProto
+
     onnx_path = make_onnx(tmp_path / "m.onnx", meta=tiny_meta())
+    engine = build_engine(onnx_path, precision="fp16", max_batch=2)
+    config = fake_trt11.builder.config
+    assert config.flags == set() and config.int8_calibrator is None
+    assert fake_trt11.parsed == tmp_path / "m_fp16.fp16.onnx"
+    half = onnx.load(str(fake_trt11.parsed))
+    io = [*half.graph.input, *half.graph.output]
+    assert all(v.type.tensor_type.elem_type == TensorProto.FLOAT for v in io)
+    casts = [a.i for n in half.graph.node if n.op_type == "Cast" for a in n.attribute]
+    assert TensorProto.FLOAT16 in casts  # computes in fp16 between the casts
+    assert {p.key for p in half.metadata_props} == {"streamdet"}
+    extra = json.loads(sidecar_path(engine).read_text())["extra"]
+    assert extra["precision"] == "fp16" and extra["int8_quantization"] == "none"
+    assert extra["network_onnx"].endswith("m_fp16.fp16.onnx")
+    assert extra["onnx_path"] == str(onnx_path)  # the sidecar names the source
+
+
+def test_fake_tensorrt_11_int8_builds_the_qdq_file_as_is(tmp_path, fake_trt11):
+    onnx_path = make_qdq_onnx(tmp_path / "q.onnx")
+    engine = build_engine(onnx_path, precision="int8", max_batch=2,
+                          calib_data=tmp_path / "unused")  # ignored: Q/DQ scales
+    config = fake_trt11.builder.config
+    assert config.flags == set() and config.int8_calibrator is None
+    assert fake_trt11.parsed == onnx_path and fake_trt11.calibration_batches == 0
+    extra = json.loads(sidecar_path(engine).read_text())["extra"]
+    assert extra["precision"] == "int8" and extra["int8_quantization"] == "explicit"
+
+
+def test_fake_tensorrt_11_refuses_what_needs_removed_apis(tmp_path, fake_trt11):
+    plain = make_onnx(tmp_path / "m.onnx", meta=tiny_meta())
+    write_images(tmp_path / "calib", 2)
+    with pytest.raises(ModelError, match="no implicit INT8 calibration: quantize"):
+        build_engine(plain, precision="int8", calib_data=tmp_path / "calib")
+    builder = EngineBuilder()
+    builder.create_network(plain)
     with pytest.raises(ModelError, match="removed the FP16/INT8 builder flags"):
-        build_engine(onnx_path, precision="fp16")
+        builder.create_engine(tmp_path / "x.engine", "fp16", ((1, 3, 8, 8),) * 3)
+
+
+def test_fake_tensorrt_11_fp32_sets_no_flags(tmp_path, fake_trt11):
+    onnx_path = make_onnx(tmp_path / "m.onnx", meta=tiny_meta())
+    build_engine(onnx_path, precision="fp32", max_batch=2)
+    assert fake_trt11.builder.config.flags == set()
+    assert fake_trt11.parsed == onnx_path
+
+
+def test_fake_tensorrt_10_builds_qdq_explicitly_without_calibration(tmp_path,
+                                                                    fake_trt):
+    onnx_path = make_qdq_onnx(tmp_path / "q.onnx")
+    engine = build_engine(onnx_path, precision="int8", max_batch=2)  # no calib data
+    config = fake_trt.builder.config
+    assert config.flags == {"FP16", "INT8"} and config.int8_calibrator is None
+    assert fake_trt.calibration_batches == 0
+    assert json.loads(sidecar_path(engine).read_text())["extra"][
+        "int8_quantization"] == "explicit"
+
+
+def test_qdq_files_are_checked_before_tensorrt(tmp_path, monkeypatch):
+    from onnx import TensorProto
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # never reached
+    assert qdq_nodes(make_onnx(tmp_path / "plain.onnx")) == (0, [])
+    symmetric = make_qdq_onnx(tmp_path / "sym.onnx")
+    assert qdq_nodes(symmetric) == (2, [])
+    asym = make_qdq_onnx(tmp_path / "asym.onnx", 128, TensorProto.UINT8)
+    assert qdq_nodes(asym) == (2, ["q_images"])
+    with pytest.raises(ModelError, match=r"only symmetric int8 Q/DQ .* --symmetric"):
+        build_engine(asym, precision="int8")
+    with pytest.raises(ValueError, match=r"is quantized .* --precision int8"):
+        build_engine(symmetric, precision="fp16")
 
 
 # ------------------------------------------------------------------ real GPU
@@ -929,7 +1072,15 @@ def test_gpu_engine_matches_onnxruntime(model, precision, engine_dir):
         for i, frame in enumerate(_frames(32)):
             cv2.imwrite(str(calib / f"{i:03d}.jpg"), frame)
     out = engine_dir / f"{onnx_path.stem}_{precision}.engine"
-    engine = build_engine(onnx_path, out, precision,
+    build_from = onnx_path
+    import tensorrt
+
+    if precision == "int8" and int(tensorrt.__version__.split(".")[0]) >= 11:
+        from training.quantize import choose  # 11.x: int8 only from Q/DQ files
+
+        build_from = engine_dir / f"{onnx_path.stem}_qdq.onnx"
+        choose(onnx_path, build_from, _frames(40), 8, ("MinMax",), symmetric=True)
+    engine = build_engine(build_from, out, precision,
                           calib_data=calib if precision == "int8" else None,
                           timing_cache=engine_dir / "timing.cache")
     with load_detector(onnx_path, device="cpu") as ref, \
