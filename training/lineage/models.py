@@ -108,7 +108,9 @@ class FastRCNNTrunk(nn.Module):
 
 class FastRCNNHead(nn.Module):
     """RoI max pooling + fc heads: features, rois (K, 5) = batch index + xyxy in
-    input pixels -> logits (K, C+1), deltas (K, 4C)."""
+    input pixels -> logits (K, C+1), deltas (K, 4C). Exported without the pooling
+    (``fc_head``): inference pools in NumPy (``engines.lineage.roi_pool``), so the
+    head is a one-input network any backend runs."""
 
     def __init__(self, num_classes: int, channels: int = 64, pool: int = 5,
                  stride: int = FastRCNNTrunk.STRIDE) -> None:
@@ -123,5 +125,20 @@ class FastRCNNHead(nn.Module):
     def forward(self, features: torch.Tensor, rois: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = roi_pool(features, rois, (self.pool, self.pool), self.spatial_scale)
+        return self.fc_head(pooled)
+
+    def fc_head(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, C, pool, pool) pooled features -> logits, deltas."""
         f = self.fc(pooled)
         return self.cls(f), self.deltas(f)
+
+
+class PooledHead(nn.Module):
+    """The exported form of ``FastRCNNHead``: pooled features in, no RoI op."""
+
+    def __init__(self, head: FastRCNNHead) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head.fc_head(pooled)

@@ -31,6 +31,7 @@ from training.lineage.models import (
     FastRCNNTrunk,
     LocNet,
     OverFeatNet,
+    PooledHead,
     RCNNNet,
 )
 
@@ -290,15 +291,14 @@ def train_fast_rcnn(dataset, out: Path, epochs: int = 10, seed: int = 0,
     meta = ModelMeta("lineage_fast_rcnn", list(dataset.class_names), FAST_RCNN_INPUT,
                      resize="stretch", extra={
                          "head": head_path.name, "proposal_side": proposal_side,
-                         "max_proposals": max_proposals,
+                         "max_proposals": max_proposals, "pool": head.pool,
+                         "spatial_scale": head.spatial_scale,
                          "train_seconds": round(time.perf_counter() - start, 1),
                          "train_images": len(dataset), "epochs": epochs})
     x = torch.from_numpy(images[0])[None]
     _export(trunk, (x,), out, ["images"], ["features"],
             {"images": {0: "batch"}, "features": {0: "batch"}}, meta)
-    with torch.no_grad():
-        feats = trunk(x)
-    rois = torch.tensor([[0, 10, 20, 200, 150], [0, 0, 0, w, h]], dtype=torch.float32)
-    _export(head, (feats, rois), head_path, ["features", "rois"], ["logits", "deltas"],
-            {"rois": {0: "k"}, "logits": {0: "k"}, "deltas": {0: "k"}}, None)
+    pooled = torch.rand(3, trunk(x).shape[1], head.pool, head.pool)
+    _export(PooledHead(head), (pooled,), head_path, ["pooled"], ["logits", "deltas"],
+            {"pooled": {0: "k"}, "logits": {0: "k"}, "deltas": {0: "k"}}, None)
     return out
