@@ -16,6 +16,9 @@ class LocNet(nn.Module):
     """Classification backbone + class head + box head (localization as regression).
 
     (B, 3, H, W) RGB [0, 1] -> logits (B, C), box (B, 4) xyxy in [0, 1] of the input.
+    The class head reads globally max-pooled features (what the object is does
+    not depend on where it is, and a small object fills one cell of the map); the
+    box head reads the flattened coarse grid (it must see "where").
     """
 
     def __init__(self, num_classes: int, input_size: tuple[int, int] = (64, 112),
@@ -26,16 +29,17 @@ class LocNet(nn.Module):
             conv_bn(3, w), nn.MaxPool2d(2), conv_bn(w, 2 * w), nn.MaxPool2d(2),
             conv_bn(2 * w, 4 * w), nn.MaxPool2d(2), conv_bn(4 * w, 4 * w),
             nn.MaxPool2d(2))
-        # Flatten the coarse grid (no global pooling): the fc layer must see "where".
         cells = (input_size[0] // 16) * (input_size[1] // 16)
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * cells, 128),
                                 nn.ReLU(inplace=True))
-        self.cls = nn.Linear(128, num_classes)
+        self.cls = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+                                 nn.Linear(4 * w, 64), nn.ReLU(inplace=True),
+                                 nn.Linear(64, num_classes))
         self.box = nn.Linear(128, 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.fc(self.backbone(x))
-        return self.cls(f), torch.sigmoid(self.box(f))
+        f = self.backbone(x)
+        return self.cls(f), torch.sigmoid(self.box(self.fc(f)))
 
 
 class OverFeatNet(nn.Module):

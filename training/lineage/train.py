@@ -72,19 +72,24 @@ def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
 
 
 def train_loc(out: Path, class_names: list[str], epochs: int = 25,
-              images: int = 4000, seed: int = 0) -> Path:
+              images: int = 4000, seed: int = 0,
+              backgrounds: str | Path | None = None) -> Path:
     """Localization as regression on single-object images rendered at the
-    network size; L2 box loss + cross-entropy. Records mean val IoU."""
+    network size (over crops of ``backgrounds`` photographs when given); L2 box
+    loss + cross-entropy, horizontal flips. Records val accuracy and mean IoU."""
+    from training.data.generate import load_backgrounds
+
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
+    photos = load_backgrounds(backgrounds) if backgrounds is not None else None
     n_val = min(200, max(8, images // 10))
-    data = [single_object_scene(rng, LOC_INPUT) for _ in tqdm(range(images + n_val),
-                                                              desc="render")]
+    data = [single_object_scene(rng, LOC_INPUT, backgrounds=photos)
+            for _ in tqdm(range(images + n_val), desc="render")]
     x = torch.from_numpy(np.stack([to_tensor(d[0]) for d in data]))
     h, w = LOC_INPUT
     boxes = torch.from_numpy(np.stack([d[1] for d in data]) / np.float32([w, h, w, h]))
     cls = torch.tensor([d[2] for d in data])
-    x_val, box_val = x[images:], boxes[images:]
+    x_val, box_val, cls_val = x[images:], boxes[images:], cls[images:]
     x, boxes, cls = x[:images], boxes[:images], cls[:images]
     model = LocNet(len(class_names), LOC_INPUT)
     opt = torch.optim.AdamW(model.parameters(), 3e-3, weight_decay=1e-4)
@@ -95,8 +100,13 @@ def train_loc(out: Path, class_names: list[str], epochs: int = 25,
         total = 0.0
         for idx in _batches(images, 64, rng):
             idx = torch.from_numpy(idx)
-            logits, box = model(x[idx])
-            loss = F.cross_entropy(logits, cls[idx]) + 20 * F.mse_loss(box, boxes[idx])
+            xb, bb = x[idx], boxes[idx]
+            mirror = torch.from_numpy(rng.random(len(idx)) < 0.5)
+            xb = torch.where(mirror[:, None, None, None], xb.flip(3), xb)
+            flipped = torch.stack([1 - bb[:, 2], bb[:, 1], 1 - bb[:, 0], bb[:, 3]], 1)
+            bb = torch.where(mirror[:, None], flipped, bb)
+            logits, box = model(xb)
+            loss = F.cross_entropy(logits, cls[idx]) + 20 * F.mse_loss(box, bb)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -105,12 +115,14 @@ def train_loc(out: Path, class_names: list[str], epochs: int = 25,
         log.info("loc epoch %d/%d loss %.4f", epoch + 1, epochs, total)
     model.eval()
     with torch.no_grad():
-        pred = model(x_val)[1].numpy()
-    val_iou = float(np.mean(np.diag(iou_matrix(pred, box_val.numpy()))))
-    log.info("loc val mean IoU %.3f", val_iou)
+        logits, pred = model(x_val)
+    val_iou = float(np.mean(np.diag(iou_matrix(pred.numpy(), box_val.numpy()))))
+    val_acc = float((logits.argmax(1) == cls_val).float().mean())
+    log.info("loc val accuracy %.3f, mean IoU %.3f", val_acc, val_iou)
     meta = ModelMeta("lineage_loc", list(class_names), LOC_INPUT, resize="stretch",
                      extra={"train_seconds": round(time.perf_counter() - start, 1),
-                            "val_iou": round(val_iou, 4), "train_images": images,
+                            "val_iou": round(val_iou, 4),
+                            "val_accuracy": round(val_acc, 4), "train_images": images,
                             "epochs": epochs})
     _export(model, (x_val[:2],), out, ["images"], ["logits", "box"],
             {"images": {0: "batch"}, "logits": {0: "batch"}, "box": {0: "batch"}},
