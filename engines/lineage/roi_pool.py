@@ -21,10 +21,11 @@ def _round_half_away(x: np.ndarray) -> np.ndarray:
 
 def _sparse_table(features: np.ndarray, ly: int, lx: int) -> np.ndarray:
     """(H, W, C) -> (ly, lx, H, W, C): entry [a, b, y, x] is the max over rows
-    y .. y + 2^a - 1 and columns x .. x + 2^b - 1 (-inf past the edge). Channels
-    last, so each gathered bin is one contiguous vector."""
+    y .. y + 2^a - 1 and columns x .. x + 2^b - 1. Blocks that would cross the
+    edge are left unset: no query reads them. Channels last, so each gathered bin
+    is one contiguous vector."""
     h, w, c = features.shape
-    table = np.full((ly, lx, h, w, c), -np.inf, np.float32)
+    table = np.empty((ly, lx, h, w, c), np.float32)
     table[0, 0] = features
     for a in range(ly):
         if a:
@@ -73,9 +74,15 @@ def roi_max_pool(features: np.ndarray, rois: np.ndarray, size: int,
     y_far, x_far = np.maximum(ye - (1 << a), 0), np.maximum(xe - (1 << b), 0)
     ys, xs = np.minimum(ys, h - 1), np.minimum(xs, w - 1)
     # only the block sizes the largest bin needs
+    lx = int(b.max()) + 1
     table = _sparse_table(np.asarray(features, np.float32).transpose(1, 2, 0),
-                          int(a.max()) + 1, int(b.max()) + 1)
-    out = np.maximum(np.maximum(table[a, b, ys, xs], table[a, b, y_far, xs]),
-                     np.maximum(table[a, b, ys, x_far], table[a, b, y_far, x_far]))
+                          int(a.max()) + 1, lx).reshape(-1, c)
+    level = (a * lx + b) * h
+
+    def rows(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return np.take(table, (level + y) * w + x, axis=0)  # (Q, C)
+
+    out = np.maximum(np.maximum(rows(ys, xs), rows(y_far, xs)),
+                     np.maximum(rows(ys, x_far), rows(y_far, x_far)))
     out[empty] = 0.0
     return np.ascontiguousarray(out.reshape(k, size, size, c).transpose(0, 3, 1, 2))
