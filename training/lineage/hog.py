@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 CELLS = 8  # filter side in HOG cells (1-cell margin of context on each side)
 SBIN = 4  # pixels per HOG cell
-MIN_SIDE, MAX_SIDE = 16.0, 150.0  # object sides (px) the pyramid covers
-LEVELS_PER_OCTAVE = 4
+MIN_SIDE, MAX_SIDE = 24.0, 150.0  # object sides (px) the pyramid covers (cost: the
+# first level is the largest image; 16 px objects would need 1.5x the frame)
+LEVELS_PER_OCTAVE = 3
 NEGATIVE_IOU = 0.3
 
 
@@ -93,7 +94,7 @@ def _save(out: Path, coef: np.ndarray, bias: np.ndarray, names: list[str],
 
 
 def train_hog(dataset, out: Path, seed: int = 0, negatives_per_image: int = 10,
-              rounds: int = 1, mine_images: int = 150, hard_per_image: int = 20,
+              rounds: int = 1, mine_images: int = 80, hard_per_image: int = 20,
               svm_c: float = 0.01) -> Path:
     """Fit the per-class linear SVMs on ``dataset`` (hard negatives from its first
     ``mine_images`` images) and write the model to ``out`` (``.npz``)."""
