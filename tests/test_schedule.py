@@ -63,6 +63,16 @@ def test_epoch_budget_counts_steps() -> None:
         Budget(1, 1, seconds=-1)
 
 
+def assert_decays(history: list[dict], peak: float) -> None:
+    """Epoch-end learning rates rise to near the peak, then only fall (timing on a
+    loaded machine decides where the epochs end, not the shape)."""
+    lrs = [r["lr"] for r in history]
+    top = lrs.index(max(lrs))
+    assert max(lrs) <= peak * (1 + 1e-6)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[top:]))
+    assert lrs[-1] < max(lrs)
+
+
 @pytest.fixture
 def one_thread():
     before = torch.get_num_threads()
@@ -82,9 +92,8 @@ def test_yolo_trains_for_minutes(tmp_path: Path) -> None:
     report = train(cfg)
     history = report["history"]
     assert len(history) > 1  # epochs=1 is ignored: the budget decides
-    assert 4.8 <= history[-1]["seconds"] < 4.8 + 20
-    assert history[-1]["lr"] < 0.3 * cfg.lr  # decayed over the budget
-    assert max(r["lr"] for r in history) > 0.5 * cfg.lr
+    assert history[-1]["seconds"] >= 4.8  # stops only once the budget is spent
+    assert_decays(history, cfg.lr)
     assert "map" in history[-1] and Path(report["best"]).is_file()
     assert Path(report["last"]).is_file()
 
@@ -97,10 +106,15 @@ def test_faster_rcnn_trains_for_minutes(tmp_path: Path) -> None:
 
     data = generate_dataset(tmp_path / "d", 4, 1, size=(64, 96), seed=3)
     cfg = TrainConfig(data=data, imgsz=96, epochs=1, minutes=0.1, batch=2, lr=2e-3,
-                      out=tmp_path / "r", hsv=0.0, model=TINY)
+                      out=tmp_path / "r", hsv=0.0, model=TINY, anchors="kmeans")
     report = train(cfg)
     history = report["history"]
     assert len(history) > 1
-    assert 6.0 <= history[-1]["seconds"] < 6.0 + 30
-    assert history[-1]["lr"] < 0.3 * cfg.lr
+    assert history[-1]["seconds"] >= 6.0
+    assert_decays(history, cfg.lr)
     assert report["best"].is_file() and report["last"].is_file()
+    from training.checkpoint import load_checkpoint
+    from training.faster_rcnn.model import DEFAULT_ANCHORS
+
+    config = load_checkpoint(report["last"])["config"]
+    assert config["anchor_sizes"] != DEFAULT_ANCHORS["mobilenet_v3"]  # fitted

@@ -53,6 +53,7 @@ class TrainConfig:
     epochs: int = 12
     minutes: float = 0.0
     warmup_fraction: float = WARMUP_FRACTION
+    anchors: str = "default"
     batch: int = 4
     lr: float = 1e-3
     optimizer: str = "adamw"
@@ -79,6 +80,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.minutes < 0:
             raise ValueError(f"minutes must be >= 0, got {self.minutes}")
+        if self.anchors not in ("default", "kmeans"):
+            raise ValueError(f"anchors must be 'default' or 'kmeans', got "
+                             f"{self.anchors!r}")
         if self.imgsz % 32:
             raise ValueError(f"imgsz must be a multiple of 32, got {self.imgsz}")
 
@@ -188,10 +192,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     else:
         first = train_ds[0].image.shape[:2]
         pretrained = bool(cfg.weights or cfg.backbone_weights)
+        input_size = input_size_for(cfg.imgsz, first)
+        options = dict(cfg.model)
+        if cfg.anchors == "kmeans" and "anchor_sizes" not in options:
+            from training.faster_rcnn.anchors import box_sizes, fit_anchors
+            from training.faster_rcnn.model import DEFAULT_ANCHORS
+
+            levels = len(DEFAULT_ANCHORS[cfg.backbone])
+            sizes, ratios = fit_anchors(box_sizes(train_ds, input_size), levels)
+            options.update(anchor_sizes=sizes, aspect_ratios=ratios)
+            log.info("k-means anchors: sizes %s, aspect ratios %s", sizes, ratios)
         config = make_config(
             len(train_ds.class_names), backbone=cfg.backbone,
-            input_size=list(input_size_for(cfg.imgsz, first)),
-            norm="frozen" if pretrained else "batch", **cfg.model)
+            input_size=list(input_size), norm="frozen" if pretrained else "batch",
+            **options)
     size = (int(config["input_size"][0]), int(config["input_size"][1]))
     model = build_faster_rcnn({**config, "weights": cfg.weights and str(cfg.weights),
                                "backbone_weights": cfg.backbone_weights

@@ -342,6 +342,30 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, Any]:
     part_names = (("coord", "obj", "noobj", "cls") if cfg.head == "grid"
                   else ("box", "cls", "dfl"))
     metrics: dict[str, Any] = {}
+    def close_epoch(record: dict[str, Any], validate: bool, best: float,
+                    metrics: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        """Validate (if asked), log, append to history, write last.pt / best.pt."""
+        if validate:
+            metrics = evaluate_model(ema.ema, meta, val_set, device, cfg.max_val_images)
+            record.update(map=metrics["map"], map50=metrics["map50"])
+        history.append(record)
+        log.info("epoch %d/%s (%.0f s) losses %s%s", record["epoch"] + 1, span,
+                 record["seconds"], {k: round(v, 4) for k, v in record["loss"].items()},
+                 f" mAP {record['map']:.4f} mAP50 {record['map50']:.4f}"
+                 if "map" in record else "")
+        improved = "map" in record and record["map"] > best
+        best = max(best, record.get("map", best))
+        state = {"ema": ema.ema.state_dict(), "ema_updates": ema.updates,
+                 "optimizer": optimizer.state_dict(), "epoch": record["epoch"],
+                 "best_map": best, "history": json.dumps(history),
+                 "train_config": json.dumps(asdict(cfg))}
+        save_checkpoint(out / "last.pt", arch, model_config(cfg, nc), meta, model,
+                        **state)
+        if improved:
+            save_checkpoint(out / "best.pt", arch, model_config(cfg, nc), meta, model,
+                            **state)
+        return best, metrics
+
     step = start_epoch * steps_per_epoch
     epoch = start_epoch
     span = f"{cfg.minutes:g} min" if budget.timed else str(cfg.epochs)
@@ -382,27 +406,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, Any]:
                                   "loss": losses,
                                   "seconds": round(budget.elapsed(), 1)}
         last_epoch = budget.spent(step)
-        if (epoch + 1) % cfg.val_every == 0 or last_epoch:
-            metrics = evaluate_model(ema.ema, meta, val_set, device, cfg.max_val_images)
-            record.update(map=metrics["map"], map50=metrics["map50"])
-        history.append(record)
-        log.info("epoch %d/%s (%.0f s) losses %s%s", epoch + 1, span,
-                 record["seconds"], {k: round(v, 4) for k, v in losses.items()},
-                 f" mAP {record['map']:.4f} mAP50 {record['map50']:.4f}"
-                 if "map" in record else "")
-        improved = "map" in record and record["map"] > best
-        if improved:
-            best = record["map"]
-        state = {"ema": ema.ema.state_dict(), "ema_updates": ema.updates,
-                 "optimizer": optimizer.state_dict(), "epoch": epoch,
-                 "best_map": best, "history": json.dumps(history),
-                 "train_config": json.dumps(asdict(cfg))}
-        save_checkpoint(out / "last.pt", arch, model_config(cfg, nc), meta, model,
-                        **state)
-        if improved:
-            save_checkpoint(out / "best.pt", arch, model_config(cfg, nc), meta, model,
-                            **state)
+        best, metrics = close_epoch(record, (epoch + 1) % cfg.val_every == 0
+                                    or last_epoch, best, metrics)
         epoch += 1
+    if history and "map" not in history[-1]:  # time ran out between two epochs
+        best, metrics = close_epoch(history.pop(), True, best, metrics)
     seconds = budget.elapsed()
     best_record = max((r for r in history if "map" in r), key=lambda r: r["map"],
                       default={})
