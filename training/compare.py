@@ -150,7 +150,7 @@ def single_object_scores(detector: Detector, images: int, seed: int,
     """The lecture's localization metrics on ``images`` generated single-object
     frames: accuracy of the top detection's class, and mean IoU of its box with
     the object (0 when the detector gives no box)."""
-    from engines.boxes import iou_matrix
+    from core.boxes import iou_matrix
     from training.lineage.data import single_object_scene
 
     rng = np.random.default_rng([seed, 2])

@@ -19,8 +19,9 @@ class GridYolo(nn.Module):
     paths, so it carries the stride-8 detail small objects need to be told apart
     (on the raw stride-32 backbone map the class term did not move in 6 CPU
     epochs). The formulation is still v1's: one S x S grid, B boxes and one class
-    distribution per cell. The resize is bilinear (ONNX ``Resize``): adaptive pooling only exports when
-    S divides the feature size, which 192x320 or 320x320 inputs with S=7 do not.
+    distribution per cell. The resize is bilinear (ONNX ``Resize``): adaptive
+    pooling only exports when S divides the feature size, which 192x320 or
+    320x320 inputs with S=7 do not.
 
     Training ``forward`` returns activated predictions ``[batch, S, S, 5B + C]``
     with box sizes as sqrt(w), sqrt(h); ``export = True`` squares them.

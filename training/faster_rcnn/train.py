@@ -195,8 +195,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         input_size = input_size_for(cfg.imgsz, first)
         options = dict(cfg.model)
         if cfg.anchors == "kmeans" and "anchor_sizes" not in options:
+            from engines.nets.faster_rcnn import DEFAULT_ANCHORS
             from training.faster_rcnn.anchors import box_sizes, fit_anchors
-            from training.faster_rcnn.model import DEFAULT_ANCHORS
 
             levels = len(DEFAULT_ANCHORS[cfg.backbone])
             sizes, ratios = fit_anchors(box_sizes(train_ds, input_size), levels)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from engines.boxes import iou_matrix
+from core.boxes import iou_matrix
 from engines.lineage.dpm import hog32
 from engines.lineage.hog_svm import HogSvmDetector
 from training.lineage.data import _square_crop

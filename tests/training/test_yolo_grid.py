@@ -117,7 +117,7 @@ def test_output_activations_and_initial_confidence() -> None:
 
 def write_handful(root: Path, n: int = 8, size: int = 128, seed: int = 0) -> Path:
     """``n`` images of 1-2 big solid shapes; val is the train split (overfitting)."""
-    from tests.test_yolo_train import write_easy_dataset
+    from tests.training.test_yolo_train import write_easy_dataset
 
     yaml = write_easy_dataset(root, n_train=n, n_val=1, size=size, seed=seed)
     yaml.write_text(yaml.read_text().replace("val: images/val", "val: images/train"))

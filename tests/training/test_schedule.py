@@ -83,7 +83,7 @@ def one_thread():
 
 @pytest.mark.usefixtures("one_thread")
 def test_yolo_trains_for_minutes(tmp_path: Path) -> None:
-    from tests.test_yolo_train import write_easy_dataset
+    from tests.training.test_yolo_train import write_easy_dataset
     from training.yolo.train import TrainConfig, train
 
     data = write_easy_dataset(tmp_path / "d", n_train=16, n_val=2, size=64)
@@ -100,7 +100,7 @@ def test_yolo_trains_for_minutes(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("one_thread")
 def test_faster_rcnn_trains_for_minutes(tmp_path: Path) -> None:
-    from tests.test_faster_rcnn import TINY
+    from tests.training.test_faster_rcnn import TINY
     from training.data.generate import generate_dataset
     from training.faster_rcnn.train import TrainConfig, train
 
@@ -113,8 +113,8 @@ def test_faster_rcnn_trains_for_minutes(tmp_path: Path) -> None:
     assert history[-1]["seconds"] >= 6.0
     assert_decays(history, cfg.lr)
     assert report["best"].is_file() and report["last"].is_file()
+    from engines.nets.faster_rcnn import DEFAULT_ANCHORS
     from training.checkpoint import load_checkpoint
-    from training.faster_rcnn.model import DEFAULT_ANCHORS
 
     config = load_checkpoint(report["last"])["config"]
     assert config["anchor_sizes"] != DEFAULT_ANCHORS["mobilenet_v3"]  # fitted
