@@ -105,6 +105,9 @@ class HogSvmDetector(Detector):
         out = []
         for p in batch:
             boxes, margins, cls = self.detect_raw(p.input)
+            h, w = p.input.shape[:2]
+            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)  # windows can overhang
+            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)  # by a rounding
             keep = nms(boxes, margins, cls, self.iou_threshold, self.max_detections)
             scores = 1 / (1 + np.exp(-margins[keep]))
             out.append(Detections(boxes[keep], scores.astype(np.float32),
