@@ -171,6 +171,8 @@ def single_object_scores(detector: Detector, images: int, seed: int,
 
 
 def _train_seconds(detector: Detector) -> float | None:
+    if getattr(detector, "train_seconds", None) is not None:
+        return float(detector.train_seconds)
     backend = getattr(detector, "backend", None)
     meta = getattr(backend, "meta", None)
     value = meta.extra.get("train_seconds") if meta is not None else None
@@ -337,6 +339,7 @@ def run(args: argparse.Namespace) -> int:
         name, sep, path = item.partition("=")
         if not sep:
             raise ValueError(f"--extra expects NAME=PATH, got {item!r}")
+        models = [m for m in models if m[0] != name]  # e.g. yolo-grid: the file given
         models.append((name, path))
     start = time.perf_counter()
     rows = compare(models, dataset, quick=args.quick, warmup=1 if args.quick else 2,

@@ -44,6 +44,8 @@ class HogSvmModel:
                 self.class_names = [str(n) for n in f["class_names"]]
                 self.sbin = int(f["sbin"])
                 self.scales = [float(s) for s in f["scales"]]
+                self.train_seconds = (float(f["train_seconds"])
+                                      if "train_seconds" in f.files else None)
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"{path}: not a HOG + SVM model file ({exc})") from exc
         c, fh, fw, d = self.filters.shape
@@ -93,6 +95,7 @@ class HogSvmDetector(Detector):
             score_threshold = float(np.log(conf_threshold / (1 - conf_threshold)))
         self.model = HogSvmModel(path)
         self.class_names = list(self.model.class_names)
+        self.train_seconds = self.model.train_seconds
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
