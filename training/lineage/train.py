@@ -92,27 +92,7 @@ def train_loc(out: Path, class_names: list[str], epochs: int = 25,
     x_val, box_val, cls_val = x[images:], boxes[images:], cls[images:]
     x, boxes, cls = x[:images], boxes[:images], cls[:images]
     model = LocNet(len(class_names), LOC_INPUT)
-    opt = torch.optim.AdamW(model.parameters(), 3e-3, weight_decay=1e-4)
-    steps = epochs * len(_batches(images, 64, rng))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
-    for epoch in range(epochs):
-        model.train()
-        total = 0.0
-        for idx in _batches(images, 64, rng):
-            idx = torch.from_numpy(idx)
-            xb, bb = x[idx], boxes[idx]
-            mirror = torch.from_numpy(rng.random(len(idx)) < 0.5)
-            xb = torch.where(mirror[:, None, None, None], xb.flip(3), xb)
-            flipped = torch.stack([1 - bb[:, 2], bb[:, 1], 1 - bb[:, 0], bb[:, 3]], 1)
-            bb = torch.where(mirror[:, None], flipped, bb)
-            logits, box = model(xb)
-            loss = F.cross_entropy(logits, cls[idx]) + 20 * F.mse_loss(box, bb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
-        log.info("loc epoch %d/%d loss %.4f", epoch + 1, epochs, total)
+    fit_loc(model, x, boxes, cls, epochs, rng)
     model.eval()
     with torch.no_grad():
         logits, pred = model(x_val)
@@ -128,6 +108,35 @@ def train_loc(out: Path, class_names: list[str], epochs: int = 25,
             {"images": {0: "batch"}, "logits": {0: "batch"}, "box": {0: "batch"}},
             meta)
     return out
+
+
+def fit_loc(model: nn.Module, x: torch.Tensor, boxes: torch.Tensor,
+            cls: torch.Tensor, epochs: int, rng: np.random.Generator,
+            batch: int = 64, lr: float = 3e-3) -> None:
+    """Localization's two-task fit: cross-entropy on the class + 20 x L2 on the
+    box (xyxy in [0, 1]); images mirrored at random (the box with them)."""
+    opt = torch.optim.AdamW(model.parameters(), lr, weight_decay=1e-4)
+    steps = epochs * len(_batches(len(x), batch, rng))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    for epoch in range(epochs):
+        model.train()
+        total = 0.0
+        for idx in _batches(len(x), batch, rng):
+            idx = torch.from_numpy(idx)
+            xb, bb = x[idx], boxes[idx]
+            mirror = torch.from_numpy(rng.random(len(idx)) < 0.5)
+            xb = torch.where(mirror[:, None, None, None], xb.flip(3), xb)
+            flipped = torch.stack([1 - bb[:, 2], bb[:, 1], 1 - bb[:, 0], bb[:, 3]], 1)
+            bb = torch.where(mirror[:, None], flipped, bb)
+            logits, box = model(xb)
+            loss = F.cross_entropy(logits, cls[idx]) + 20 * F.mse_loss(box, bb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        log.info("loc epoch %d/%d loss %.4f", epoch + 1, epochs, total)
+    model.eval()
 
 
 def train_overfeat(dataset, out: Path, epochs: int = 10, seed: int = 0,
