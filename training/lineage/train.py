@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from core.boxes import iou_matrix
-from core.image import to_tensor
+from core.image import stretch, to_tensor
 from core.meta import ModelMeta
 from engines.lineage.common import encode_deltas
 from engines.lineage.proposals import DEFAULT_MAX_PROPOSALS, DEFAULT_MAX_SIDE
@@ -38,6 +38,7 @@ from training.lineage.models import (
 log = logging.getLogger(__name__)
 
 LOC_INPUT = (64, 112)
+LOC_FRAME = (360, 640)  # training frames are rendered at this size, then resized
 RCNN_CROP = 32
 FAST_RCNN_INPUT = (224, 384)
 OVERFEAT_SCALES = (1.25, 0.83, 0.55, 0.37, 0.25, 0.17)
@@ -83,10 +84,15 @@ def train_loc(out: Path, class_names: list[str], epochs: int = 25,
     start = time.perf_counter()
     photos = load_backgrounds(backgrounds) if backgrounds is not None else None
     n_val = min(200, max(8, images // 10))
-    data = [single_object_scene(rng, LOC_INPUT, backgrounds=photos)
-            for _ in tqdm(range(images + n_val), desc="render")]
-    x = torch.from_numpy(np.stack([to_tensor(d[0]) for d in data]))
     h, w = LOC_INPUT
+    # rendered at frame size, then resized as the detector resizes: textures,
+    # clutter and edges look as they do in downscaled frames
+    data = []
+    for _ in tqdm(range(images + n_val), desc="render"):
+        image, box, class_id = single_object_scene(rng, LOC_FRAME, backgrounds=photos)
+        small, transform = stretch(image, LOC_INPUT)
+        data.append((small, transform.to_network(box[None])[0], class_id))
+    x = torch.from_numpy(np.stack([to_tensor(d[0]) for d in data]))
     boxes = torch.from_numpy(np.stack([d[1] for d in data]) / np.float32([w, h, w, h]))
     cls = torch.tensor([d[2] for d in data])
     x_val, box_val, cls_val = x[images:], boxes[images:], cls[images:]
