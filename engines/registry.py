@@ -136,6 +136,7 @@ FAMILIES: dict[str, str] = {
     "lineage_loc": "engines.lineage.loc:LocDetector",
     "lineage_overfeat": "engines.lineage.overfeat:OverFeatDetector",
     "lineage_dpm": "engines.lineage.dpm:DPMDetector",
+    "lineage_hog": "engines.lineage.hog_svm:HogSvmDetector",
     "lineage_rcnn": "engines.lineage.rcnn:RCNNDetector",
     "lineage_fast_rcnn": "engines.lineage.fast_rcnn:FastRCNNDetector",
 }
@@ -149,6 +150,7 @@ SHIPPED: dict[str, tuple[str, str | None]] = {
     "lineage-loc": ("lineage_loc", "lineage_loc.onnx"),
     "lineage-overfeat": ("lineage_overfeat", "lineage_overfeat.onnx"),
     "lineage-dpm": ("lineage_dpm", None),
+    "lineage-hog": ("lineage_hog", None),
     "lineage-rcnn": ("lineage_rcnn", "lineage_rcnn.onnx"),
     "lineage-fast-rcnn": ("lineage_fast_rcnn", "lineage_fast_rcnn.onnx"),
 }

@@ -3,15 +3,15 @@
 The same Selective Search proposals as R-CNN, but the conv trunk runs ONCE on
 the whole (resized) frame; each proposal max-pools its own region of the
 feature map to a fixed grid (RoI pooling), then small fully-connected heads
-give class scores and per-class box deltas. Two ONNX files: the trunk (the
-model file, ``images`` -> ``features``) and the head named in the metadata
-(``features``, ``rois`` (K, 5) = batch index + xyxy in input pixels ->
-``logits``, ``deltas``), because the RoI head needs a second input.
+give class scores and per-class box deltas. Two networks, each with one input
+and run by the project's ``Backend``: the trunk (the model file, ``images`` ->
+``features``) and the head named in the metadata (``pooled`` (K, C, P, P) ->
+``logits``, ``deltas``); the RoI max pooling between them is NumPy
+(``engines.lineage.roi_pool``, torchvision's arithmetic).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from engines.base import Backend, Detector, Prepared
 from engines.lineage.common import require_meta
 from engines.lineage.proposals import selective_search
 from engines.lineage.rcnn import decode_rcnn
+from engines.lineage.roi_pool import roi_max_pool
 from engines.registry import open_backend
 
 
@@ -38,8 +39,6 @@ class FastRCNNDetector(Detector):
                  conf_threshold: float = 0.3, iou_threshold: float = 0.4,
                  max_proposals: int | None = None, proposal_side: int | None = None,
                  max_detections: int = 100) -> None:
-        import onnxruntime as ort
-
         self.backend = (backend if isinstance(backend, Backend)
                         else open_backend(backend, threads=threads))
         require_meta(self.backend, "lineage_fast_rcnn")
@@ -49,11 +48,13 @@ class FastRCNNDetector(Detector):
         head = self.backend.path.parent / meta.extra["head"]
         if not head.is_file():
             raise ModelError(f"{self.backend.path}: RoI head file {head} not found")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        options.log_severity_level = 3
-        self.head = ort.InferenceSession(str(head), options,
-                                         providers=["CPUExecutionProvider"])
+        self.head = open_backend(head, self.backend.device, threads=threads)
+        if len(getattr(self.head, "input_shape", ())) != 4:
+            raise ModelError(f"{head}: the RoI head must take one (K, C, P, P) input "
+                             f"of pooled features, got {self.head.input_shape}; "
+                             "re-export it with `python -m training lineage train`")
+        self.pool = int(meta.extra.get("pool", 5))
+        self.spatial_scale = float(meta.extra.get("spatial_scale", 1 / 8))
         self.class_names = list(meta.class_names)
         self.input_size = meta.input_size
         self.max_proposals = int(max_proposals or meta.extra["max_proposals"])
@@ -82,9 +83,8 @@ class FastRCNNDetector(Detector):
                 continue
             (features,) = self.backend.infer(tensor[None])
             rois_net = p.transform.to_network(proposals)
-            rois = np.concatenate([np.zeros((len(rois_net), 1), np.float32),
-                                   rois_net], 1)
-            logits, deltas = self.head.run(None, {"features": features, "rois": rois})
+            pooled = roi_max_pool(features[0], rois_net, self.pool, self.spatial_scale)
+            logits, deltas = self.head.infer(pooled)
             boxes, conf, cls = decode_rcnn(rois_net, logits, deltas,
                                            self.conf_threshold)
             keep = nms(boxes, conf, cls, self.iou_threshold, self.max_detections)
@@ -98,4 +98,4 @@ class FastRCNNDetector(Detector):
 
     def close(self) -> None:
         self.backend.close()
-        self.head = None
+        self.head.close()

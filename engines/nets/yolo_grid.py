@@ -8,14 +8,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from engines.nets.yolo import SCALES, Backbone, Conv
+from engines.nets.yolo import SCALES, Backbone, Conv, PANNeck
 
 
 class GridYolo(nn.Module):
-    """Backbone -> stride-32 features -> resized to S x S -> 1x1 conv to 5B + C.
+    """Backbone -> PAN neck's stride-32 output -> resized to S x S -> 1x1 conv to
+    5B + C.
 
-    The resize is bilinear (ONNX ``Resize``): adaptive pooling only exports when
-    S divides the feature size, which 192x320 or 320x320 inputs with S=7 do not.
+    The PAN output at stride 32 has been through the top-down and bottom-up
+    paths, so it carries the stride-8 detail small objects need to be told apart
+    (on the raw stride-32 backbone map the class term did not move in 6 CPU
+    epochs). The formulation is still v1's: one S x S grid, B boxes and one class
+    distribution per cell. The resize is bilinear (ONNX ``Resize``): adaptive
+    pooling only exports when S divides the feature size, which 192x320 or
+    320x320 inputs with S=7 do not.
 
     Training ``forward`` returns activated predictions ``[batch, S, S, 5B + C]``
     with box sizes as sqrt(w), sqrt(h); ``export = True`` squares them.
@@ -34,6 +40,7 @@ class GridYolo(nn.Module):
         self.num_classes, self.scale = num_classes, scale
         self.S, self.B = grid, boxes_per_cell
         self.backbone = Backbone(width, depth, max_ch)
+        self.pan = PANNeck(self.backbone.channels, depth)
         c = self.backbone.channels[-1]
         self.neck = nn.Sequential(Conv(c, c, 3), nn.Upsample(size=(grid, grid),
                                                              mode="bilinear"),
@@ -42,7 +49,7 @@ class GridYolo(nn.Module):
         self.export = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.out(self.neck(self.backbone(x)[-1])).permute(0, 2, 3, 1)
+        y = self.out(self.neck(self.pan(self.backbone(x))[-1])).permute(0, 2, 3, 1)
         nb = 5 * self.B
         boxes = y[..., :nb].sigmoid()
         probs = y[..., nb:].softmax(-1)

@@ -264,3 +264,54 @@ def test_generate_cli(tmp_path: Path) -> None:
     assert code == 0
     assert (tmp_path / "d" / "annotations" / "train.json").is_file()
     assert len(load_dataset(tmp_path / "d" / "data.yaml", "train")) == 1
+
+
+@pytest.fixture()
+def photo_dir(tmp_path: Path) -> Path:
+    """Two tiny 'photographs': a blue-to-red ramp and a green checkerboard."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    ramp = np.zeros((120, 200, 3), np.uint8)
+    ramp[..., 0] = np.linspace(255, 0, 200, dtype=np.uint8)
+    ramp[..., 2] = np.linspace(0, 255, 200, dtype=np.uint8)
+    cv2.imwrite(str(folder / "ramp.png"), ramp)
+    board = (np.indices((100, 150)).sum(0) // 10 % 2 * 200).astype(np.uint8)
+    cv2.imwrite(str(folder / "sub" / "board.png"),
+                np.stack([np.zeros_like(board), board, np.zeros_like(board)], -1))
+    cv2.imwrite(str(folder / "icon.png"), np.zeros((16, 16, 3), np.uint8))  # skipped
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_backgrounds_are_crops_of_the_photographs(photo_dir: Path) -> None:
+    photos = generate.load_backgrounds(photo_dir)
+    assert len(photos) == 2  # the 16 px icon and the text file are skipped
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        image, boxes, _ = generate.render_scene(rng, SIZE, photos, max_objects=1)
+        assert len(boxes) == 1
+        outside = np.ones(SIZE, bool)
+        x1, y1, x2, y2 = boxes[0].astype(int)
+        outside[max(y1 - 2, 0):y2 + 2, max(x1 - 2, 0):x2 + 2] = False
+        bg = image[outside].astype(int)
+        # ramp: no green; board: only green (+ grain of at most a few levels)
+        is_ramp = np.median(bg[:, 1]) < 20
+        channels = (1,) if is_ramp else (0, 2)
+        assert np.percentile(bg[:, list(channels)], 90) < 25
+
+
+def test_generate_with_backgrounds_and_one_object(photo_dir: Path,
+                                                  tmp_path: Path) -> None:
+    code = training_main(["generate", "dataset", "--out", str(tmp_path / "d"),
+                          "--train", "0", "--val", "3", "--size", "64", "96",
+                          "--backgrounds", str(photo_dir), "--max-objects", "1"])
+    assert code == 0
+    val = load_dataset(tmp_path / "d" / "data.yaml", "val")
+    assert [len(s.boxes) for s in val] == [1, 1, 1]
+
+
+def test_backgrounds_folder_without_photos_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no photographs"):
+        generate.load_backgrounds(tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        generate.load_backgrounds(tmp_path / "missing")

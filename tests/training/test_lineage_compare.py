@@ -33,6 +33,14 @@ def test_compare_quick_writes_table_and_plot(tmp_path: Path) -> None:
     assert rows["lineage-fast-rcnn"]["proposal_ms"] > 0
     assert rows["lineage-rcnn"]["train_seconds"] > 0  # from the model's metadata
     assert rows["hog"]["map50"] == 0.0  # people only, on a shape set
+    assert 0.0 <= rows["lineage-loc"]["single_accuracy"] <= 1.0  # scored alone too
+    assert 0.0 <= rows["lineage-loc"]["single_iou"] <= 1.0
+    assert rows["lineage-rcnn"]["single_accuracy"] is None
+    for r in (rows["lineage-rcnn"], rows["lineage-overfeat"]):
+        assert r["map50_lo"] <= r["map50_hi"]
+    fast = rows["lineage-fast-rcnn"]
+    assert 0 < fast["ms_without_proposals"] < fast["ms_per_image"]
+    assert rows["hog"]["ms_without_proposals"] == rows["hog"]["ms_per_image"]
     with open(tmp_path / "compare.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     png = (tmp_path / "compare.png").read_bytes()

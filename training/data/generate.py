@@ -1,5 +1,9 @@
 """Procedural labelled images and videos: shapes on cluttered backgrounds.
 
+Backgrounds are procedural (gradients, blobs, clutter) or, with ``backgrounds``,
+random crops of photographs from a folder (``--backgrounds DIR``), so detectors
+meet textures and edges no generator of ours draws.
+
 Every label is exact because it is computed from the pixels each object painted:
 an image box is the visible extent (after later objects cover earlier ones and
 after clipping to the image); a video ground-truth box is the object's whole extent
@@ -219,20 +223,70 @@ def render_background(rng: np.random.Generator, size: tuple[int, int]) -> np.nda
     return img
 
 
-def render_scene(rng: np.random.Generator, size: tuple[int, int] = (360, 640)
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One labelled image.
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+MIN_PHOTO_SIDE = 64  # smaller images are icons, not scenes
+
+
+def load_backgrounds(folder: str | Path) -> list[np.ndarray]:
+    """Every readable photograph (BGR uint8) under ``folder``, sorted by path.
+
+    Files smaller than ``MIN_PHOTO_SIDE`` on a side are skipped; an empty result
+    is an error naming the folder.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"backgrounds folder {root} does not exist")
+    photos = []
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() not in PHOTO_SUFFIXES:
+            continue
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is not None and min(image.shape[:2]) >= MIN_PHOTO_SIDE:
+            photos.append(image)
+    if not photos:
+        raise ValueError(f"{root}: no photographs ({', '.join(PHOTO_SUFFIXES)}) of "
+                         f"at least {MIN_PHOTO_SIDE} px")
+    log.info("%d background photographs from %s", len(photos), root)
+    return photos
+
+
+def photo_background(rng: np.random.Generator, size: tuple[int, int],
+                     photos: list[np.ndarray]) -> np.ndarray:
+    """HxWx3 uint8: a random crop of a random photograph (random scale, flip,
+    brightness), resized to ``size``."""
+    h, w = size
+    photo = photos[int(rng.integers(len(photos)))]
+    ph, pw = photo.shape[:2]
+    aspect = w / h
+    # the largest crop of the output's aspect, then shrunk by up to 2x
+    ch = min(ph, pw / aspect) * rng.uniform(0.5, 1.0)
+    cw = ch * aspect
+    y0, x0 = rng.uniform(0, ph - ch), rng.uniform(0, pw - cw)
+    crop = photo[int(y0):int(y0 + ch), int(x0):int(x0 + cw)]
+    img = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    gain = rng.uniform(0.7, 1.3)
+    return np.clip(img.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+
+
+def render_scene(rng: np.random.Generator, size: tuple[int, int] = (360, 640),
+                 backgrounds: list[np.ndarray] | None = None,
+                 max_objects: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One labelled image, on a procedural background or a crop of one of
+    ``backgrounds`` (photographs), with 1..``max_objects`` objects.
 
     Returns the HxWx3 uint8 BGR image, boxes (N, 4) float32 xyxy pixels (the
     visible extent of each object, clipped to the image) and class_ids (N,) int64.
     Objects may overlap or leave the image, but each keeps at least
     ``MIN_VISIBLE`` of its pixels visible.
     """
-    image = render_background(rng, size)
+    image = (photo_background(rng, size, backgrounds) if backgrounds
+             else render_background(rng, size))
     visible: list[np.ndarray] = []
     areas: list[int] = []
     classes: list[int] = []
-    for _ in range(int(rng.integers(1, 9))):
+    for _ in range(int(rng.integers(1, max_objects + 1))):
         for _try in range(20):
             shape = random_shape(rng, size)
             _ensure_contrast(shape, image)
@@ -265,8 +319,13 @@ def _yolo_lines(boxes: np.ndarray, class_ids: np.ndarray, size: tuple[int, int]
 
 def generate_dataset(out_dir: str | Path, n_train: int, n_val: int,
                      size: tuple[int, int] = (360, 640), seed: int = 0,
-                     coco: bool = False) -> Path:
+                     coco: bool = False, backgrounds: str | Path | None = None,
+                     max_objects: int = 8) -> Path:
     """Write a YOLO-format dataset (Ultralytics layout); returns ``data.yaml``.
+
+    ``backgrounds``: a folder of photographs to draw the objects over (see
+    ``load_backgrounds``); ``max_objects``: objects per image are 1..this (1
+    gives the single-object images localization is scored on).
 
     ``images/{train,val}/NNNNNN.jpg``, ``labels/{train,val}/NNNNNN.txt`` (``class
     cx cy w h`` normalised), ``data.yaml``; with ``coco`` also
@@ -279,6 +338,9 @@ def generate_dataset(out_dir: str | Path, n_train: int, n_val: int,
 
     if n_train < 0 or n_val < 0:
         raise ValueError(f"image counts must be >= 0, got train={n_train} val={n_val}")
+    if max_objects < 1:
+        raise ValueError(f"max_objects must be >= 1, got {max_objects}")
+    photos = load_backgrounds(backgrounds) if backgrounds is not None else None
     out = Path(out_dir)
     for split, n, split_seed in (("train", n_train, 0), ("val", n_val, 1)):
         rng = np.random.default_rng([seed, split_seed])
@@ -290,7 +352,7 @@ def generate_dataset(out_dir: str | Path, n_train: int, n_val: int,
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
         for i in tqdm(range(n), desc=f"generate {split}", disable=n < 50):
-            image, boxes, class_ids = render_scene(rng, size)
+            image, boxes, class_ids = render_scene(rng, size, photos, max_objects)
             name = f"{i:06d}"
             cv2.imwrite(str(out / "images" / split / f"{name}.jpg"), image,
                         [cv2.IMWRITE_JPEG_QUALITY, 92])
@@ -457,6 +519,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     metavar=("H", "W"))
     ds.add_argument("--seed", type=int, default=0)
     ds.add_argument("--coco", action="store_true", help="also write COCO json")
+    ds.add_argument("--backgrounds", type=Path, default=None, metavar="DIR",
+                    help="draw the objects over random crops of the photographs in "
+                         "DIR (e.g. /usr/share/doc/opencv-doc/examples/data)")
+    ds.add_argument("--max-objects", type=int, default=8,
+                    help="objects per image: 1..N (1: single-object images)")
     vid = sub.add_parser("video", help="MP4 of moving objects + MOT ground truth")
     vid.add_argument("--out", type=Path, required=True, help="FILE.mp4")
     vid.add_argument("--frames", type=int, default=150)
@@ -471,7 +538,9 @@ def run(args: argparse.Namespace) -> int:
     size = (int(args.size[0]), int(args.size[1]))
     if args.what == "dataset":
         path = generate_dataset(args.out, args.train, args.val, size=size,
-                                seed=args.seed, coco=args.coco)
+                                seed=args.seed, coco=args.coco,
+                                backgrounds=args.backgrounds,
+                                max_objects=args.max_objects)
     else:
         path = generate_video(args.out, n_frames=args.frames, size=size,
                               fps=args.fps, seed=args.seed, n_objects=args.objects)

@@ -22,7 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--imgsz", type=int, default=320,
                    help="long side of the fixed network input (multiple of 32)")
     t.add_argument("--epochs", type=int, default=12)
+    t.add_argument("--minutes", type=float, default=0.0,
+                   help="train for this much wall clock instead of --epochs; the "
+                        "warm-up and cosine decay are laid over it")
     t.add_argument("--batch", type=int, default=4)
+    t.add_argument("--anchors", choices=["default", "kmeans"], default="default",
+                   help="kmeans: anchor sizes and aspect ratios fitted to the "
+                        "training boxes (training.faster_rcnn.anchors)")
     t.add_argument("--lr", type=float, default=None,
                    help="peak learning rate (default 1e-3 AdamW, 0.01 SGD)")
     t.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
@@ -68,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         model[key.strip()] = yaml.safe_load(value)
     cfg = TrainConfig(
         data=args.data, backbone=args.backbone, imgsz=args.imgsz, epochs=args.epochs,
+        minutes=args.minutes, anchors=args.anchors,
         batch=args.batch, lr=args.lr or (1e-3 if args.optimizer == "adamw" else 0.01),
         optimizer=args.optimizer, warmup_iters=args.warmup_iters, out=args.out,
         resume=args.resume, seed=args.seed, device=args.device, weights=args.weights,

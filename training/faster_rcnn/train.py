@@ -4,14 +4,14 @@ Images are stretched to the fixed network input (what ``engines.faster_rcnn``
 and the ONNX export see), flipped and colour-jittered. Labels cross the
 torchvision boundary here: dataset class ids 0..C-1 become labels 1..C (0 is
 background) in ``to_targets``, and predictions go back to 0-based in
-``predict``.
+``predict``. A run lasts ``epochs`` or, with ``minutes``, a wall-clock budget
+over which warm-up and cosine decay are laid (``training.schedule``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +27,7 @@ from core.image import to_tensor as image_tensor
 from core.meta import ModelMeta
 from core.types import Detections
 from engines.nets.faster_rcnn import build_faster_rcnn, make_config
+from training.schedule import WARMUP_FRACTION, Budget, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,17 @@ class TrainConfig:
     training images' aspect ratio, both rounded to multiples of 32.
     ``max_images``: images per epoch, a fresh random draw each epoch. ``model``
     holds extra ``build_faster_rcnn`` options (e.g. ``rpn_post_nms_top_n_test``).
+    ``minutes > 0`` trains for that much wall clock (validation included) instead
+    of ``epochs``, warming up over ``warmup_fraction`` of it.
     """
 
     data: Path
     backbone: str = "mobilenet_v3"
     imgsz: int = 320
     epochs: int = 12
+    minutes: float = 0.0
+    warmup_fraction: float = WARMUP_FRACTION
+    anchors: str = "default"
     batch: int = 4
     lr: float = 1e-3
     optimizer: str = "adamw"
@@ -72,6 +78,11 @@ class TrainConfig:
         for name in ("imgsz", "epochs", "batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.minutes < 0:
+            raise ValueError(f"minutes must be >= 0, got {self.minutes}")
+        if self.anchors not in ("default", "kmeans"):
+            raise ValueError(f"anchors must be 'default' or 'kmeans', got "
+                             f"{self.anchors!r}")
         if self.imgsz % 32:
             raise ValueError(f"imgsz must be a multiple of 32, got {self.imgsz}")
 
@@ -160,15 +171,6 @@ def validate(model: nn.Module, dataset: Any, size: tuple[int, int],
             "ms_per_image": round(ms, 1)}
 
 
-def _schedule(warmup: int, total: int):
-    def factor(it: int) -> float:
-        if it < warmup:
-            return 0.001 + (1 - 0.001) * it / warmup
-        progress = (it - warmup) / max(1, total - warmup)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return factor
-
-
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train; writes ``best.pt``/``last.pt``/``history.json`` under ``cfg.out``.
 
@@ -190,10 +192,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     else:
         first = train_ds[0].image.shape[:2]
         pretrained = bool(cfg.weights or cfg.backbone_weights)
+        input_size = input_size_for(cfg.imgsz, first)
+        options = dict(cfg.model)
+        if cfg.anchors == "kmeans" and "anchor_sizes" not in options:
+            from engines.nets.faster_rcnn import DEFAULT_ANCHORS
+            from training.faster_rcnn.anchors import box_sizes, fit_anchors
+
+            levels = len(DEFAULT_ANCHORS[cfg.backbone])
+            sizes, ratios = fit_anchors(box_sizes(train_ds, input_size), levels)
+            options.update(anchor_sizes=sizes, aspect_ratios=ratios)
+            log.info("k-means anchors: sizes %s, aspect ratios %s", sizes, ratios)
         config = make_config(
             len(train_ds.class_names), backbone=cfg.backbone,
-            input_size=list(input_size_for(cfg.imgsz, first)),
-            norm="frozen" if pretrained else "batch", **cfg.model)
+            input_size=list(input_size), norm="frozen" if pretrained else "batch",
+            **options)
     size = (int(config["input_size"][0]), int(config["input_size"][1]))
     model = build_faster_rcnn({**config, "weights": cfg.weights and str(cfg.weights),
                                "backbone_weights": cfg.backbone_weights
@@ -217,21 +229,23 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = cfg.epochs * len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg.warmup_iters, total))
-    start_epoch, best_map, history = 0, -1.0, []
+    start_epoch, best_map, history, already = 0, -1.0, [], 0.0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
         start_epoch, best_map = ckpt["epoch"] + 1, ckpt.get("best_map", -1.0)
         history = list(ckpt.get("history", []))
+        already = float(history[-1].get("seconds", 0.0)) if history else 0.0
         log.info("resumed %s at epoch %d", cfg.resume, start_epoch)
+    budget = Budget(cfg.epochs, len(loader), cfg.minutes * 60, already)
+    warmup = budget.warmup(cfg.warmup_iters, cfg.warmup_fraction)
     config = {k: v for k, v in config.items()
               if k not in ("weights", "backbone_weights")}
     cfg.out.mkdir(parents=True, exist_ok=True)
     best_path, last_path = cfg.out / "best.pt", cfg.out / "last.pt"
-    for epoch in range(start_epoch, cfg.epochs):
+    span = f"{cfg.minutes:g} min" if budget.timed else str(cfg.epochs)
+    step, epoch = start_epoch * len(loader), start_epoch
+    while not budget.spent(step):
         model.train()
         # every epoch reseeds shuffling, augmentation and the RPN/RoI samplers,
         # so a resumed run repeats the epochs an uninterrupted one would see
@@ -240,8 +254,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         torch.manual_seed(cfg.seed * 1000 + epoch)
         sums = dict.fromkeys(LOSS_NAMES, 0.0)
         steps = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{span}")
         for images, targets in bar:
+            if budget.spent(step):
+                break
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * warmup_cosine(budget.progress(step), warmup,
+                                                     start=0.001)
             images = [im.to(cfg.device) for im in images]
             targets = [{k: v.to(cfg.device) for k, v in t.items()} for t in targets]
             losses = model(images, targets)
@@ -253,21 +272,23 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             loss.backward()
             nn.utils.clip_grad_norm_(params, 10.0)
             opt.step()
-            sched.step()
             steps += 1
+            step += 1
             for k in LOSS_NAMES:
                 sums[k] += losses[k].item()
             bar.set_postfix({k.removeprefix("loss_")[:8]: f"{sums[k] / steps:.3f}"
                              for k in LOSS_NAMES})
-        row: dict[str, Any] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
+        row: dict[str, Any] = {"epoch": epoch + 1, "steps": steps,
+                               "lr": opt.param_groups[0]["lr"]}
         row.update({k: round(sums[k] / max(1, steps), 5) for k in LOSS_NAMES})
         if len(val_ds):
             row.update(validate(model, val_ds, size, cfg.device))
+        row["seconds"] = round(budget.elapsed(), 1)
         history.append(row)
-        log.info("epoch %d: %s", epoch + 1, row)
+        log.info("epoch %d/%s: %s", epoch + 1, span, row)
         score = row.get("map", -row["loss_classifier"])
-        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "history": history, "train_config": _plain(cfg)}
+        state = {"optimizer": opt.state_dict(), "history": history,
+                 "train_config": _plain(cfg)}
         if score > best_map:
             best_map = score
             save_checkpoint(best_path, "faster_rcnn", config, meta, model, epoch=epoch,
@@ -275,6 +296,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         save_checkpoint(last_path, "faster_rcnn", config, meta, model, epoch=epoch,
                         best_map=best_map, **state)
         (cfg.out / "history.json").write_text(json.dumps(history, indent=1))
+        epoch += 1
     return {"best": best_path, "last": last_path, "best_map": best_map,
             "history": history}
 

@@ -1,12 +1,12 @@
-"""``python -m training lineage train --model loc|overfeat|rcnn|fast-rcnn``."""
+"""``python -m training lineage train --model loc|overfeat|hog|rcnn|fast-rcnn``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-MODELS = ("loc", "overfeat", "rcnn", "fast-rcnn")
-DEFAULT_EPOCHS = {"loc": 25, "overfeat": 10, "rcnn": 12, "fast-rcnn": 10}
+MODELS = ("loc", "overfeat", "hog", "rcnn", "fast-rcnn")
+DEFAULT_EPOCHS = {"loc": 25, "overfeat": 10, "hog": 1, "rcnn": 12, "fast-rcnn": 10}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,11 +16,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None,
                    help="data.yaml (YOLO) or COCO .json; required except for loc, "
                         "which renders its own single-object images")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="hog: rounds of hard-negative mining")
     p.add_argument("--images", type=int, default=4000,
                    help="loc only: single-object images to render")
+    p.add_argument("--backgrounds", type=Path, default=None, metavar="DIR",
+                   help="loc only: render over crops of the photographs in DIR")
     p.add_argument("--out", type=Path, default=Path("runs/lineage"),
-                   help="output folder; writes lineage_<model>.onnx there")
+                   help="output folder; writes lineage_<model>.onnx there "
+                        "(hog: lineage_hog.npz)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
 
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if args.model == "loc":
         names = (load_dataset(args.data, "train").class_names if args.data
                  else list(CLASS_NAMES))
-        train.train_loc(out, names, epochs, args.images, args.seed)
+        train.train_loc(out, names, epochs, args.images, args.seed,
+                        backgrounds=args.backgrounds)
     else:
         if args.data is None:
             raise ValueError(f"--data is required for --model {args.model}")
@@ -50,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
         cache = args.out / "proposals_train.npz"
         if args.model == "overfeat":
             train.train_overfeat(dataset, out, epochs, args.seed)
+        elif args.model == "hog":
+            from training.lineage.hog import train_hog
+
+            out = train_hog(dataset, out.with_suffix(".npz"), args.seed,
+                            rounds=epochs)
         elif args.model == "rcnn":
             train.train_rcnn(dataset, out, epochs, args.seed, cache=cache)
         else:

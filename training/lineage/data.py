@@ -18,6 +18,7 @@ from training.data.generate import (
     _ensure_contrast,
     mask_boxes,
     paste,
+    photo_background,
     random_shape,
     render_background,
 )
@@ -27,17 +28,20 @@ BACKGROUND_IOU = 0.3  # ... and those below 0.3 to every ground truth background
 
 
 def single_object_scene(rng: np.random.Generator, size: tuple[int, int],
-                        min_extent: float = 0.15, max_extent: float = 0.8
+                        min_extent: float = 0.15, max_extent: float = 0.8,
+                        backgrounds: list[np.ndarray] | None = None
                         ) -> tuple[np.ndarray, np.ndarray, int]:
-    """One object on a cluttered background: image HxWx3 BGR, box (4,) xyxy px of
-    its visible extent, class id. Extent is a fraction of the image height."""
+    """One object on a cluttered background (procedural, or a crop of one of the
+    ``backgrounds`` photographs): image HxWx3 BGR, box (4,) xyxy px of its
+    visible extent, class id. Extent is a fraction of the image height."""
     h, w = size
     shape = random_shape(rng, size)
     extent = math.exp(rng.uniform(math.log(min_extent), math.log(max_extent))) * h
     shape.radius = extent / 2
     shape.cx = float(rng.uniform(0.15 * w, 0.85 * w))
     shape.cy = float(rng.uniform(0.15 * h, 0.85 * h))
-    image = render_background(rng, size)
+    image = (photo_background(rng, size, backgrounds) if backgrounds
+             else render_background(rng, size))
     _ensure_contrast(shape, image)
     painted, _ = paste(image, shape)
     return image, mask_boxes([painted])[0], shape.class_id

@@ -16,6 +16,9 @@ class LocNet(nn.Module):
     """Classification backbone + class head + box head (localization as regression).
 
     (B, 3, H, W) RGB [0, 1] -> logits (B, C), box (B, 4) xyxy in [0, 1] of the input.
+    The class head reads globally max-pooled features (what the object is does
+    not depend on where it is, and a small object fills one cell of the map); the
+    box head reads the flattened coarse grid (it must see "where").
     """
 
     def __init__(self, num_classes: int, input_size: tuple[int, int] = (64, 112),
@@ -26,16 +29,17 @@ class LocNet(nn.Module):
             conv_bn(3, w), nn.MaxPool2d(2), conv_bn(w, 2 * w), nn.MaxPool2d(2),
             conv_bn(2 * w, 4 * w), nn.MaxPool2d(2), conv_bn(4 * w, 4 * w),
             nn.MaxPool2d(2))
-        # Flatten the coarse grid (no global pooling): the fc layer must see "where".
         cells = (input_size[0] // 16) * (input_size[1] // 16)
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * cells, 128),
                                 nn.ReLU(inplace=True))
-        self.cls = nn.Linear(128, num_classes)
+        self.cls = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+                                 nn.Linear(4 * w, 64), nn.ReLU(inplace=True),
+                                 nn.Linear(64, num_classes))
         self.box = nn.Linear(128, 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.fc(self.backbone(x))
-        return self.cls(f), torch.sigmoid(self.box(f))
+        f = self.backbone(x)
+        return self.cls(f), torch.sigmoid(self.box(self.fc(f)))
 
 
 class OverFeatNet(nn.Module):
@@ -108,7 +112,9 @@ class FastRCNNTrunk(nn.Module):
 
 class FastRCNNHead(nn.Module):
     """RoI max pooling + fc heads: features, rois (K, 5) = batch index + xyxy in
-    input pixels -> logits (K, C+1), deltas (K, 4C)."""
+    input pixels -> logits (K, C+1), deltas (K, 4C). Exported without the pooling
+    (``fc_head``): inference pools in NumPy (``engines.lineage.roi_pool``), so the
+    head is a one-input network any backend runs."""
 
     def __init__(self, num_classes: int, channels: int = 64, pool: int = 5,
                  stride: int = FastRCNNTrunk.STRIDE) -> None:
@@ -123,5 +129,20 @@ class FastRCNNHead(nn.Module):
     def forward(self, features: torch.Tensor, rois: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = roi_pool(features, rois, (self.pool, self.pool), self.spatial_scale)
+        return self.fc_head(pooled)
+
+    def fc_head(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, C, pool, pool) pooled features -> logits, deltas."""
         f = self.fc(pooled)
         return self.cls(f), self.deltas(f)
+
+
+class PooledHead(nn.Module):
+    """The exported form of ``FastRCNNHead``: pooled features in, no RoI op."""
+
+    def __init__(self, head: FastRCNNHead) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head.fc_head(pooled)

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from core.boxes import iou_matrix
-from core.image import to_tensor
+from core.image import stretch, to_tensor
 from core.meta import ModelMeta
 from engines.lineage.common import encode_deltas
 from engines.lineage.proposals import DEFAULT_MAX_PROPOSALS, DEFAULT_MAX_SIDE
@@ -31,12 +31,14 @@ from training.lineage.models import (
     FastRCNNTrunk,
     LocNet,
     OverFeatNet,
+    PooledHead,
     RCNNNet,
 )
 
 log = logging.getLogger(__name__)
 
 LOC_INPUT = (64, 112)
+LOC_FRAME = (360, 640)  # training frames are rendered at this size, then resized
 RCNN_CROP = 32
 FAST_RCNN_INPUT = (224, 384)
 OVERFEAT_SCALES = (1.25, 0.83, 0.55, 0.37, 0.25, 0.17)
@@ -71,31 +73,69 @@ def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
 
 
 def train_loc(out: Path, class_names: list[str], epochs: int = 25,
-              images: int = 4000, seed: int = 0) -> Path:
+              images: int = 4000, seed: int = 0,
+              backgrounds: str | Path | None = None) -> Path:
     """Localization as regression on single-object images rendered at the
-    network size; L2 box loss + cross-entropy. Records mean val IoU."""
+    network size (over crops of ``backgrounds`` photographs when given); L2 box
+    loss + cross-entropy, horizontal flips. Records val accuracy and mean IoU."""
+    from training.data.generate import load_backgrounds
+
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
+    photos = load_backgrounds(backgrounds) if backgrounds is not None else None
     n_val = min(200, max(8, images // 10))
-    data = [single_object_scene(rng, LOC_INPUT) for _ in tqdm(range(images + n_val),
-                                                              desc="render")]
-    x = torch.from_numpy(np.stack([to_tensor(d[0]) for d in data]))
     h, w = LOC_INPUT
+    # rendered at frame size, then resized as the detector resizes: textures,
+    # clutter and edges look as they do in downscaled frames
+    data = []
+    for _ in tqdm(range(images + n_val), desc="render"):
+        image, box, class_id = single_object_scene(rng, LOC_FRAME, backgrounds=photos)
+        small, transform = stretch(image, LOC_INPUT)
+        data.append((small, transform.to_network(box[None])[0], class_id))
+    x = torch.from_numpy(np.stack([to_tensor(d[0]) for d in data]))
     boxes = torch.from_numpy(np.stack([d[1] for d in data]) / np.float32([w, h, w, h]))
     cls = torch.tensor([d[2] for d in data])
-    x_val, box_val = x[images:], boxes[images:]
+    x_val, box_val, cls_val = x[images:], boxes[images:], cls[images:]
     x, boxes, cls = x[:images], boxes[:images], cls[:images]
     model = LocNet(len(class_names), LOC_INPUT)
-    opt = torch.optim.AdamW(model.parameters(), 3e-3, weight_decay=1e-4)
-    steps = epochs * len(_batches(images, 64, rng))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
+    fit_loc(model, x, boxes, cls, epochs, rng)
+    model.eval()
+    with torch.no_grad():
+        logits, pred = model(x_val)
+    val_iou = float(np.mean(np.diag(iou_matrix(pred.numpy(), box_val.numpy()))))
+    val_acc = float((logits.argmax(1) == cls_val).float().mean())
+    log.info("loc val accuracy %.3f, mean IoU %.3f", val_acc, val_iou)
+    meta = ModelMeta("lineage_loc", list(class_names), LOC_INPUT, resize="stretch",
+                     extra={"train_seconds": round(time.perf_counter() - start, 1),
+                            "val_iou": round(val_iou, 4),
+                            "val_accuracy": round(val_acc, 4), "train_images": images,
+                            "epochs": epochs})
+    _export(model, (x_val[:2],), out, ["images"], ["logits", "box"],
+            {"images": {0: "batch"}, "logits": {0: "batch"}, "box": {0: "batch"}},
+            meta)
+    return out
+
+
+def fit_loc(model: nn.Module, x: torch.Tensor, boxes: torch.Tensor,
+            cls: torch.Tensor, epochs: int, rng: np.random.Generator,
+            batch: int = 64, lr: float = 3e-3) -> None:
+    """Localization's two-task fit: cross-entropy on the class + 20 x L2 on the
+    box (xyxy in [0, 1]); images mirrored at random (the box with them)."""
+    opt = torch.optim.AdamW(model.parameters(), lr, weight_decay=1e-4)
+    steps = epochs * len(_batches(len(x), batch, rng))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
     for epoch in range(epochs):
         model.train()
         total = 0.0
-        for idx in _batches(images, 64, rng):
+        for idx in _batches(len(x), batch, rng):
             idx = torch.from_numpy(idx)
-            logits, box = model(x[idx])
-            loss = F.cross_entropy(logits, cls[idx]) + 20 * F.mse_loss(box, boxes[idx])
+            xb, bb = x[idx], boxes[idx]
+            mirror = torch.from_numpy(rng.random(len(idx)) < 0.5)
+            xb = torch.where(mirror[:, None, None, None], xb.flip(3), xb)
+            flipped = torch.stack([1 - bb[:, 2], bb[:, 1], 1 - bb[:, 0], bb[:, 3]], 1)
+            bb = torch.where(mirror[:, None], flipped, bb)
+            logits, box = model(xb)
+            loss = F.cross_entropy(logits, cls[idx]) + 20 * F.mse_loss(box, bb)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -103,18 +143,6 @@ def train_loc(out: Path, class_names: list[str], epochs: int = 25,
             total += loss.item()
         log.info("loc epoch %d/%d loss %.4f", epoch + 1, epochs, total)
     model.eval()
-    with torch.no_grad():
-        pred = model(x_val)[1].numpy()
-    val_iou = float(np.mean(np.diag(iou_matrix(pred, box_val.numpy()))))
-    log.info("loc val mean IoU %.3f", val_iou)
-    meta = ModelMeta("lineage_loc", list(class_names), LOC_INPUT, resize="stretch",
-                     extra={"train_seconds": round(time.perf_counter() - start, 1),
-                            "val_iou": round(val_iou, 4), "train_images": images,
-                            "epochs": epochs})
-    _export(model, (x_val[:2],), out, ["images"], ["logits", "box"],
-            {"images": {0: "batch"}, "logits": {0: "batch"}, "box": {0: "batch"}},
-            meta)
-    return out
 
 
 def train_overfeat(dataset, out: Path, epochs: int = 10, seed: int = 0,
@@ -290,15 +318,14 @@ def train_fast_rcnn(dataset, out: Path, epochs: int = 10, seed: int = 0,
     meta = ModelMeta("lineage_fast_rcnn", list(dataset.class_names), FAST_RCNN_INPUT,
                      resize="stretch", extra={
                          "head": head_path.name, "proposal_side": proposal_side,
-                         "max_proposals": max_proposals,
+                         "max_proposals": max_proposals, "pool": head.pool,
+                         "spatial_scale": head.spatial_scale,
                          "train_seconds": round(time.perf_counter() - start, 1),
                          "train_images": len(dataset), "epochs": epochs})
     x = torch.from_numpy(images[0])[None]
     _export(trunk, (x,), out, ["images"], ["features"],
             {"images": {0: "batch"}, "features": {0: "batch"}}, meta)
-    with torch.no_grad():
-        feats = trunk(x)
-    rois = torch.tensor([[0, 10, 20, 200, 150], [0, 0, 0, w, h]], dtype=torch.float32)
-    _export(head, (feats, rois), head_path, ["features", "rois"], ["logits", "deltas"],
-            {"rois": {0: "k"}, "logits": {0: "k"}, "deltas": {0: "k"}}, None)
+    pooled = torch.rand(3, trunk(x).shape[1], head.pool, head.pool)
+    _export(PooledHead(head), (pooled,), head_path, ["pooled"], ["logits", "deltas"],
+            {"pooled": {0: "k"}, "logits": {0: "k"}, "deltas": {0: "k"}}, None)
     return out

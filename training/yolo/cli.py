@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="input size: 320 (square) or H,W e.g. 192,320 "
                    "(multiples of 32)")
     p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--minutes", type=float, default=0.0,
+                   help="train for this much wall clock instead of --epochs; the "
+                        "warm-up and cosine decay are laid over it")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
     p.add_argument("--warmup-steps", type=int, default=200)
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(
         data=args.data, head=args.head, scale=args.scale, imgsz=args.imgsz,
-        epochs=args.epochs, batch=args.batch, lr=args.lr,
+        epochs=args.epochs, minutes=args.minutes, batch=args.batch, lr=args.lr,
         warmup_steps=args.warmup_steps, augment=not args.no_augment,
         val_every=args.val_every, max_val_images=args.max_val_images,
         workers=args.workers, seed=args.seed, device=args.device, out=args.out,

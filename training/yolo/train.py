@@ -1,6 +1,8 @@
 """Training loop for both YOLO heads: AdamW, warm-up + cosine, EMA, COCO-mAP val.
 
-Checkpoints (``last.pt`` every epoch, ``best.pt`` on the best val mAP@[.5:.95])
+A run lasts ``epochs`` or, with ``minutes``, a wall-clock budget over which the
+warm-up and cosine decay are laid (``training.schedule``). Checkpoints
+(``last.pt`` every epoch and at the end, ``best.pt`` on the best val mAP@[.5:.95])
 hold the raw and EMA weights, the optimizer and the epoch, so ``resume`` picks up
 exactly where it stopped. Validation runs the EMA model through the same
 ``engines.yolo.YoloDetector`` used at inference, so the mAP is the deployed one.
@@ -13,7 +15,6 @@ import json
 import logging
 import math
 import random
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from engines.base import Backend
 from engines.nets.yolo import SCALES, YoloModel
 from engines.yolo import YoloDetector
 from training.checkpoint import load_checkpoint, save_checkpoint
+from training.schedule import WARMUP_FRACTION, Budget, warmup_cosine
 from training.yolo.grid import GridLoss, GridYolo
 from training.yolo.loss import DetectionLoss
 
@@ -44,8 +46,10 @@ class TrainConfig:
     """Everything a run depends on (stored in checkpoints, so resume repeats it).
 
     ``imgsz`` is (height, width) of the network input, multiples of 32.
-    ``lr`` is AdamW's peak rate; it warms up linearly over ``warmup_steps`` and
-    decays by a half cosine to ``lr * final_lr_ratio``.
+    ``lr`` is AdamW's peak rate; it warms up linearly over ``warmup_steps`` (over
+    ``warmup_fraction`` of the budget with ``minutes``) and decays by a half
+    cosine to ``lr * final_lr_ratio``. ``minutes > 0`` trains for that much wall
+    clock (validation included) instead of ``epochs``.
     """
 
     data: str
@@ -53,6 +57,8 @@ class TrainConfig:
     scale: str = "nano"
     imgsz: tuple[int, int] = (320, 320)
     epochs: int = 30
+    minutes: float = 0.0
+    warmup_fraction: float = WARMUP_FRACTION
     batch: int = 16
     lr: float = 2e-3
     weight_decay: float = 5e-4
@@ -80,6 +86,8 @@ class TrainConfig:
         for name in ("epochs", "batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.minutes < 0:
+            raise ValueError(f"minutes must be >= 0, got {self.minutes}")
 
 
 def parse_imgsz(value: int | str | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -215,12 +223,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    floor = cfg.lr * cfg.final_lr_ratio
-    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+def lr_at(progress: float, warmup: float, cfg: TrainConfig) -> float:
+    """Learning rate at ``progress`` in [0, 1] of the run (``warmup``: fraction)."""
+    return cfg.lr * warmup_cosine(progress, warmup, floor=cfg.final_lr_ratio)
 
 
 def evaluate_model(model: nn.Module, meta: ModelMeta, dataset: Any, device: str,
@@ -267,13 +272,22 @@ class _Subset:
         return getattr(self.dataset, name)
 
 
+# YOLO v1's augmentation (Redmon et al. 2016, sec. 2.2): random scaling and
+# translation of up to 20 %, exposure and saturation up to 1.5x; no mosaic, whose
+# quarter-size objects crowd several centres into one cell of a 7x7 grid.
+GRID_AUGMENT = {"mosaic": 0.0, "scale": (0.8, 1.2), "translate": 0.2,
+                "hsv_s": 0.5, "hsv_v": 0.5}
+
+
 def make_augmenter(cfg: TrainConfig) -> Any:
-    """The data helper's augmenter: ``(rng, dataset, i) -> (image, boxes, ids)``."""
+    """The augmenter: ``(rng, dataset, i) -> (image, boxes, ids)``; the grid head
+    defaults to the paper's (``GRID_AUGMENT``), ``extra["augment"]`` overrides."""
     if not cfg.augment:
         return None
     from training.data.augment import AugmentConfig, Augmenter
 
-    aug_cfg = AugmentConfig(**cfg.extra.get("augment", {}))
+    defaults = GRID_AUGMENT if cfg.head == "grid" else {}
+    aug_cfg = AugmentConfig(**{**defaults, **cfg.extra.get("augment", {})})
     return Augmenter(aug_cfg, size=tuple(cfg.imgsz))
 
 
@@ -297,7 +311,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                   betas=(0.9, 0.999))
     ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau)
-    start_epoch, best, history = 0, -1.0, []
+    start_epoch, best, history, already = 0, -1.0, [], 0.0
     if resume:
         ckpt = load_checkpoint(resume)
         model.load_state_dict(ckpt["model"])
@@ -307,6 +321,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, Any]:
         start_epoch = int(ckpt["epoch"]) + 1
         best = float(ckpt.get("best_map", -1.0))
         history = json.loads(ckpt.get("history", "[]"))
+        already = float(history[-1]["seconds"]) if history else 0.0
         log.info("resumed %s at epoch %d", resume, start_epoch)
 
     data = LetterboxedSet(train_set, cfg.imgsz, make_augmenter(cfg), cfg.seed)
@@ -318,24 +333,56 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, Any]:
     if steps_per_epoch == 0:
         raise ValueError(f"{cfg.data}: {len(train_set)} training images is fewer than "
                          f"one batch of {cfg.batch}")
-    total = steps_per_epoch * cfg.epochs
+    budget = Budget(cfg.epochs, steps_per_epoch, cfg.minutes * 60, already)
+    warmup = budget.warmup(cfg.warmup_steps, cfg.warmup_fraction)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    started = time.perf_counter()
+
     part_names = (("coord", "obj", "noobj", "cls") if cfg.head == "grid"
                   else ("box", "cls", "dfl"))
     metrics: dict[str, Any] = {}
-    for epoch in range(start_epoch, cfg.epochs):
+    def close_epoch(record: dict[str, Any], validate: bool, best: float,
+                    metrics: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        """Validate (if asked), log, append to history, write last.pt / best.pt."""
+        if validate:
+            metrics = evaluate_model(ema.ema, meta, val_set, device, cfg.max_val_images)
+            record.update(map=metrics["map"], map50=metrics["map50"])
+        history.append(record)
+        log.info("epoch %d/%s (%.0f s) losses %s%s", record["epoch"] + 1, span,
+                 record["seconds"], {k: round(v, 4) for k, v in record["loss"].items()},
+                 f" mAP {record['map']:.4f} mAP50 {record['map50']:.4f}"
+                 if "map" in record else "")
+        improved = "map" in record and record["map"] > best
+        best = max(best, record.get("map", best))
+        state = {"ema": ema.ema.state_dict(), "ema_updates": ema.updates,
+                 "optimizer": optimizer.state_dict(), "epoch": record["epoch"],
+                 "best_map": best, "history": json.dumps(history),
+                 "train_config": json.dumps(asdict(cfg))}
+        save_checkpoint(out / "last.pt", arch, model_config(cfg, nc), meta, model,
+                        **state)
+        if improved:
+            save_checkpoint(out / "best.pt", arch, model_config(cfg, nc), meta, model,
+                            **state)
+        return best, metrics
+
+    step = start_epoch * steps_per_epoch
+    epoch = start_epoch
+    span = f"{cfg.minutes:g} min" if budget.timed else str(cfg.epochs)
+    lr = lr_at(budget.progress(step), warmup, cfg)
+    while not budget.spent(step):
         model.train()
         data.epoch = epoch
         loader_gen.manual_seed(cfg.seed * 1000 + epoch)
         running = torch.zeros(len(part_names))
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for i, (images, targets) in enumerate(bar):
-            step = epoch * steps_per_epoch + i
+        done = 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{span}", leave=False)
+        for images, targets in bar:
+            if budget.spent(step):
+                break
+            lr = lr_at(budget.progress(step), warmup, cfg)
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, cfg)
+                group["lr"] = lr
             images = images.to(device, non_blocking=True)
             preds = model(images)
             if cfg.head == "grid":
@@ -348,39 +395,27 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, Any]:
             optimizer.step()
             ema.update(model)
             running += parts.cpu()
-            mean = (running / (i + 1)).tolist()
+            step += 1
+            done += 1
+            mean = (running / done).tolist()
             bar.set_postfix({k: f"{v:.3f}"
                              for k, v in zip(part_names, mean, strict=True)})
-        mean = (running / steps_per_epoch).tolist()
+        mean = (running / max(1, done)).tolist()
         losses = dict(zip(part_names, mean, strict=True))
-        record: dict[str, Any] = {"epoch": epoch, "loss": losses,
-                                  "seconds": round(time.perf_counter() - started, 1)}
-        last_epoch = epoch == cfg.epochs - 1
-        if (epoch + 1) % cfg.val_every == 0 or last_epoch:
-            metrics = evaluate_model(ema.ema, meta, val_set, device, cfg.max_val_images)
-            record.update(map=metrics["map"], map50=metrics["map50"])
-        history.append(record)
-        log.info("epoch %d/%d losses %s%s", epoch + 1, cfg.epochs,
-                 {k: round(v, 4) for k, v in losses.items()},
-                 f" mAP {record['map']:.4f} mAP50 {record['map50']:.4f}"
-                 if "map" in record else "")
-        improved = "map" in record and record["map"] > best
-        if improved:
-            best = record["map"]
-        state = {"ema": ema.ema.state_dict(), "ema_updates": ema.updates,
-                 "optimizer": optimizer.state_dict(), "epoch": epoch,
-                 "best_map": best, "history": json.dumps(history),
-                 "train_config": json.dumps(asdict(cfg))}
-        save_checkpoint(out / "last.pt", arch, model_config(cfg, nc), meta, model,
-                        **state)
-        if improved:
-            save_checkpoint(out / "best.pt", arch, model_config(cfg, nc), meta, model,
-                            **state)
-    seconds = time.perf_counter() - started
+        record: dict[str, Any] = {"epoch": epoch, "steps": done, "lr": lr,
+                                  "loss": losses,
+                                  "seconds": round(budget.elapsed(), 1)}
+        last_epoch = budget.spent(step)
+        best, metrics = close_epoch(record, (epoch + 1) % cfg.val_every == 0
+                                    or last_epoch, best, metrics)
+        epoch += 1
+    if history and "map" not in history[-1]:  # time ran out between two epochs
+        best, metrics = close_epoch(history.pop(), True, best, metrics)
+    seconds = budget.elapsed()
     best_record = max((r for r in history if "map" in r), key=lambda r: r["map"],
                       default={})
     (out / "history.json").write_text(json.dumps(history, indent=2))
     return {"best_map": best_record.get("map"), "best_map50": best_record.get("map50"),
-            "epochs": cfg.epochs, "seconds": round(seconds, 1), "history": history,
+            "epochs": epoch, "seconds": round(seconds, 1), "history": history,
             "best": str(out / "best.pt"), "last": str(out / "last.pt"),
             "last_metrics": metrics}
