@@ -7,8 +7,8 @@ Examples:
   python run_stream.py --source rtsp://cam/stream --model model.onnx --tracker bytetrack
   python run_stream.py --source a.mp4 --source b.mp4 --batch 4 --metrics m.json
   python run_stream.py --model model.engine --device cuda   # TensorRT engine
-  python run_stream.py --benchmark --model yolo             # ceilings vs loop vs pipeline
-  python run_stream.py batch videos/ --workers 2 --model yolo   # many files, summary.csv
+  python run_stream.py --benchmark --model yolo   # ceilings vs loop vs pipeline
+  python run_stream.py batch videos/ --workers 2 --model yolo  # many files, summary.csv
 
 Outputs go to --out (default ./output): SOURCE.mp4 (annotated, H.264 in fragmented
 MP4: playable after a kill), SOURCE.jsonl (one record per frame) and, with --mot,

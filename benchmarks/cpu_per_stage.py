@@ -27,11 +27,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from engines.registry import load_detector
+from pipeline.overlay import Overlay
 
-from engines.registry import load_detector  # noqa: E402
-from pipeline.overlay import Overlay  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def cpu() -> float:

@@ -14,7 +14,6 @@ Each writer runs ``--rounds`` times, interleaved, and the best round is kept.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,11 +21,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from pipeline.sinks import EncoderConfig
+from pipeline.video_writer import AvVideoWriter
 
-from pipeline.sinks import EncoderConfig  # noqa: E402
-from pipeline.video_writer import AvVideoWriter  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_frames(path: Path, count: int) -> tuple[list[np.ndarray], float]:

@@ -16,12 +16,12 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from engines.registry import load_detector
 from pipeline.runner import Pipeline, PipelineConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def config(out: Path, batch: int, frames: int, video: bool) -> PipelineConfig:
@@ -48,8 +48,9 @@ def main() -> int:
         detector = load_detector(args.model, threads=args.threads)
         detector.detect([__import__("numpy").zeros((576, 768, 3), "uint8")] * 2)
         started = time.perf_counter()
-        metrics = Pipeline(specs, detector, config(Path(tmp) / "batched", args.streams,
-                                                   args.frames, not args.no_video)).run()
+        batched = config(Path(tmp) / "batched", args.streams, args.frames,
+                         not args.no_video)
+        metrics = Pipeline(specs, detector, batched).run()
         seconds = time.perf_counter() - started
         written = sum(c.written for c in metrics.sources.values())
         results["batched"] = {"frames": written, "seconds": round(seconds, 2),

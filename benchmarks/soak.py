@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from engines.registry import load_detector
 from pipeline.runner import Pipeline, PipelineConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def rss_mb() -> float:

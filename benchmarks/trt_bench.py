@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from engines.base import Backend
+
+ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("trt_bench")
 

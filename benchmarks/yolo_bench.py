@@ -22,13 +22,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from engines.backends.onnxruntime import OnnxRuntimeBackend
 from engines.base import Detector
 from engines.yolo import YoloDetector
 from training.data.datasets import DetectionDataset, load_dataset
 from training.evaluate import evaluate_detector
+
+ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("yolo_bench")
 MIN_VISIBILITY = 0.5  # video ground truth rows less visible than this are dropped

@@ -193,7 +193,8 @@ def run_benchmark(spec: str, detector: Detector, config: PipelineConfig
 def format_report(report: dict[str, Any]) -> str:
     lines = [f"benchmark: {report['model']} ({report['backend'] or 'no backend'}) "
              f"on {report['source']} "
-             f"(batch {report['batch']}, {report['cpu_count']} cores; warm-up excluded)",
+             f"(batch {report['batch']}, {report['cpu_count']} cores; "
+             "warm-up excluded)",
              f"{'phase':<16}{'frames':>8}{'seconds':>10}{'FPS':>9}{'CPU %':>8}"
              f"{'CPU ms/frame':>14}"]
     for name, row in report["phases"].items():

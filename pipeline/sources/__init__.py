@@ -57,7 +57,7 @@ def make_source(
 
 
 def expand_sources(specs: list[str]) -> list[str]:
-    """Specs with ``@list.txt`` / ``*.txt`` lists expanded (one per line, # comments)."""
+    """Specs with ``@list.txt`` / ``*.txt`` lists expanded (one per line, #)."""
     out: list[str] = []
     for spec in specs:
         list_file = spec[1:] if spec.startswith("@") else spec

@@ -19,7 +19,8 @@ def tiny_model(path: Path, dtype: int = TensorProto.FLOAT) -> Path:
     nodes = [helper.make_node("Mul", ["images", "two"], ["scaled"])]
     out = "scaled"
     if dtype == TensorProto.FLOAT16:
-        nodes.append(helper.make_node("Cast", ["scaled"], ["out"], to=TensorProto.FLOAT))
+        nodes.append(helper.make_node("Cast", ["scaled"], ["out"],
+                                      to=TensorProto.FLOAT))
         out = "out"
     graph = helper.make_graph(
         nodes, "tiny",

@@ -19,7 +19,7 @@ from pipeline.sources import SourceConfig, SourceError, make_source
 from tests.conftest import StubDetector, write_video
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
-                                  reason="ffmpeg program not installed (CI installs it)")
+                                  reason="ffmpeg not installed (CI installs it)")
 
 
 def run(path: Path, tmp_path: Path, **source_kw) -> dict:
