@@ -77,8 +77,8 @@ def child_ultralytics(args: argparse.Namespace) -> dict[str, Any]:
 def child_ours(args: argparse.Namespace) -> dict[str, Any]:
     """Our pipeline (threads per stage) with the chosen backend."""
     sys.path.insert(0, str(ROOT))
+    from engines.registry import runtime_info
     from engines.yolo import YoloDetector
-    from pipeline.benchmark import backend_info
     from pipeline.config import PipelineConfig
     from pipeline.runner import Pipeline
     from pipeline.sinks import OutputConfig
@@ -93,7 +93,7 @@ def child_ours(args: argparse.Namespace) -> dict[str, Any]:
         backend = OnnxRuntimeBackend(args.model, threads=args.threads,
                                      spin=args.backend == "onnxruntime-spin")
     detector = YoloDetector(backend, conf_threshold=args.conf)
-    precision = backend_info(detector).split()[-1]
+    precision = runtime_info(detector).split()[-1]
     detector.warmup()
     config = PipelineConfig(batch=1, progress=False, outputs=OutputConfig(
         out_dir=Path(args.out_dir), video=args.video, jsonl=False))

@@ -292,3 +292,21 @@ def guess_family(backend: Backend) -> str:
         f"{backend.path}: carries no streamdet metadata and its outputs "
         "match no known family; pass --family"
     )
+
+
+def runtime_info(detector: Detector) -> str:
+    """``OpenVINOBackend bf16``, ``OnnxRuntimeBackend int8``, ...: the runtime and
+    the precision it runs (its own ``precision``, else the file's metadata, as
+    ``python -m training quantize`` writes it, else f32); empty without one."""
+    backend = getattr(detector, "backend", None)
+    if backend is None:
+        return ""
+    from engines.yolo import ultralytics_metadata  # the file's metadata_props
+
+    meta = getattr(backend, "meta", None)
+    stored = ((meta.extra.get("precision", "") if meta else "")
+              or ultralytics_metadata(backend).get("precision", ""))
+    # an int8 file runs int8 kernels whatever the runtime's float precision
+    precision = stored if stored == "int8" else (
+        getattr(backend, "precision", "") or stored or "f32")
+    return f"{type(backend).__name__} {precision}"

@@ -27,6 +27,7 @@ from typing import Any
 
 from core.types import Frame, Result
 from engines.base import Detector
+from engines.registry import runtime_info
 from pipeline.lanes import open_lane, run_plain_loop
 from pipeline.metrics import Metrics
 from pipeline.overlay import Overlay
@@ -93,24 +94,6 @@ def stage_cpu(detector: Detector, frames: list[Any], names: list[str],
     return {k: round(v, 5) for k, v in costs.items()}
 
 
-def backend_info(detector: Detector) -> str:
-    """``OpenVINOBackend bf16``, ``OnnxRuntimeBackend int8``, ...: the runtime and
-    the precision it runs (its own ``precision``, else the file's metadata, as
-    ``python -m training quantize`` writes it, else f32); empty without one."""
-    backend = getattr(detector, "backend", None)
-    if backend is None:
-        return ""
-    from engines.yolo import ultralytics_metadata  # the file's metadata_props
-
-    meta = getattr(backend, "meta", None)
-    stored = ((meta.extra.get("precision", "") if meta else "")
-              or ultralytics_metadata(backend).get("precision", ""))
-    # an int8 file runs int8 kernels whatever the runtime's float precision
-    precision = stored if stored == "int8" else (
-        getattr(backend, "precision", "") or stored or "f32")
-    return f"{type(backend).__name__} {precision}"
-
-
 def _warm(detector: Detector, image: Any) -> None:
     for _ in range(WARMUP_RUNS):
         detector.detect([image])
@@ -174,7 +157,7 @@ def run_benchmark(spec: str, detector: Detector, config: PipelineConfig
     return {
         "source": source.display_name,
         "model": type(detector).__name__,
-        "backend": backend_info(detector),
+        "backend": runtime_info(detector),
         "batch": step,
         "cpu_count": os.cpu_count(),
         "warmup": f"{WARMUP_RUNS} inferences before each timed phase, excluded",

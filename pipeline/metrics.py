@@ -45,6 +45,7 @@ class Metrics:
     # capture-to-sink seconds per source (``end_to_end`` holds all sources)
     source_latencies: dict[str, deque[float]] = field(default_factory=dict)
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    runtime: str = ""  # what ran the model at what precision: "OpenVINOBackend bf16"
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, stage: str, seconds: float) -> None:
@@ -111,6 +112,7 @@ class Metrics:
         written = sum(s["written"] for s in sources.values())
         elapsed = self.elapsed
         return {
+            "runtime": self.runtime,
             "elapsed_s": round(elapsed, 3),
             "frames_written": written,
             "fps": round(written / elapsed, 2) if elapsed > 0 else 0.0,
@@ -156,6 +158,7 @@ class Metrics:
         lines.append(
             f"{s['frames_written']} frames in {s['elapsed_s']:.2f} s: "
             f"{s['fps']:.2f} FPS (mean batch {s['mean_batch']})"
+            + (f" on {s['runtime']}" if s["runtime"] else "")
         )
         return "\n".join(lines)
 

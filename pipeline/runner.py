@@ -17,6 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from engines.base import Detector
+from engines.registry import runtime_info
 from pipeline.config import PipelineConfig
 from pipeline.lanes import InferFeed, Lane, open_lane, open_sources
 from pipeline.metrics import Metrics
@@ -55,7 +56,7 @@ class Pipeline:
         if not self.sources:
             raise ValueError("no sources given")
         self.state = RunState()
-        self.metrics = Metrics()
+        self.metrics = Metrics(runtime=runtime_info(detector))
         self.infer_in: queue.Queue[Any] = queue.Queue(self.config.queue_size)
         self.live = LatestFrames()  # live sources' freshest frames
         self.lanes: dict[str, Lane] = {}
@@ -78,6 +79,8 @@ class Pipeline:
         stage fails; a source that fails while others run is marked failed and the
         others carry on.
         """
+        if self.metrics.runtime:
+            log.info("model runs on %s", self.metrics.runtime)
         try:
             open_sources(self.sources, self.state, self.metrics)
             if self.state.stopping.is_set():
