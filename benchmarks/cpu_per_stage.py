@@ -1,7 +1,7 @@
 """CPU-seconds per frame of each stage around inference, and of the cheaper
 alternatives for each, on one clip (each variant run alone, process CPU time):
 
-    python benchmarks/cpu_per_stage.py samples/vtest.mp4 --model yolo --frames 200
+    python -m benchmarks.cpu_per_stage samples/vtest.mp4 --model yolo --frames 200
 
 * decode: OpenCV's FFmpeg capture with its default threads, with 1 thread
   (``OPENCV_FFMPEG_CAPTURE_OPTIONS=threads;1``), and PyAV (frame threads,

@@ -1,6 +1,6 @@
 """Tracking quality on generated sequences that are hard in known ways.
 
-    python benchmarks/tracking_bench.py [--families all] [--seeds 8] [--first-seed 0]
+    python -m benchmarks.tracking_bench [--families all] [--seeds 8] [--first-seed 0]
         [--tracker bytetrack --tracker ocsort ...] [--param ocsort.max_age=40 ...]
         [--reference-python /work/venv-tracking/bin/python]
 

@@ -1,7 +1,7 @@
 """End-to-end FPS against Ultralytics ``predict(stream=True)`` on the same ONNX and
 clip, in one run, interleaved (every configuration once per round, then again).
 
-    python benchmarks/vs_ultralytics.py --model yolov8n.onnx --int8 yolov8n_int8.onnx \
+    python -m benchmarks.vs_ultralytics --model yolov8n.onnx --int8 yolov8n_int8.onnx \
         --clip /usr/share/doc/opencv-doc/examples/data/vtest.avi \
         --reference-python /work/venv-cpuspeed/bin/python --rounds 3
 
