@@ -67,11 +67,12 @@ def class_list(text: str) -> tuple[str, ...]:
 
 def image_size(text: str) -> tuple[int, int]:
     """``--imgsz 640`` or ``--imgsz 384,640`` -> (height, width)."""
-    parts = [t for t in text.replace("x", ",").split(",") if t.strip()]
-    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
-        raise argparse.ArgumentTypeError(f"expected N or H,W, got {text!r}")
-    h, w = (int(parts[0]), int(parts[-1]))
-    return h, w
+    from core.image import parse_imgsz
+
+    try:
+        return parse_imgsz(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

@@ -115,3 +115,20 @@ def preprocess(
     """BGR uint8 frame -> (3×H×W float32 network input, transform back to the frame)."""
     resized, transform = resize(image, size, mode, pad_value)
     return to_tensor(resized, mean, std), transform
+
+
+def parse_imgsz(value: int | str | Sequence[int], multiple: int = 1) -> tuple[int, int]:
+    """``--imgsz`` everywhere: ``N`` -> (N, N); ``"H,W"`` / ``"HxW"`` / (H, W) ->
+    (H, W). Each side a positive multiple of ``multiple`` (32 for training)."""
+    if isinstance(value, str):
+        parts = [p for p in value.replace("x", ",").split(",") if p.strip()]
+        if not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"imgsz: expected N or H,W, got {value!r}")
+        value = [int(p) for p in parts]
+    sides = [value] if isinstance(value, int) else [int(v) for v in value]
+    if len(sides) == 1:
+        sides = sides * 2
+    if len(sides) != 2 or any(s < max(1, multiple) or s % multiple for s in sides):
+        what = f"multiples of {multiple}" if multiple > 1 else "positive sizes"
+        raise ValueError(f"imgsz: expected N or H,W ({what}), got {value!r}")
+    return sides[0], sides[1]

@@ -86,3 +86,21 @@ def test_core_imports_nothing_else_of_ours():
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     assert alias.name.split(".")[0] not in ours, (path, alias.name)
+
+
+def test_imgsz_has_one_meaning_in_every_command() -> None:
+    from core.image import parse_imgsz
+    from training.faster_rcnn.train import TrainConfig as FrcnnConfig
+    from training.faster_rcnn.train import input_size_for
+    from training.yolo.train import TrainConfig as YoloConfig
+
+    assert parse_imgsz("416") == parse_imgsz(416) == (416, 416)
+    assert parse_imgsz("224,416") == parse_imgsz("224x416") == (224, 416)
+    for bad in ("100", "0", "a,b", "1,2,3"):
+        with pytest.raises(ValueError, match="imgsz"):
+            parse_imgsz(bad, multiple=32)
+    for value, want in (("416", (416, 416)), ("224,416", (224, 416))):
+        assert FrcnnConfig(data="d.yaml", imgsz=value).imgsz == want
+        assert YoloConfig(data="d.yaml", imgsz=value).imgsz == want
+    # no --imgsz: Faster R-CNN keeps the data's aspect (long side 320)
+    assert input_size_for(FrcnnConfig(data="d.yaml").imgsz, (360, 640)) == (192, 320)

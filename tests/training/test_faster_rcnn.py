@@ -34,7 +34,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data = generate_dataset(root / "data", 8, 2, size=(96, 160), seed=3)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    cfg = TrainConfig(data=data, imgsz=160, epochs=8, batch=2, lr=2e-3, warmup_iters=4,
+    cfg = TrainConfig(data=data, imgsz=(96, 160), epochs=8, batch=2, lr=2e-3,
+                      warmup_iters=4,
                       out=root / "run", hsv=0.0, model=TINY)
     try:
         return train(cfg)

@@ -105,7 +105,8 @@ def test_faster_rcnn_trains_for_minutes(tmp_path: Path) -> None:
     from training.faster_rcnn.train import TrainConfig, train
 
     data = generate_dataset(tmp_path / "d", 4, 1, size=(64, 96), seed=3)
-    cfg = TrainConfig(data=data, imgsz=96, epochs=1, minutes=0.1, batch=2, lr=2e-3,
+    cfg = TrainConfig(data=data, imgsz=(64, 96), epochs=1, minutes=0.1, batch=2,
+                      lr=2e-3,
                       out=tmp_path / "r", hsv=0.0, model=TINY, anchors="kmeans")
     report = train(cfg)
     history = report["history"]

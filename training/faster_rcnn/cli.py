@@ -19,8 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     t.add_argument("--backbone", choices=BACKBONES,
                    default="mobilenet_v3")
-    t.add_argument("--imgsz", type=int, default=320,
-                   help="long side of the fixed network input (multiple of 32)")
+    t.add_argument("--imgsz", default=None, metavar="N|H,W",
+                   help="fixed network input, N (square) or H,W, multiples of 32 "
+                        "(default: long side 320, short side from the data's aspect)")
     t.add_argument("--epochs", type=int, default=12)
     t.add_argument("--minutes", type=float, default=0.0,
                    help="train for this much wall clock instead of --epochs; the "

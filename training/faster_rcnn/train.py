@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from core.image import stretch
+from core.image import parse_imgsz, stretch
 from core.image import to_tensor as image_tensor
 from core.meta import ModelMeta
 from core.types import Detections
@@ -35,12 +35,16 @@ LOSS_NAMES = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_bo
 MIN_BOX_SIDE = 1.0  # px at the network input; torchvision rejects degenerate boxes
 
 
+DEFAULT_LONG_SIDE = 320  # network input when --imgsz is not given
+
+
 @dataclass
 class TrainConfig:
     """Everything one training run needs (built once from the CLI).
 
-    ``imgsz`` is the long side of the network input; the short side follows the
-    training images' aspect ratio, both rounded to multiples of 32.
+    ``imgsz`` is the network input as everywhere else: ``N`` (N×N) or (H, W),
+    multiples of 32; ``None`` picks a long side of 320 with the short side from
+    the training images' aspect ratio.
     ``max_images``: images per epoch, a fresh random draw each epoch. ``model``
     holds extra ``build_faster_rcnn`` options (e.g. ``rpn_post_nms_top_n_test``).
     ``minutes > 0`` trains for that much wall clock (validation included) instead
@@ -49,7 +53,7 @@ class TrainConfig:
 
     data: Path
     backbone: str = "mobilenet_v3"
-    imgsz: int = 320
+    imgsz: Any = None  # N, "H,W" or (H, W); a (H, W) tuple after __post_init__
     epochs: int = 12
     minutes: float = 0.0
     warmup_fraction: float = WARMUP_FRACTION
@@ -75,7 +79,9 @@ class TrainConfig:
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError("optimizer must be 'sgd' or 'adamw', got "
                              f"{self.optimizer!r}")
-        for name in ("imgsz", "epochs", "batch"):
+        if self.imgsz is not None:
+            self.imgsz = parse_imgsz(self.imgsz, multiple=32)
+        for name in ("epochs", "batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.minutes < 0:
@@ -83,15 +89,18 @@ class TrainConfig:
         if self.anchors not in ("default", "kmeans"):
             raise ValueError(f"anchors must be 'default' or 'kmeans', got "
                              f"{self.anchors!r}")
-        if self.imgsz % 32:
-            raise ValueError(f"imgsz must be a multiple of 32, got {self.imgsz}")
 
 
-def input_size_for(imgsz: int, image_hw: tuple[int, int]) -> tuple[int, int]:
-    """(H, W) network input: long side ``imgsz``, short side by aspect, /32."""
+def input_size_for(imgsz: tuple[int, int] | None,
+                   image_hw: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) network input: ``imgsz`` when given; else a long side of
+    ``DEFAULT_LONG_SIDE`` and the short side by the image's aspect, /32."""
+    if imgsz is not None:
+        return imgsz
     h, w = image_hw
-    short = max(32, round(imgsz * min(h, w) / max(h, w) / 32) * 32)
-    return (short, imgsz) if w >= h else (imgsz, short)
+    long = DEFAULT_LONG_SIDE
+    short = max(32, round(long * min(h, w) / max(h, w) / 32) * 32)
+    return (short, long) if w >= h else (long, short)
 
 
 def to_targets(boxes: np.ndarray, class_ids: np.ndarray) -> dict[str, torch.Tensor]:

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from core.image import letterbox, to_tensor
+from core.image import letterbox, parse_imgsz, to_tensor
 from core.meta import ModelMeta
 from engines.base import Backend
 from engines.nets.yolo import SCALES, YoloModel
@@ -82,26 +82,12 @@ class TrainConfig:
             raise ValueError(f"head {self.head!r} is not one of {HEADS}")
         if self.scale not in SCALES:
             raise ValueError(f"scale {self.scale!r} is not one of {sorted(SCALES)}")
-        self.imgsz = parse_imgsz(self.imgsz)
+        self.imgsz = parse_imgsz(self.imgsz, multiple=32)
         for name in ("epochs", "batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.minutes < 0:
             raise ValueError(f"minutes must be >= 0, got {self.minutes}")
-
-
-def parse_imgsz(value: int | str | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """``320`` / ``"320"`` -> (320, 320); ``"192,320"`` or (192, 320) -> (192, 320)."""
-    if isinstance(value, str):
-        value = [int(v) for v in value.replace("x", ",").split(",")]
-    if isinstance(value, int):
-        value = [value, value]
-    size = tuple(int(v) for v in value)
-    if len(size) == 1:
-        size = (size[0], size[0])
-    if len(size) != 2 or any(v < 32 or v % 32 for v in size):
-        raise ValueError(f"imgsz must be one or two multiples of 32, got {value!r}")
-    return size  # type: ignore[return-value]
 
 
 def seed_everything(seed: int) -> None:
