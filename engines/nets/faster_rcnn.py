@@ -50,6 +50,7 @@ DEFAULT_ANCHORS: dict[str, list[list[int]]] = {
     "torchvision": [[32, 64, 128, 256, 512]] * 3,
 }
 RETURNED_LAYERS = {"mobilenet_v3": [3, 4, 5], "torchvision": None}
+STRIDES = {"mobilenet_v3": [8, 16, 32, 64], "resnet18": [4, 8, 16, 32, 64]}
 DEFAULT_ASPECT_RATIOS = [0.5, 1.0, 2.0]  # height / width, as torchvision
 
 # Options forwarded verbatim to torchvision's FasterRCNN (stage-prefixed names).

@@ -204,11 +204,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         input_size = input_size_for(cfg.imgsz, first)
         options = dict(cfg.model)
         if cfg.anchors == "kmeans" and "anchor_sizes" not in options:
-            from engines.nets.faster_rcnn import DEFAULT_ANCHORS
+            from engines.nets.faster_rcnn import STRIDES
             from training.faster_rcnn.anchors import box_sizes, fit_anchors
 
-            levels = len(DEFAULT_ANCHORS[cfg.backbone])
-            sizes, ratios = fit_anchors(box_sizes(train_ds, input_size), levels)
+            sizes, ratios = fit_anchors(box_sizes(train_ds, input_size),
+                                        STRIDES[cfg.backbone])
             options.update(anchor_sizes=sizes, aspect_ratios=ratios)
             log.info("k-means anchors: sizes %s, aspect ratios %s", sizes, ratios)
         config = make_config(
