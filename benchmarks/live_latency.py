@@ -31,7 +31,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from core.boxes import BoxTransform
 from core.types import Detections, Frame
 from engines.base import Detector, Prepared
 from pipeline.runner import Pipeline, PipelineConfig
@@ -57,8 +56,7 @@ class FixedCallDetector(Detector):
         return self._max_batch
 
     def prepare(self, image: np.ndarray) -> Prepared:
-        h, w = image.shape[:2]
-        return Prepared(image, BoxTransform(1.0, 1.0, 0.0, 0.0, w, h))
+        return Prepared.whole(image)
 
     def infer(self, batch: list[Prepared]) -> list[Detections]:
         time.sleep(self.call_s)

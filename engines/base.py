@@ -88,6 +88,11 @@ class Prepared:
     input: np.ndarray
     transform: BoxTransform
 
+    @classmethod
+    def whole(cls, image: np.ndarray) -> Prepared:
+        """The raw frame itself, for detectors that scan the image as it is."""
+        return cls(image, BoxTransform.identity(image.shape[1], image.shape[0]))
+
 
 class Detector(ABC):
     """The only thing the pipeline knows about models.

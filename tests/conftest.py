@@ -58,14 +58,12 @@ class StubDetector(Detector):
         return self._max_batch
 
     def prepare(self, image):
-        from core.boxes import BoxTransform
         from engines.base import Prepared
 
         self.calls += 1
         if self.fail_prepare_at is not None and self.calls > self.fail_prepare_at:
             raise RuntimeError("injected prepare failure")
-        h, w = image.shape[:2]
-        return Prepared(image, BoxTransform(1, 1, 0, 0, w, h))
+        return Prepared.whole(image)
 
     def infer(self, batch):
         import time

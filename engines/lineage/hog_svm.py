@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.boxes import BoxTransform, nms
+from core.boxes import nms
 from core.meta import ModelError
 from core.types import Detections
 from engines.base import Detector, Prepared
@@ -101,8 +101,7 @@ class HogSvmDetector(Detector):
         self.max_detections = max_detections
 
     def prepare(self, image: np.ndarray) -> Prepared:
-        h, w = image.shape[:2]
-        return Prepared(image, BoxTransform(1.0, 1.0, 0.0, 0.0, w, h))
+        return Prepared.whole(image)
 
     def infer(self, batch: list[Prepared]) -> list[Detections]:
         out = []

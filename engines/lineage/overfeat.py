@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.boxes import BoxTransform, nms
+from core.boxes import nms
 from core.image import to_tensor
 from core.types import Detections
 from engines.base import Backend, Detector, Prepared
@@ -71,8 +71,7 @@ class OverFeatDetector(Detector):
         self.pre_nms_top_k = pre_nms_top_k  # bounds the NMS cost of dense maps
 
     def prepare(self, image: np.ndarray) -> Prepared:
-        h, w = image.shape[:2]
-        return Prepared(image, BoxTransform(1.0, 1.0, 0.0, 0.0, w, h))
+        return Prepared.whole(image)
 
     def dense_maps(self, image: np.ndarray, scale: float
                    ) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.boxes import BoxTransform, nms
+from core.boxes import nms
 from core.image import to_tensors
 from core.types import Detections
 from engines.base import Backend, Detector, Prepared
@@ -78,8 +78,7 @@ class RCNNDetector(Detector):
         self.last_proposal_seconds = 0.0  # Selective Search time on the last frame
 
     def prepare(self, image: np.ndarray) -> Prepared:
-        h, w = image.shape[:2]
-        return Prepared(image, BoxTransform(1.0, 1.0, 0.0, 0.0, w, h))
+        return Prepared.whole(image)
 
     def infer(self, batch: list[Prepared]) -> list[Detections]:
         out = []

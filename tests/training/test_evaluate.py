@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 
-from core.boxes import BoxTransform
 from core.types import Detections
 from engines.base import Detector, Prepared
 from training.__main__ import main as training_main
@@ -88,8 +87,7 @@ class OracleDetector(Detector):
         return self._max_batch
 
     def prepare(self, image: np.ndarray) -> Prepared:
-        h, w = image.shape[:2]
-        return Prepared(image, BoxTransform(1, 1, 0, 0, w, h))
+        return Prepared.whole(image)
 
     def infer(self, batch: list[Prepared]) -> list[Detections]:
         self.batch_sizes.append(len(batch))
@@ -116,8 +114,7 @@ class StubTeacher(Detector):
         self.class_names = ["thing"]
 
     def prepare(self, image: np.ndarray) -> Prepared:
-        h, w = image.shape[:2]
-        return Prepared(image, BoxTransform(1, 1, 0, 0, w, h))
+        return Prepared.whole(image)
 
     def infer(self, batch: list[Prepared]) -> list[Detections]:
         return [Detections([[10, 20, 50, 60], [0, 0, 30, 30]], [0.9, 0.1], [0, 0])
