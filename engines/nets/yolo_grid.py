@@ -12,16 +12,17 @@ from engines.nets.yolo import SCALES, Backbone, Conv, PANNeck
 
 
 class GridYolo(nn.Module):
-    """Backbone -> PAN neck's stride-32 output -> resized to S x S -> 1x1 conv to
-    5B + C.
+    """Backbone -> PAN neck -> S x S cells -> 1x1 conv to 5B + C.
 
-    The PAN output at stride 32 has been through the top-down and bottom-up
-    paths, so it carries the stride-8 detail small objects need to be told apart
-    (on the raw stride-32 backbone map the class term did not move in 6 CPU
-    epochs). The formulation is still v1's: one S x S grid, B boxes and one class
-    distribution per cell. The resize is bilinear (ONNX ``Resize``): adaptive
-    pooling only exports when S divides the feature size, which 192x320 or
-    320x320 inputs with S=7 do not.
+    Each cell sees two things: the max over its area of the stride-8 PAN map
+    (small objects keep their own detail: a 16 px star fills a few stride-8
+    cells but is a blur inside one 46 px cell of a stride-32 map, where the class
+    term did not move in 5 CPU epochs on shapes over photographs), and the
+    stride-32 PAN map resized to S x S (context). The max is exportable: the
+    stride-8 map is resized to k*S per side (bilinear, ONNX ``Resize``) and max
+    pooled by k, since adaptive pooling only exports when S divides the size.
+    The formulation is still v1's: one S x S grid, B boxes and one class
+    distribution per cell.
 
     Training ``forward`` returns activated predictions ``[batch, S, S, 5B + C]``
     with box sizes as sqrt(w), sqrt(h); ``export = True`` squares them.
@@ -41,15 +42,26 @@ class GridYolo(nn.Module):
         self.S, self.B = grid, boxes_per_cell
         self.backbone = Backbone(width, depth, max_ch)
         self.pan = PANNeck(self.backbone.channels, depth)
-        c = self.backbone.channels[-1]
-        self.neck = nn.Sequential(Conv(c, c, 3), nn.Upsample(size=(grid, grid),
-                                                             mode="bilinear"),
-                                  Conv(c, c, 3))
-        self.out = nn.Conv2d(c, 5 * boxes_per_cell + num_classes, 1)
+        c3, _, c5 = self.backbone.channels
+        self.fine = Conv(c3, c5, 3)
+        self.context = nn.Sequential(Conv(c5, c5, 3),
+                                     nn.Upsample(size=(grid, grid), mode="bilinear"))
+        self.mix = Conv(2 * c5, c5, 3)
+        self.out = nn.Conv2d(c5, 5 * boxes_per_cell + num_classes, 1)
         self.export = False
 
+    def _cells_max(self, x: torch.Tensor) -> torch.Tensor:
+        """Max of ``x`` over each of the S x S cells."""
+        s = self.S
+        k = max(1, -(-max(x.shape[-2:]) // s))  # ceil(size / S)
+        x = nn.functional.interpolate(x, size=(k * s, k * s), mode="bilinear",
+                                      align_corners=False)
+        return nn.functional.max_pool2d(x, k)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.out(self.neck(self.pan(self.backbone(x))[-1])).permute(0, 2, 3, 1)
+        n3, _, n5 = self.pan(self.backbone(x))
+        cells = torch.cat([self._cells_max(self.fine(n3)), self.context(n5)], 1)
+        y = self.out(self.mix(cells)).permute(0, 2, 3, 1)
         nb = 5 * self.B
         boxes = y[..., :nb].sigmoid()
         probs = y[..., nb:].softmax(-1)
