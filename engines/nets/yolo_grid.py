@@ -53,10 +53,11 @@ class GridYolo(nn.Module):
     def _cells_max(self, x: torch.Tensor) -> torch.Tensor:
         """Max of ``x`` over each of the S x S cells."""
         s = self.S
-        k = max(1, -(-max(x.shape[-2:]) // s))  # ceil(size / S)
+        # plain ints: the export has a fixed input size, so these are constants
+        k = max(1, -(-max(int(x.shape[-2]), int(x.shape[-1])) // s))  # ceil(size/S)
         x = nn.functional.interpolate(x, size=(k * s, k * s), mode="bilinear",
                                       align_corners=False)
-        return nn.functional.max_pool2d(x, k)
+        return nn.functional.max_pool2d(x, kernel_size=k, stride=k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n3, _, n5 = self.pan(self.backbone(x))
