@@ -29,14 +29,20 @@ class FlowRefiner:
         self.prev_gray: np.ndarray | None = None
         self.prev: Detections = Detections.empty()
         self.scale = 1.0
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
 
     def _gray(self, image: np.ndarray) -> np.ndarray:
+        """Downscaled grey frame; ``propagate`` then ``observe`` on one frame
+        convert it once."""
+        if self._last is not None and self._last[0] is image:
+            return self._last[1]
         h, w = image.shape[:2]
         self.scale = min(1.0, MAX_SIDE / max(h, w))
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         if self.scale < 1.0:
             gray = cv2.resize(gray, (round(w * self.scale), round(h * self.scale)),
                               interpolation=cv2.INTER_AREA)
+        self._last = (image, gray)
         return gray
 
     def observe(self, image: np.ndarray, detections: Detections) -> None:
