@@ -101,6 +101,18 @@ def write_video(
     return path
 
 
+def decoded_frames(path: Path) -> int:
+    """How many frames of a video decode (a torn file counts what is readable)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    cap.release()
+    return frames
+
+
 @pytest.fixture
 def small_video(tmp_path: Path) -> Path:
     return write_video(tmp_path / "small clip.mp4")

@@ -9,10 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import pytest
 
-from tests.conftest import ROOT, write_video
+from tests.conftest import ROOT, decoded_frames, write_video
 
 CLI = [sys.executable, str(ROOT / "run_stream.py"), "--no-progress"]
 
@@ -100,10 +99,7 @@ def test_signal_mid_run_exits_fast_with_valid_outputs(
     assert proc.returncode == 128 + sig
     lines = jsonl.read_text().splitlines()
     assert lines and all(json.loads(line) for line in lines)
-    cap = cv2.VideoCapture(str(tmp_path / "long.mp4"))
-    frames = 0
-    while cap.read()[0]:
-        frames += 1
+    frames = decoded_frames(tmp_path / "long.mp4")
     assert frames == len(lines)  # MP4 finalised: readable to its last written frame
 
 

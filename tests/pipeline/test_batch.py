@@ -10,7 +10,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import pytest
 
 from core.meta import file_sha256
@@ -27,7 +26,7 @@ from pipeline.batch import (
 )
 from pipeline.runner import PipelineConfig
 from pipeline.sinks import OutputConfig
-from tests.conftest import ROOT, StubDetector, write_video
+from tests.conftest import ROOT, StubDetector, decoded_frames, write_video
 
 
 def make_inputs(tmp_path: Path) -> Path:
@@ -45,15 +44,6 @@ def job(tmp_path: Path, force: bool = False, **detector: object) -> BatchJob:
     return BatchJob(detector={"model": "hog", **detector},
                     pipeline=PipelineConfig(outputs=outputs, progress=False),
                     force=force)
-
-
-def frame_count(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    frames = 0
-    while cap.read()[0]:
-        frames += 1
-    cap.release()
-    return frames
 
 
 def test_find_videos_expands_folders(tmp_path: Path) -> None:
@@ -77,7 +67,7 @@ def test_batch_accounts_for_every_frame_and_resumes(tmp_path: Path) -> None:
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok", "failed"}
     assert {r["attempts"] for r in rows} == {"1"}
     assert not (tmp_path / "out" / PARTIAL_DIR).exists()
-    assert frame_count(tmp_path / "out" / "clip2.mp4") == 20
+    assert decoded_frames(tmp_path / "out" / "clip2.mp4") == 20
     # resumable: finished files are skipped, failed ones are retried
     again = {Path(r.file).name: r for r in
              run_batch([str(folder)], job(tmp_path), progress=False)}
@@ -172,7 +162,7 @@ def test_an_attempt_that_died_is_counted_and_replaced(tmp_path: Path) -> None:
     report = process_file(str(clip), "clip", replace(job(tmp_path), run_id="r1"))
     assert report.status == "ok" and report.attempts == 2
     assert not stale.exists()
-    assert frame_count(out / "clip.mp4") == 12
+    assert decoded_frames(out / "clip.mp4") == 12
     lines = (out / "clip.jsonl").read_text().splitlines()
     assert [json.loads(line)["frame"] for line in lines] == list(range(12))
     assert "retried after a lost worker or node: clip.mp4" in summary_table([report])

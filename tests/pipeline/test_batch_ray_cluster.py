@@ -24,11 +24,10 @@ import time
 import uuid
 from pathlib import Path
 
-import cv2
 import pytest
 
 from pipeline.batch import PARTIAL_DIR
-from tests.conftest import ROOT, write_video
+from tests.conftest import ROOT, decoded_frames, write_video
 
 pytestmark = pytest.mark.slow
 
@@ -99,15 +98,6 @@ class RayNode:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
-
-
-def frame_count(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    frames = 0
-    while cap.read()[0]:
-        frames += 1
-    cap.release()
-    return frames
 
 
 def processes_of(folder: Path) -> list[int]:
@@ -220,7 +210,7 @@ def test_batch_survives_losing_a_ray_node(tmp_path: Path) -> None:
         counts = {int(row[k]) for k in ("read", "processed", "written")}
         assert counts == {FRAMES}, row
         stem = Path(name).stem
-        assert frame_count(out / f"{stem}.mp4") == FRAMES, name
+        assert decoded_frames(out / f"{stem}.mp4") == FRAMES, name
         records = [json.loads(line) for line in
                    (out / f"{stem}.jsonl").read_text().splitlines()]
         assert [r["frame"] for r in records] == list(range(FRAMES)), name

@@ -12,20 +12,12 @@ import pytest
 from pipeline.runner import Pipeline, PipelineConfig, PipelineError
 from pipeline.sinks import OutputConfig, SinkError
 from pipeline.sources import SourceConfig, SourceError
-from tests.conftest import StubDetector, write_video
+from tests.conftest import StubDetector, decoded_frames, write_video
 
 
 def config(tmp_path: Path, **kw) -> PipelineConfig:
     outputs = kw.pop("outputs", OutputConfig(out_dir=tmp_path / "out", mot=True))
     return PipelineConfig(outputs=outputs, progress=False, **kw)
-
-
-def read_count(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    return n
 
 
 def test_end_to_end_hog_on_sample(tmp_path: Path, sample_video: Path) -> None:
@@ -36,7 +28,7 @@ def test_end_to_end_hog_on_sample(tmp_path: Path, sample_video: Path) -> None:
     counts = metrics.sources["vtest"]
     assert counts.read == counts.processed == counts.written == 12
     out = tmp_path / "out"
-    assert read_count(out / "vtest.mp4") == 12
+    assert decoded_frames(out / "vtest.mp4") == 12
     cap = cv2.VideoCapture(str(out / "vtest.mp4"))
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (
         768,
@@ -76,7 +68,7 @@ def test_live_source_drops_oldest_and_counts(tmp_path: Path) -> None:
     assert c.read == 40
     assert c.dropped > 0
     assert c.written + c.dropped == c.read  # every frame accounted for
-    assert read_count(tmp_path / "out" / "live.mp4") == c.written
+    assert decoded_frames(tmp_path / "out" / "live.mp4") == c.written
 
 
 def test_stride_skips_are_counted(tmp_path: Path, small_video: Path) -> None:
@@ -188,7 +180,7 @@ def test_request_stop_flushes_valid_outputs(tmp_path: Path) -> None:
     assert time.perf_counter() - started < 3.0
     c = metrics.sources["long"]
     assert 0 < c.written < 300
-    assert read_count(tmp_path / "out" / "long.mp4") == c.written
+    assert decoded_frames(tmp_path / "out" / "long.mp4") == c.written
     lines = (tmp_path / "out" / "long.jsonl").read_text().splitlines()
     assert len(lines) == c.written and all(json.loads(line) for line in lines)
 

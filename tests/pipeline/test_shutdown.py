@@ -14,10 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import pytest
 
-from tests.conftest import ROOT, write_video
+from tests.conftest import ROOT, decoded_frames, write_video
 
 TRIALS = 20
 EXIT_LIMIT_S = 2.0
@@ -62,10 +61,7 @@ def check_outputs(out: Path) -> None:
         assert all(json.loads(line) for line in lines)  # no torn last line
         mp4 = jsonl.with_suffix(".mp4")
         if mp4.exists() and lines:
-            cap = cv2.VideoCapture(str(mp4))
-            n = 0
-            while cap.read()[0]:
-                n += 1
+            n = decoded_frames(mp4)
             assert n == len(lines), f"{mp4.name}: {n} frames vs {len(lines)} records"
 
 

@@ -9,14 +9,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.usefixtures("one_thread")
 def test_loc_heads_overfit_a_handful_of_images() -> None:
     from core.boxes import iou_matrix

@@ -7,7 +7,6 @@ import itertools
 from pathlib import Path
 
 import pytest
-import torch
 
 from training.schedule import Budget, warmup_cosine
 
@@ -71,14 +70,6 @@ def assert_decays(history: list[dict], peak: float) -> None:
     assert max(lrs) <= peak * (1 + 1e-6)
     assert all(a >= b for a, b in itertools.pairwise(lrs[top:]))
     assert lrs[-1] < peak
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -124,14 +124,6 @@ def write_handful(root: Path, n: int = 8, size: int = 128, seed: int = 0) -> Pat
     return yaml
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.usefixtures("one_thread")
 def test_grid_head_overfits_a_handful_of_images(tmp_path: Path) -> None:
     """8 images, 128 px, S = 4: mAP@.5 on them must reach 0.9 (the head learns)."""

@@ -206,15 +206,6 @@ def test_checkpoint_round_trip_and_rejections(tmp_path):
         save_checkpoint(tmp_path / "x.pt", "resnet", {}, _meta("anchor_free"), model)
 
 
-@pytest.fixture
-def one_thread():
-    """Training on a shared CI box: one intra-op thread avoids oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_ci_training_run_learns_and_resumes(tmp_path):
