@@ -47,7 +47,7 @@ def single_object_scene(rng: np.random.Generator, size: tuple[int, int],
     return image, mask_boxes([painted])[0], shape.class_id
 
 
-def _square_crop(image: np.ndarray, cx: float, cy: float, side: float, out: int
+def square_crop(image: np.ndarray, cx: float, cy: float, side: float, out: int
                  ) -> np.ndarray:
     """A square of ``side`` px centred at (cx, cy), resized to out x out; the part
     outside the image is replicated border (as a padded pyramid would see)."""
@@ -73,7 +73,7 @@ def overfeat_windows(rng: np.random.Generator, image: np.ndarray, boxes: np.ndar
         side = max(bw, bh) / rng.uniform(0.5, 0.95)
         cx = (box[0] + box[2]) / 2 + rng.uniform(-0.15, 0.15) * side
         cy = (box[1] + box[3]) / 2 + rng.uniform(-0.15, 0.15) * side
-        crops.append(_square_crop(image, cx, cy, side, window))
+        crops.append(square_crop(image, cx, cy, side, window))
         labels.append(int(cid) + 1)
         x0, y0 = cx - side / 2, cy - side / 2
         targets.append(((box - [x0, y0, x0, y0]) / side).astype(np.float32))
@@ -84,7 +84,7 @@ def overfeat_windows(rng: np.random.Generator, image: np.ndarray, boxes: np.ndar
                               cy + side / 2]])
         if len(boxes) and iou_matrix(square, boxes).max() >= BACKGROUND_IOU:
             continue
-        crops.append(_square_crop(image, cx, cy, side, window))
+        crops.append(square_crop(image, cx, cy, side, window))
         labels.append(0)
         targets.append(np.zeros(4, np.float32))
     return crops, labels, targets

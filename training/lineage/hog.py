@@ -26,7 +26,7 @@ from tqdm import tqdm
 from core.boxes import iou_matrix
 from engines.lineage.dpm import hog32
 from engines.lineage.hog_svm import HogSvmDetector
-from training.lineage.data import _square_crop
+from training.lineage.data import square_crop
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def window_features(image: np.ndarray, cx: float, cy: float, inner_side: float,
     ``inner_side`` px) is centred at (cx, cy)."""
     crop_px = (cells + 2) * sbin  # hog32 drops one border cell on each side
     side = inner_side * (cells + 2) / (cells - 2)
-    crop = _square_crop(image, cx, cy, side, crop_px)
+    crop = square_crop(image, cx, cy, side, crop_px)
     return hog32(crop, sbin, 0, 0).reshape(-1)
 
 
