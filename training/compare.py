@@ -127,11 +127,11 @@ def bootstrap_map50(dataset: Any, predictions: list[Detections],
     """5th and 95th percentile of mAP@.5 over ``rounds`` resamples of the images
     (with replacement)."""
     from training.data.datasets import Sample
-    from training.evaluate import _ground_truth, coco_map
+    from training.evaluate import coco_map, ground_truth
 
     truths = []
     for i in range(len(dataset)):
-        boxes, class_ids, (h, w) = _ground_truth(dataset, i)
+        boxes, class_ids, (h, w) = ground_truth(dataset, i)
         image = np.broadcast_to(np.zeros(1, np.uint8), (h, w, 3))  # shape only
         truths.append(Sample(image, boxes, class_ids, i, Path()))
     rng = np.random.default_rng(seed)

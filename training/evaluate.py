@@ -35,7 +35,7 @@ def _class_names(dataset: Any) -> list[str]:
     raise ValueError(f"{type(dataset).__name__} has no class_names")
 
 
-def _ground_truth(dataset: Any, i: int
+def ground_truth(dataset: Any, i: int
                   ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Boxes (N, 4) xyxy px, class ids and (height, width) of image ``i``; a
     ``DetectionDataset`` that already knows the image size skips reading it."""
@@ -65,7 +65,7 @@ def coco_map(dataset: DetectionDataset | Sequence[Sample],
     num_classes = len(class_names)
     images, annotations, rows = [], [], []
     for i, dets in enumerate(predictions):
-        boxes, class_ids, (h, w) = _ground_truth(dataset, i)
+        boxes, class_ids, (h, w) = ground_truth(dataset, i)
         images.append({"id": i + 1, "height": h, "width": w})
         wh = boxes[:, 2:] - boxes[:, :2]
         for (x, y), (bw, bh), c in zip(boxes[:, :2].tolist(), wh.tolist(),
