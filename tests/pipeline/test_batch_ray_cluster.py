@@ -3,7 +3,7 @@
 Both nodes run on 127.0.0.1, each started with ``ray start`` from its own
 temporary folder outside the repository; the code reaches the workers through
 the job's ``runtime_env`` ``working_dir``. The worker node is killed (SIGKILL to
-its whole process group: raylet, agents, workers) while it processes a file; the
+every process of its tree: raylet, agents, task workers) while it processes a file; the
 batch must still finish every file, with complete outputs and the retry shown.
 """
 
@@ -64,6 +64,7 @@ class RayNode:
         self.proc = subprocess.Popen(command, cwd=folder, env=env,
                                      start_new_session=True, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.killed: set[int] = set()  # every process kill() ended
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -90,14 +91,50 @@ class RayNode:
         raise NodeStartError(f"ray start in {self.folder} did not come up: {tail}")
 
     def kill(self) -> None:
+        """SIGKILL every process of the node: its process group and the whole
+        process tree under ``ray start``. Ray's task workers rename themselves
+        (``ray::process_file``) and may leave the group; one that outlived its
+        raylet would finish its file and hand the result back, so nothing dies
+        mid-file."""
+        tree = descendants(self.proc.pid)
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for pid in tree:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.killed.update(tree)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+
+
+def descendants(root: int) -> set[int]:
+    """``root`` and every process below it, by parent links in /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def alive(pid: int) -> bool:
+    try:
+        return ") Z " not in Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
 
 
 def processes_of(folder: Path) -> list[int]:
@@ -193,7 +230,9 @@ def test_batch_survives_losing_a_ray_node(tmp_path: Path) -> None:
         for node in reversed(nodes):
             node.kill()
         deadline = time.monotonic() + 10
-        while (left := processes_of(base)) and time.monotonic() < deadline:
+        killed = set().union(*(node.killed for node in nodes))
+        while (left := sorted({*processes_of(base), *filter(alive, killed)})) \
+                and time.monotonic() < deadline:
             time.sleep(0.2)
         for pid in left:  # a process that escaped its node's group: ours to end
             os.kill(pid, signal.SIGKILL)
