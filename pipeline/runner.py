@@ -154,7 +154,7 @@ class Pipeline:
             for frame in frames:
                 thread.current = (frame.source_id, frame.index)
                 if lane.source.live:
-                    counts.dropped += self.live.put(sid, frame)
+                    counts.dropped += self.live.put(sid, frame, lane.preprocess.keep)
                 elif not put(lane.captured, frame, state):
                     return
         finally:

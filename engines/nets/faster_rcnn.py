@@ -143,8 +143,10 @@ def build_faster_rcnn(config: dict[str, Any]) -> nn.Module:
         _resnet_fpn_extractor,
     )
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-    from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+    from torchvision.ops import FeaturePyramidNetwork
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+    from engines.nets.roi_align import SparseMultiScaleRoIAlign
 
     config = {**DEFAULT_CONFIG, **config}
     validate_config(config)
@@ -182,7 +184,8 @@ def build_faster_rcnn(config: dict[str, Any]) -> nn.Module:
     model = FasterRCNN(
         backbone,
         rpn_anchor_generator=anchors,
-        box_roi_pool=MultiScaleRoIAlign(featmaps, output_size=7, sampling_ratio=2),
+        box_roi_pool=SparseMultiScaleRoIAlign(featmaps, output_size=7,
+                                              sampling_ratio=2),
         box_head=TwoMLPHead(channels * 7 * 7, representation),
         box_predictor=FastRCNNPredictor(representation, int(config["num_classes"]) + 1),
         **options,

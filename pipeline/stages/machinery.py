@@ -8,6 +8,7 @@ second once anything fails.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -169,29 +170,36 @@ def relay(thread: StageThread, inbox: queue.Queue[Any], outbox: queue.Queue[Any]
 
 
 class LatestFrames:
-    """The freshest frame of each live source waiting for inference.
+    """The freshest frames of each live source waiting for inference.
 
-    A newer frame replaces the one waiting (``put`` returns 1: one dropped), so
-    at most one frame per live source ever waits, and it is dropped before any
-    preprocessing is spent on it. ``take`` hands out up to ``n`` frames from
-    distinct sources, starting one source later each call (round-robin, so a
-    fast camera cannot starve a slow one). A source's end-of-stream marker
-    comes out after its last frame.
+    A source keeps at most ``keep`` frames (``put``'s argument; 1 unless it
+    detects every N frames): a newer frame pushes out the oldest (``put``
+    returns 1: one dropped), before any preprocessing is spent on it. Only the
+    next detect frame needs inference; with ``--detect-every N`` the N - 1
+    frames before it wait just for the tracker, so they are kept rather than
+    dropped while the detector runs. ``take`` hands out up to ``n`` frames, the
+    oldest of each of distinct sources, starting one source later each call
+    (round-robin, so a fast camera cannot starve a slow one). A source's
+    end-of-stream marker comes out after its last frame.
     """
 
     def __init__(self) -> None:
-        self._frames: dict[str, Any] = {}
+        self._frames: dict[str, collections.deque[Any]] = {}
         self._ended: list[EndOfStream] = []
         self._order: list[str] = []
         self._start = 0
         self._cond = threading.Condition()
 
-    def put(self, source_id: str, frame: Any) -> int:
+    def put(self, source_id: str, frame: Any, keep: int = 1) -> int:
         with self._cond:
             if source_id not in self._order:
                 self._order.append(source_id)
-            dropped = int(source_id in self._frames)
-            self._frames[source_id] = frame
+            waiting = self._frames.setdefault(source_id, collections.deque())
+            waiting.append(frame)
+            dropped = 0
+            while len(waiting) > max(1, keep):
+                waiting.popleft()
+                dropped += 1
             self._cond.notify()
             return dropped
 
@@ -210,7 +218,10 @@ class LatestFrames:
                 if len(out) >= n:
                     break
                 if sid in self._frames:
-                    out.append(self._frames.pop(sid))
+                    waiting = self._frames[sid]
+                    out.append(waiting.popleft())
+                    if not waiting:
+                        del self._frames[sid]
             if self._order:
                 self._start = (self._start + 1) % len(self._order)
             done = [m for m in self._ended if m.source_id not in self._frames]

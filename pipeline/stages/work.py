@@ -78,6 +78,7 @@ class DetectSchedule:
     def __init__(self, every: int | None, fps: float, metrics: Metrics) -> None:
         self.every, self.fps, self.metrics = every, fps, metrics
         self.count = self.next_detect = 0
+        self.interval = every or 1  # the N in use now
 
     def detect_now(self) -> bool:
         k, self.count = self.count, self.count + 1
@@ -86,7 +87,8 @@ class DetectSchedule:
         if k < self.next_detect:
             return False
         infer_s = self.metrics.median("infer")
-        self.next_detect = k + max(1, math.ceil(infer_s * self.fps))
+        self.interval = max(1, math.ceil(infer_s * self.fps))
+        self.next_detect = k + self.interval
         return True
 
 
@@ -97,6 +99,12 @@ class Preprocess:
     def __init__(self, detector: Detector, metrics: Metrics,
                  schedule: DetectSchedule | None = None) -> None:
         self.detector, self.metrics, self.schedule = detector, metrics, schedule
+
+    @property
+    def keep(self) -> int:
+        """How many frames of a live source may wait: the next detect frame and
+        the frames the tracker alone will handle before it."""
+        return self.schedule.interval if self.schedule is not None else 1
 
     def __call__(self, frame: Frame) -> Pending:
         if self.schedule is not None and not self.schedule.detect_now():

@@ -56,7 +56,7 @@ class CameraMotion:
         if self.downscale > 1:
             h, w = grey.shape
             size = (max(int(w / self.downscale), 1), max(int(h / self.downscale), 1))
-            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+            grey = cv2.resize(grey, size, interpolation=cv2.INTER_LINEAR)
         return grey
 
     def estimate(self, image: np.ndarray | None,

@@ -41,7 +41,7 @@ class FlowRefiner:
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         if self.scale < 1.0:
             gray = cv2.resize(gray, (round(w * self.scale), round(h * self.scale)),
-                              interpolation=cv2.INTER_AREA)
+                              interpolation=cv2.INTER_LINEAR)
         self._last = (image, gray)
         return gray
 

@@ -83,17 +83,23 @@ def linear_assignment(
         per_row, per_col = ok.sum(1), ok.sum(0)
         r, c = np.nonzero(ok)
         alone = (per_row[r] == 1) & (per_col[c] == 1)
-        rest_rows = np.flatnonzero(per_row > 0)
-        rest_rows = rest_rows[~np.isin(rest_rows, r[alone])]
-        rest_cols = np.flatnonzero(per_col > 0)
-        rest_cols = rest_cols[~np.isin(rest_cols, c[alone])]
+        contested_row, contested_col = per_row > 0, per_col > 0
+        contested_row[r[alone]] = False
+        contested_col[c[alone]] = False
+        rest_rows = np.flatnonzero(contested_row)
+        rest_cols = np.flatnonzero(contested_col)
         sub_rows, sub_cols = _solve(cost[np.ix_(rest_rows, rest_cols)], cost_limit)
         rows = np.concatenate([r[alone], rest_rows[sub_rows]]).astype(np.int64)
         cols = np.concatenate([c[alone], rest_cols[sub_cols]]).astype(np.int64)
     matches = np.stack([rows, cols], axis=1)
-    unmatched_rows = np.setdiff1d(np.arange(n_rows), rows).astype(np.int64)
-    unmatched_cols = np.setdiff1d(np.arange(n_cols), cols).astype(np.int64)
-    return matches, unmatched_rows, unmatched_cols
+    return matches, _others(n_rows, rows), _others(n_cols, cols)
+
+
+def _others(n: int, taken: np.ndarray) -> np.ndarray:
+    """The indices below ``n`` not in ``taken``, ascending."""
+    free = np.ones(n, dtype=bool)
+    free[taken] = False
+    return np.flatnonzero(free).astype(np.int64)
 
 
 def _solve(cost: np.ndarray, cost_limit: float) -> tuple[np.ndarray, np.ndarray]:

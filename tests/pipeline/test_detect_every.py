@@ -12,6 +12,7 @@ from pipeline.config import PipelineConfig
 from pipeline.metrics import Metrics
 from pipeline.runner import Pipeline
 from pipeline.sinks import OutputConfig
+from pipeline.sources import SourceConfig
 from pipeline.stages import DetectSchedule
 from tests.conftest import StubDetector, write_video
 
@@ -56,3 +57,26 @@ def test_frames_between_detections_are_predicted_and_marked(tmp_path, tracker):
     assert all(len(r["detections"]) == 1 for r in later)
     assert len({r["detections"][0]["track_id"] for r in later}) == 1
     assert isinstance(Detections.empty(), Detections)
+
+
+def test_live_source_holds_its_rate_when_n_covers_the_detector(tmp_path):
+    """A 20 fps camera and a 120 ms detector: every frame would wait behind it
+    at N = 1 (2 of 3 dropped); at N = 3 the frames between detections wait
+    only for the tracker, so nearly every frame is shown, with latency still
+    about one detector call plus the two frames before it."""
+    clip = write_video(tmp_path / "cam.mp4", frames=60, fps=20.0)
+    call_s = 0.12
+    shown = {}
+    for every in (1, 3):
+        config = PipelineConfig(tracker="bytetrack", detect_every=every,
+                                sources=SourceConfig(realtime=True), progress=False,
+                                outputs=OutputConfig(out_dir=tmp_path / f"out{every}",
+                                                     video=False))
+        summary = Pipeline([str(clip)], StubDetector(delay=call_s), config
+                           ).run().summary()
+        counts = summary["sources"]["cam"]
+        assert counts["read"] == counts["dropped"] + counts["written"] == 60
+        shown[every] = counts["written"]
+        if every == 3:
+            assert summary["end_to_end_ms"]["p95"] < (call_s + 3 / 20.0) * 1000 * 1.5
+    assert shown[1] < 30 and shown[3] > 50

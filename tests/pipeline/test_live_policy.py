@@ -29,6 +29,17 @@ def test_latest_frames_replaces_counts_and_rotates():
     assert out[0] == 3 and isinstance(out[1], EndOfStream)  # marker after frame
 
 
+def test_latest_frames_keeps_the_frames_the_tracker_alone_needs():
+    slots = LatestFrames()  # --detect-every 3: the next detect frame and two before it
+    assert [slots.put("a", i, keep=3) for i in range(5)] == [0, 0, 0, 1, 1]
+    assert slots.put("b", 10) == 0
+    assert slots.take(4) == [2, 10]  # the oldest kept frame of each source
+    assert slots.take(4) == [3]
+    slots.end(EndOfStream("a"))
+    out = slots.take(4)
+    assert out[0] == 4 and isinstance(out[1], EndOfStream)
+
+
 def test_slow_detector_on_live_source_keeps_latency_near_one_call(tmp_path):
     clip = write_video(tmp_path / "cam.mp4", frames=40, fps=20.0)
     call_s = 0.2
