@@ -7,8 +7,10 @@ checkpoint rebuilds exactly the model it was trained with:
   labels 1..C with 0 = background; streamdet's ``Detections`` are 0-based. The
   model is built with ``num_classes + 1`` outputs and the shift happens at the
   boundaries only (``train.to_targets`` adds 1, the detector subtracts 1).
-- ``backbone``: ``mobilenet_v3`` (MobileNetV3-Large FPN) or ``resnet18``
-  (ResNet-18 FPN). Nothing is ever downloaded: ``weights=None`` everywhere.
+- ``backbone``: ``mobilenet_v3`` (MobileNetV3-Large FPN), ``resnet18``
+  (ResNet-18 FPN) or ``csp`` (the YOLO's own CSP backbone, nano width, under
+  the same FPN: both detectors then learn from the same features). Nothing is
+  ever downloaded: ``weights=None`` everywhere.
 - ``input_size``: (height, width) of the fixed network input, multiples of 32.
   ``min_size``/``max_size`` default to it so torchvision's own resize is the
   identity on pre-resized images (training and the ONNX export see one scale).
@@ -36,7 +38,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-BACKBONES = ("mobilenet_v3", "resnet18")
+BACKBONES = ("mobilenet_v3", "resnet18", "csp")
 
 # Anchor sizes (input pixels) per FPN level, sized for small objects (the
 # generated scenes hold 16-120 px objects at 360 px, ~9-64 px at a 192 px input).
@@ -47,10 +49,12 @@ BACKBONES = ("mobilenet_v3", "resnet18")
 DEFAULT_ANCHORS: dict[str, list[list[int]]] = {
     "mobilenet_v3": [[12, 20], [32, 48], [72, 104], [144, 208]],
     "resnet18": [[12], [24], [48], [96], [192]],
+    "csp": [[12, 20], [32, 48], [72, 104], [144, 208]],
     "torchvision": [[32, 64, 128, 256, 512]] * 3,
 }
 RETURNED_LAYERS = {"mobilenet_v3": [3, 4, 5], "torchvision": None}
-STRIDES = {"mobilenet_v3": [8, 16, 32, 64], "resnet18": [4, 8, 16, 32, 64]}
+STRIDES = {"mobilenet_v3": [8, 16, 32, 64], "resnet18": [4, 8, 16, 32, 64],
+           "csp": [8, 16, 32, 64]}
 DEFAULT_ASPECT_RATIOS = [0.5, 1.0, 2.0]  # height / width, as torchvision
 
 # Options forwarded verbatim to torchvision's FasterRCNN (stage-prefixed names).
@@ -112,6 +116,10 @@ def validate_config(config: dict[str, Any]) -> None:
         raise ValueError(f"input_size must be positive multiples of 32, got {(h, w)}")
     if config.get("norm", "batch") not in ("batch", "frozen"):
         raise ValueError(f"norm must be 'batch' or 'frozen', got {config['norm']!r}")
+    if config.get("backbone") == "csp" and (config.get("backbone_weights")
+                                            or config.get("layout")):
+        raise ValueError("backbone 'csp' trains from scratch: no backbone_weights "
+                         "or layout")
 
 
 def _backbone(config: dict[str, Any]) -> nn.Module:
@@ -127,6 +135,26 @@ def _backbone(config: dict[str, Any]) -> nn.Module:
     if config.get("backbone_weights"):
         load_backbone_weights(net, config["backbone_weights"])
     return net
+
+
+class CspFpn(nn.Module):
+    """The YOLO's CSP backbone (strides 8, 16, 32) under a torchvision FPN with a
+    max-pooled fourth level: the backbone interface ``FasterRCNN`` expects."""
+
+    def __init__(self, channels: int, scale: str = "nano") -> None:
+        from torchvision.ops import FeaturePyramidNetwork
+        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+        from engines.nets.yolo import SCALES, Backbone
+
+        super().__init__()
+        self.body = Backbone(*SCALES[scale])
+        self.fpn = FeaturePyramidNetwork(list(self.body.channels), channels,
+                                         LastLevelMaxPool())
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.fpn({str(i): f for i, f in enumerate(self.body(x))})
 
 
 def build_faster_rcnn(config: dict[str, Any]) -> nn.Module:
@@ -150,19 +178,22 @@ def build_faster_rcnn(config: dict[str, Any]) -> nn.Module:
 
     config = {**DEFAULT_CONFIG, **config}
     validate_config(config)
-    net = _backbone(config)
     trainable = int(config.get("trainable_layers", 6 if config["backbone"] ==
                                 "mobilenet_v3" else 5))
     layout = ("torchvision" if config.get("layout") == "torchvision"
               else config["backbone"])
-    if config["backbone"] == "mobilenet_v3":
+    channels = int(config.get("fpn_channels", 256 if layout == "torchvision" else 128))
+    backbone: nn.Module
+    if config["backbone"] == "csp":
+        backbone = CspFpn(channels)
+        featmaps = ["0", "1", "2"]
+    elif config["backbone"] == "mobilenet_v3":
         returned = RETURNED_LAYERS[layout]
-        backbone = _mobilenet_extractor(net, True, trainable, returned)
+        backbone = _mobilenet_extractor(_backbone(config), True, trainable, returned)
         featmaps = [str(i) for i in range(len(returned) if returned else 2)]
     else:
-        backbone = _resnet_fpn_extractor(net, trainable)
+        backbone = _resnet_fpn_extractor(_backbone(config), trainable)
         featmaps = ["0", "1", "2", "3"]
-    channels = int(config.get("fpn_channels", 256 if layout == "torchvision" else 128))
     if channels != backbone.out_channels:  # torchvision hard-codes 256
         in_channels = [block[0].in_channels for block in backbone.fpn.inner_blocks]
         backbone.fpn = FeaturePyramidNetwork(in_channels, channels, LastLevelMaxPool())

@@ -18,8 +18,13 @@ from __future__ import annotations
 import torch
 import torchvision
 from torch import Tensor
-from torchvision.ops import MultiScaleRoIAlign
-from torchvision.ops.poolers import _filter_input, _setup_scales
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+from torchvision.ops.poolers import (
+    _convert_to_roi_format,
+    _filter_input,
+    _onnx_merge_levels,
+    _setup_scales,
+)
 
 
 def _taps(coord: Tensor, size: int, bins: int, ratio: int) -> tuple[Tensor, Tensor]:
@@ -70,25 +75,32 @@ def roi_align_sparse(features: Tensor, rois: Tensor, output_size: tuple[int, int
 
 class SparseMultiScaleRoIAlign(MultiScaleRoIAlign):
     """torchvision's ``MultiScaleRoIAlign`` (same levels, same numbers) with
-    ``roi_align_sparse`` while gradients are on; torchvision's own operator
-    otherwise, so inference and export are unchanged."""
+    ``roi_align_sparse`` while gradients are on. In eval mode it is torchvision's
+    own; while tracing for ONNX it is torchvision's operator with the level
+    indices squeezed on a known axis, so the graph has no ``If`` node whatever
+    the backbone (torchvision's ``torch.where(...)[0]`` leaves one where the
+    exporter loses the rank of the levels)."""
 
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor],
                 image_shapes: list[tuple[int, int]]) -> Tensor:
-        if (not torch.is_grad_enabled() or torchvision._is_tracing()
-                or self.sampling_ratio <= 0):
+        tracing = torchvision._is_tracing()
+        if not (tracing or torch.is_grad_enabled()) or self.sampling_ratio <= 0:
             return super().forward(x, boxes, image_shapes)
         features = _filter_input(x, self.featmap_names)
         if self.scales is None or self.map_levels is None:
             self.scales, self.map_levels = _setup_scales(
                 features, image_shapes, self.canonical_scale, self.canonical_level)
-        rois = torch.cat([torch.cat([b.new_full((len(b), 1), i), b], 1)
-                          for i, b in enumerate(boxes)])
+        rois = _convert_to_roi_format(boxes)
         size = tuple(self.output_size)
+        pool = roi_align if tracing else roi_align_sparse
         if len(features) == 1:
-            return roi_align_sparse(features[0], rois, size, self.scales[0],
-                                    self.sampling_ratio)
+            return pool(features[0], rois, size, self.scales[0], self.sampling_ratio)
         levels = self.map_levels(boxes)
+        if tracing:
+            return _onnx_merge_levels(levels, [
+                roi_align(f, rois[torch.nonzero(levels == level).squeeze(1)], size,
+                          scale, self.sampling_ratio)
+                for level, (f, scale) in enumerate(zip(features, self.scales))])
         result = features[0].new_zeros((len(rois), features[0].shape[1], *size))
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             index = torch.where(levels == level)[0]

@@ -17,8 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--data", type=Path, required=True, help="data.yaml or COCO .json")
     from engines.nets.faster_rcnn import BACKBONES
 
-    t.add_argument("--backbone", choices=BACKBONES,
-                   default="mobilenet_v3")
+    t.add_argument("--backbone", choices=BACKBONES, default=None,
+                   help="default: csp (the YOLO's backbone; trains fastest from "
+                        "scratch), mobilenet_v3 with --weights/--backbone-weights")
     t.add_argument("--imgsz", default=None, metavar="N|H,W",
                    help="fixed network input, N (square) or H,W, multiples of 32 "
                         "(default: long side 320, short side from the data's aspect)")

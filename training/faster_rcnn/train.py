@@ -52,7 +52,7 @@ class TrainConfig:
     """
 
     data: Path
-    backbone: str = "mobilenet_v3"
+    backbone: str | None = None  # csp from scratch; mobilenet_v3 with weights
     imgsz: Any = None  # N, "H,W" or (H, W); a (H, W) tuple after __post_init__
     epochs: int = 12
     minutes: float = 0.0
@@ -86,6 +86,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.minutes < 0:
             raise ValueError(f"minutes must be >= 0, got {self.minutes}")
+        if self.backbone is None:
+            pretrained = self.weights or self.backbone_weights or (
+                self.model.get("layout") == "torchvision")
+            self.backbone = "mobilenet_v3" if pretrained else "csp"
         if self.anchors not in ("default", "kmeans"):
             raise ValueError(f"anchors must be 'default' or 'kmeans', got "
                              f"{self.anchors!r}")
