@@ -127,14 +127,25 @@ def test_shipped_families_run_on_openvino_like_onnxruntime(name: str) -> None:
             load_detector(name, threads=1) as ort:
         assert type(ov.backend).__name__ == "OpenVINOBackend"
         a, b = ov.detect(frames), ort.detect(frames)
-    tol = 0.05 if ov.backend.precision == "bf16" else 1e-3
+    # bf16 rounds every activation to 8 bits of mantissa: through a two-stage
+    # network a score moves by up to ~0.07 (0.02 on average) on these frames
+    tol = 0.1 if ov.backend.precision == "bf16" else 1e-3
+    borderline = ort.conf_threshold + tol  # may fall on either side in bf16
+    assert sum(len(y) for y in b), "no detections to compare"
     for x, y in zip(a, b, strict=True):
-        assert len(x) == len(y)
         # Near-equal scores may swap places in bf16: pair the boxes by overlap.
-        rows, cols = linear_sum_assignment(-iou_matrix(x.xyxy, y.xyxy))
+        iou = iou_matrix(x.xyxy, y.xyxy)
+        rows, cols = linear_sum_assignment(-iou)
+        paired = iou[rows, cols] > 0.5
+        rows, cols = rows[paired], cols[paired]
         np.testing.assert_allclose(x.scores[rows], y.scores[cols], atol=tol)
+        if len(rows):
+            assert np.abs(x.scores[rows] - y.scores[cols]).mean() < tol / 3
         np.testing.assert_allclose(x.xyxy[rows], y.xyxy[cols], atol=100 * tol)
         np.testing.assert_array_equal(x.class_ids[rows], y.class_ids[cols])
+        for dets, used in ((x, rows), (y, cols)):  # the rest: only threshold cases
+            alone = np.setdiff1d(np.arange(len(dets)), used)
+            assert (dets.scores[alone] < borderline).all(), dets.scores[alone]
 
 
 def test_metrics_name_the_runtime_and_precision(tmp_path: Path) -> None:

@@ -194,10 +194,10 @@ SHIPPED = Path(__file__).resolve().parents[2] / "models" / "faster_rcnn_demo.onn
 def test_shipped_model_finds_generated_objects() -> None:
     from training.data.generate import CLASS_NAMES, render_scene
 
-    # the demo model is weak (val mAP@.5 ~0.1 after ~35 CPU-minutes from scratch):
-    # a low threshold, and at least 30% of objects found with the right class
-    det = load_detector("faster-rcnn", conf_threshold=0.05)
-    assert det.input_size == (224, 384)
+    # 15 CPU-minutes from scratch (held-out mAP@.5 0.65): at its default
+    # threshold, at least 60% of the objects found with the right class
+    det = load_detector("faster-rcnn")
+    assert det.input_size == (192, 320)
     assert det.class_names == list(CLASS_NAMES)
     rng = np.random.default_rng(11)
     hits = objects = 0
@@ -209,4 +209,4 @@ def test_shipped_model_finds_generated_objects() -> None:
             iou = iou_matrix(boxes, dets.xyxy)
             same = class_ids[:, None] == dets.class_ids[None]
             hits += int(((iou > 0.5) & same).any(1).sum())
-    assert hits >= 0.3 * objects, (hits, objects)
+    assert hits >= 0.6 * objects, (hits, objects)
