@@ -52,20 +52,20 @@ def roi_align_sparse(features: Tensor, rois: Tensor, output_size: tuple[int, int
     rows of (image index, x1, y1, x2, y2) in input pixels. Returns (R, C, PH, PW)."""
     ph, pw = output_size
     n, channels, h, w = features.shape
-    r = len(rois)
+    r, k = len(rois), sampling_ratio
+    taps = 2 * k  # bilinear taps per bin along one axis
     box = rois[:, 1:].detach() * spatial_scale
     roi_w = (box[:, 2] - box[:, 0]).clamp(min=1.0)
     roi_h = (box[:, 3] - box[:, 1]).clamp(min=1.0)
-    k = sampling_ratio
     steps_x, steps_y = ((torch.arange(b * k, dtype=features.dtype) + 0.5) / (b * k)
                         for b in (pw, ph))
-    iy, wy = _taps(box[:, 1:2] + steps_y * roi_h[:, None], h, ph, sampling_ratio)
-    ix, wx = _taps(box[:, 0:1] + steps_x * roi_w[:, None], w, pw, sampling_ratio)
+    iy, wy = _taps(box[:, 1:2] + steps_y * roi_h[:, None], h, ph, k)
+    ix, wx = _taps(box[:, 0:1] + steps_x * roi_w[:, None], w, pw, k)
     image = rois[:, 0].detach().long() * (h * w)
-    columns = (image.view(r, 1, 1, 1, 1) + iy.view(r, ph, 1, -1, 1) * w
-               + ix.view(r, 1, pw, 1, -1))
-    weights = wy.view(r, ph, 1, -1, 1) * wx.view(r, 1, pw, 1, -1)
-    rows = torch.arange(r * ph * pw).repeat_interleave(columns[0, 0, 0].numel())
+    columns = (image.view(r, 1, 1, 1, 1) + iy.view(r, ph, 1, taps, 1) * w
+               + ix.view(r, 1, pw, 1, taps))
+    weights = wy.view(r, ph, 1, taps, 1) * wx.view(r, 1, pw, 1, taps)
+    rows = torch.arange(r * ph * pw).repeat_interleave(taps * taps)
     matrix = torch.sparse_coo_tensor(torch.stack([rows, columns.reshape(-1)]),
                                      weights.reshape(-1), (r * ph * pw, n * h * w),
                                      check_invariants=False)
@@ -96,15 +96,13 @@ class SparseMultiScaleRoIAlign(MultiScaleRoIAlign):
         if len(features) == 1:
             return pool(features[0], rois, size, self.scales[0], self.sampling_ratio)
         levels = self.map_levels(boxes)
-        if tracing:
-            return _onnx_merge_levels(levels, [
-                roi_align(f, rois[torch.nonzero(levels == level).squeeze(1)], size,
-                          scale, self.sampling_ratio)
-                for level, (f, scale) in enumerate(zip(features, self.scales))])
-        result = features[0].new_zeros((len(rois), features[0].shape[1], *size))
-        for level, (feature, scale) in enumerate(zip(features, self.scales)):
-            index = torch.where(levels == level)[0]
-            if len(index):
-                result[index] = roi_align_sparse(feature, rois[index], size, scale,
-                                                 self.sampling_ratio).to(result.dtype)
+        index = [torch.nonzero(levels == level).squeeze(1)
+                 for level in range(len(features))]
+        pooled = [pool(f, rois[i], size, scale, self.sampling_ratio)
+                  for f, scale, i in zip(features, self.scales, index, strict=True)]
+        if tracing:  # ONNX has no index assignment: torchvision's scatter merge
+            return _onnx_merge_levels(levels, pooled)
+        result = pooled[0].new_zeros((len(rois), *pooled[0].shape[1:]))
+        for i, p in zip(index, pooled, strict=True):
+            result[i] = p.to(result.dtype)
         return result

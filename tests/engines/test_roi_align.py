@@ -38,6 +38,15 @@ def test_matches_torchvision_forward_and_backward(shape, scale, ratio) -> None:
     assert g_theirs.abs().max() > 0.1  # the comparison is not of zeros
 
 
+def test_no_rois_gives_an_empty_result() -> None:
+    """A level may get no RoI at all: an empty result, as torchvision's."""
+    features = torch.randn(2, 4, 8, 8, requires_grad=True)
+    out = roi_align_sparse(features, torch.zeros(0, 5), (7, 7), 1.0, 2)
+    assert out.shape == roi_align(features, torch.zeros(0, 5), (7, 7), 1.0, 2).shape
+    out.sum().backward()
+    assert features.grad is not None and not features.grad.any()
+
+
 def test_multiscale_module_matches_and_falls_back_without_grad() -> None:
     torch.manual_seed(0)
     features = OrderedDict(
