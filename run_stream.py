@@ -116,8 +116,8 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     run = p.add_argument_group("pipeline")
     run.add_argument("--batch", type=int, default=4,
                      help="most frames per inference call, batched across sources "
-                          "and consecutive frames (default 4; models with a fixed "
-                          "batch use theirs)")
+                          "and consecutive frames (default 4; on a CPU a model with "
+                          "a fixed batch runs one request per thread at once)")
     run.add_argument("--max-wait-ms", type=float, default=5.0,
                      help="how long inference waits for a batch to fill")
     run.add_argument("--queue-size", type=int, default=8, help="bound of every queue")

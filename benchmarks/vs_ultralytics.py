@@ -16,9 +16,13 @@ configuration runs in a fresh process of its own environment. Configurations:
 * ``ours-ort``     our pipeline, ONNX Runtime, fp32;
 * ``ours-ov``      our pipeline, OpenVINO at its default precision here (bf16 where
   the CPU has it, else fp32: the table says which);
+* ``ours-ov-f32``  our pipeline, OpenVINO held to fp32 (``precision="f32"``);
 * ``ours-int8-ort`` / ``ours-int8-ov``  the QDQ int8 file (``--int8``) on each;
 * ``ours-ort-spin`` / ``ours-int8-spin``  ONNX Runtime with its intra-op
   threads spinning between work items (ONNX Runtime's own default; ours sleeps).
+
+Our pipeline runs with ``--batch 4`` (run_stream.py's default): on a fixed
+batch-1 model that is one single-thread request per core at once.
 
 Each runs twice per round: writing annotated video with the tool's own default
 writer, and with video writing off. Timed: the whole clip from opening it to the
@@ -83,10 +87,12 @@ def child_ours(args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.runner import Pipeline
     from pipeline.sinks import OutputConfig
 
-    if args.backend == "openvino":
+    if args.backend.startswith("openvino"):
         from engines.backends.openvino import OpenVINOBackend
 
-        backend: Any = OpenVINOBackend(args.model, threads=args.threads)
+        backend: Any = OpenVINOBackend(
+            args.model, threads=args.threads,
+            precision="f32" if args.backend == "openvino-f32" else None)
     else:
         from engines.backends.onnxruntime import OnnxRuntimeBackend
 
@@ -95,7 +101,7 @@ def child_ours(args: argparse.Namespace) -> dict[str, Any]:
     detector = YoloDetector(backend, conf_threshold=args.conf)
     precision = runtime_info(detector).split()[-1]
     detector.warmup()
-    config = PipelineConfig(batch=1, progress=False, outputs=OutputConfig(
+    config = PipelineConfig(batch=args.batch, progress=False, outputs=OutputConfig(
         out_dir=Path(args.out_dir), video=args.video, jsonl=False))
     wall0, cpu0 = time.perf_counter(), _cpu()
     metrics = Pipeline([args.clip], detector, config).run()
@@ -141,6 +147,7 @@ def run_child(python: str, kind: str, model: Path, args: argparse.Namespace,
             cmd += ["--backend", backend]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        cmd += ["--batch", str(args.batch)]
         if video:
             cmd.append("--video")
         env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
@@ -168,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--imgsz", type=int, default=416)
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--batch", type=int, default=4,
+                   help="our pipeline's --batch (default: run_stream.py's)")
     p.add_argument("--only", nargs="*", default=None, help="configurations to run")
     p.add_argument("--json", type=Path, default=None)
     # child mode
@@ -196,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     configs["ours-ort"] = (ours, "ours", args.model, "onnxruntime")
     configs["ours-ort-spin"] = (ours, "ours", args.model, "onnxruntime-spin")
     configs["ours-ov"] = (ours, "ours", args.model, "openvino")
+    configs["ours-ov-f32"] = (ours, "ours", args.model, "openvino-f32")
     if args.int8:
         configs["ours-int8-ort"] = (ours, "ours", args.int8, "onnxruntime")
         configs["ours-int8-spin"] = (ours, "ours", args.int8, "onnxruntime-spin")

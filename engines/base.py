@@ -38,8 +38,44 @@ def check_device(device: str) -> str:
     return device
 
 
+def fixed_batch(shape: tuple) -> int | None:
+    """The batch size a model's input fixes (e.g. 1 for a static export), or None."""
+    b = shape[0] if shape else None
+    return b if isinstance(b, int) and b > 0 else None
+
+
+def run_chunks(batch: np.ndarray, size: int, run_all) -> list[np.ndarray]:
+    """Run a batch larger than a fixed-batch model takes: split it into chunks of
+    ``size`` (the last zero-padded), ``run_all(chunks)`` -> each chunk's outputs
+    (run in parallel by the caller), then concatenate and drop the padding."""
+    n = len(batch)
+    chunks = []
+    for start in range(0, n, size):
+        chunk = batch[start:start + size]
+        if len(chunk) < size:
+            pad = np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)
+            chunk = np.concatenate([chunk, pad])
+        chunks.append(np.ascontiguousarray(chunk))
+    outputs = run_all(chunks)
+    return [np.concatenate(parts)[:n] for parts in zip(*outputs, strict=True)]
+
+
+def parallel_workers(threads: int | None) -> int:
+    """Concurrent single-thread requests for a batch on a fixed-batch CPU model."""
+    import os
+
+    return max(1, threads or os.cpu_count() or 1)
+
+
 class Backend(ABC):
     """Runs a network: NCHW float32 batch in, raw output arrays out.
+
+    ``max_batch``: the largest batch one ``infer`` call takes when the backend
+    caps it (0: no cap of its own; a fixed-batch model then caps it). On a CPU, a
+    fixed-batch model (e.g. a static batch-1 export) takes batches of up to
+    ``batch x threads`` frames: each chunk runs as its own single-thread request,
+    all at once. On 2 cores that gives 1.5-1.7x the throughput of one
+    2-thread request (ONNX Runtime, YOLOv8n at 416), for ``--batch`` on files.
 
     Every backend is built as ``Backend(path, device="cpu", threads=None)``;
     ``threads`` caps CPU threads (so inference leaves cores for decoding and
@@ -54,6 +90,7 @@ class Backend(ABC):
         self.threads = threads
         self.meta: ModelMeta | None = None
         self.input_shape: tuple[int | str | None, ...] = ()
+        self.max_batch = 0
         self.load()
 
     @abstractmethod

@@ -248,11 +248,12 @@ class YoloDetector(Detector):
 
     @property
     def max_batch(self) -> int:
+        # the backend's own cap first: a TensorRT profile, or parallel requests
+        # on a fixed-batch CPU model
+        if getattr(self.backend, "max_batch", 0):
+            return int(self.backend.max_batch)
         b = self.backend.input_shape[0] if self.backend.input_shape else 1
-        if isinstance(b, int) and b > 0:
-            return b
-        # a TensorRT engine's optimisation profile caps a dynamic batch
-        return int(getattr(self.backend, "max_batch", 0) or DYNAMIC_MAX_BATCH)
+        return b if isinstance(b, int) and b > 0 else DYNAMIC_MAX_BATCH
 
     def prepare(self, image: np.ndarray) -> Prepared:
         """BGR uint8 (H, W, 3) -> (3, H, W) float32 RGB, (x/255 - mean) / std."""

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from core.meta import META_KEY, ModelError, ModelMeta, sidecar_path
-from engines.base import Backend
+from engines.base import Backend, fixed_batch, parallel_workers, run_chunks
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class OnnxRuntimeBackend(Backend):
     def load(self) -> None:
         import onnxruntime as ort
 
+        self._single: Any = None  # 1-thread session + pool for parallel chunks
         available = set(ort.get_available_providers())
         kind, _, index = self.device.partition(":")
         if self.tensorrt:
@@ -73,17 +74,9 @@ class OnnxRuntimeBackend(Backend):
         if wanted[0] not in available:
             log.warning("%s is not available in this onnxruntime build (have %s); "
                         "running on CPU", wanted[0], sorted(available))
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = self.threads or (os.cpu_count() or 1)
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        if not self.spin:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._providers = providers
         try:
-            self.session = ort.InferenceSession(
-                str(self.path), options, providers=providers
-            )
+            self.session = self._session(self.threads or (os.cpu_count() or 1))
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise ModelError(
@@ -110,6 +103,10 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.path}: unreadable streamdet metadata: {exc}"
             ) from exc
         self.providers = self.session.get_providers()
+        self.fixed_batch = fixed_batch(self.input_shape)
+        self.workers = parallel_workers(self.threads) if kind == "cpu" else 1
+        if self.fixed_batch and self.workers > 1:
+            self.max_batch = self.fixed_batch * self.workers
         log.info(
             "loaded %s on %s: input %s %s, outputs %s",
             self.path.name,
@@ -119,11 +116,42 @@ class OnnxRuntimeBackend(Backend):
             dict(zip(self.output_names, self.output_shapes, strict=True)),
         )
 
+    def _session(self, threads: int) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        if not self.spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(str(self.path), options,
+                                    providers=self._providers)
+
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         if self.input_dtype is not None:
             batch = batch.astype(self.input_dtype)
-        outputs = self.session.run(self.output_names, {self.input_name: batch})
+        if self.fixed_batch and len(batch) > self.fixed_batch and self.workers > 1:
+            outputs = run_chunks(batch, self.fixed_batch, self._run_parallel)
+        else:
+            outputs = self.session.run(self.output_names, {self.input_name: batch})
         return [o.astype(np.float32) if o.dtype == np.float16 else o for o in outputs]
 
+    def _run_parallel(self, chunks: list[np.ndarray]) -> list[list[np.ndarray]]:
+        """Each chunk on a 1-thread session, all at once (ONNX Runtime releases
+        the GIL and a session runs concurrent calls)."""
+        if self._single is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._single = (self._session(1), ThreadPoolExecutor(
+                self.workers, thread_name_prefix="ort-chunk"))
+        session, pool = self._single
+        return list(pool.map(lambda c: session.run(self.output_names,
+                                                   {self.input_name: c}), chunks))
+
     def close(self) -> None:
+        if self._single is not None:
+            self._single[1].shutdown()
+            self._single = None
         self.session = None  # type: ignore[assignment]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from core.meta import META_KEY, ModelError, ModelMeta, sidecar_path
-from engines.base import Backend
+from engines.base import Backend, fixed_batch, parallel_workers, run_chunks
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class OpenVINOBackend(Backend):
                                   "PERFORMANCE_HINT": "LATENCY"}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
+        self._model, self._config, self._queue = model, config, None
         try:
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:
@@ -151,6 +152,10 @@ class OpenVINOBackend(Backend):
         self.output_names = [o.any_name for o in self.compiled.outputs]
         self.output_shapes = [self._dims(o.get_partial_shape())
                               for o in self.compiled.outputs]
+        self.fixed_batch = fixed_batch(self.input_shape)
+        self.workers = parallel_workers(self.threads)
+        if self.fixed_batch and self.workers > 1:
+            self.max_batch = self.fixed_batch * self.workers
         log.info("loaded %s on OpenVINO %s CPU, inference precision %s "
                  "(CPU capabilities %s): input %s %s, outputs %s", model_file.name,
                  ov.__version__, self.precision, capabilities, self.input_name,
@@ -162,11 +167,39 @@ class OpenVINOBackend(Backend):
         return tuple(d.get_length() if d.is_static else "?" for d in shape)
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        results = self.request.infer({0: np.ascontiguousarray(batch, np.float32)})
-        # the request reuses its output buffers: copy before the next call
+        batch = np.ascontiguousarray(batch, np.float32)
+        if self.fixed_batch and len(batch) > self.fixed_batch and self.workers > 1:
+            return run_chunks(batch, self.fixed_batch, self._run_parallel)
+        return self._copy(self.request.infer({0: batch}))
+
+    def _copy(self, results: Any) -> list[np.ndarray]:
+        # a request reuses its output buffers: copy before its next call
         return [np.array(results[o], dtype=np.float32, copy=True)
                 if results[o].dtype == np.float16 else np.array(results[o], copy=True)
                 for o in self.compiled.outputs]
+
+    def _run_parallel(self, chunks: list[np.ndarray]) -> list[list[np.ndarray]]:
+        """Each chunk as its own request on a model compiled with one stream
+        (one thread) per worker, all in flight at once."""
+        import openvino as ov
+
+        if self._queue is None:
+            config = {**self._config, "NUM_STREAMS": self.workers,
+                      "INFERENCE_NUM_THREADS": self.workers}
+            config.pop("PERFORMANCE_HINT")
+            compiled = ov.Core().compile_model(self._model, "CPU", config)
+            self._queue = ov.AsyncInferQueue(compiled, self.workers)
+        out: list[Any] = [None] * len(chunks)
+
+        def done(request: Any, index: int) -> None:
+            out[index] = [np.array(t.data, copy=True) for t in request.output_tensors]
+
+        self._queue.set_callback(done)
+        for i, chunk in enumerate(chunks):
+            self._queue.start_async({0: chunk}, i)
+        self._queue.wait_all()
+        return [[o.astype(np.float32) if o.dtype == np.float16 else o for o in r]
+                for r in out]
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "openvino", "precision": self.precision,
@@ -175,6 +208,7 @@ class OpenVINOBackend(Backend):
     def close(self) -> None:
         self.request = None
         self.compiled = None
+        self._queue = None
 
 
 def save_ir(onnx_path: str | Path, out_dir: str | Path, meta: ModelMeta | None = None

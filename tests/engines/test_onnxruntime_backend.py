@@ -13,8 +13,10 @@ from engines.registry import open_backend
 from training.export import embed_metadata
 
 
-def tiny_model(path: Path, dtype: int = TensorProto.FLOAT) -> Path:
-    """input [N,3,4,4] -> output = input * 2 (as float32 for fp16 inputs)."""
+def tiny_model(path: Path, dtype: int = TensorProto.FLOAT,
+               batch: int | str = "N") -> Path:
+    """input [N,3,4,4] -> output = input * 2 (as float32 for fp16 inputs);
+    ``batch``: an int fixes the batch axis, as static exports do."""
     two = helper.make_tensor("two", dtype, [], [2.0])
     nodes = [helper.make_node("Mul", ["images", "two"], ["scaled"])]
     out = "scaled"
@@ -24,8 +26,8 @@ def tiny_model(path: Path, dtype: int = TensorProto.FLOAT) -> Path:
         out = "out"
     graph = helper.make_graph(
         nodes, "tiny",
-        [helper.make_tensor_value_info("images", dtype, ["N", 3, 4, 4])],
-        [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [helper.make_tensor_value_info("images", dtype, [batch, 3, 4, 4])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, 3, 4, 4])],
         [two])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -85,3 +87,73 @@ def test_intra_op_threads_sleep_unless_asked_to_spin(tmp_path: Path) -> None:
     busy = OnnxRuntimeBackend(path, threads=2, spin=True).session.get_session_options()
     with pytest.raises(RuntimeError, match="does not have configuration"):
         busy.get_session_config_entry(entry)  # unset: ONNX Runtime's default, spin
+
+
+@pytest.mark.parametrize("fixed", [1, 2])
+def test_fixed_batch_model_takes_larger_batches_as_parallel_requests(
+        tmp_path: Path, fixed: int) -> None:
+    """A static-batch export takes batch x threads frames per call: chunks of its
+    batch (the last one padded) run on a 1-thread session at once."""
+    backend = OnnxRuntimeBackend(tiny_model(tmp_path / "m.onnx", batch=fixed),
+                                 threads=2)
+    assert backend.max_batch == 2 * fixed
+    x = np.random.default_rng(0).random((fixed + 1, 3, 4, 4), dtype=np.float32)
+    out = backend.infer(x)[0]
+    assert out.shape == x.shape  # the padding is dropped
+    np.testing.assert_allclose(out, x * 2, rtol=1e-6)
+    assert backend._single is not None  # the parallel path ran
+    backend.close()
+    assert backend._single is None
+
+
+def test_parallel_requests_only_for_fixed_batch_and_several_threads(
+        tmp_path: Path) -> None:
+    dynamic = OnnxRuntimeBackend(tiny_model(tmp_path / "d.onnx"), threads=2)
+    assert dynamic.max_batch == 0  # a dynamic batch runs as one call
+    x = np.ones((3, 3, 4, 4), np.float32)
+    np.testing.assert_allclose(dynamic.infer(x)[0], 2 * x)
+    assert dynamic._single is None
+    one_thread = OnnxRuntimeBackend(tiny_model(tmp_path / "s.onnx", batch=1),
+                                    threads=1)
+    assert one_thread.max_batch == 0 and one_thread.fixed_batch == 1
+
+
+def test_run_chunks_pads_the_last_chunk_and_keeps_order() -> None:
+    from engines.base import run_chunks
+
+    x = np.arange(5, dtype=np.float32).reshape(5, 1)
+    seen = []
+
+    def run_all(chunks: list[np.ndarray]) -> list[list[np.ndarray]]:
+        seen.extend(c.shape for c in chunks)
+        return [[c * 10, c[:, :0]] for c in chunks]
+
+    out, empty = run_chunks(x, 2, run_all)
+    assert seen == [(2, 1)] * 3  # 2 + 2 + (1 padded to 2)
+    np.testing.assert_array_equal(out, x * 10)
+    assert empty.shape == (5, 0)
+
+
+def test_yolo_on_a_static_batch_export_batches_across_threads(tmp_path: Path) -> None:
+    """The shipped YOLO with its batch axis fixed to 1 (as Ultralytics exports by
+    default): the detector takes 2 frames per call on 2 threads, same boxes."""
+    from engines.registry import MODELS_DIR
+    from engines.yolo import YoloDetector
+    from training.data.generate import render_scene
+
+    model = onnx.load(str(MODELS_DIR / "yolo_demo.onnx"))
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    path = tmp_path / "static.onnx"
+    onnx.save(model, str(path))
+    detector = YoloDetector(OnnxRuntimeBackend(path, threads=2))
+    assert detector.max_batch == 2
+    rng = np.random.default_rng(0)
+    frames = [render_scene(rng)[0] for _ in range(3)]
+    prepared = [detector.prepare(f) for f in frames]
+    together = detector.infer(prepared)
+    alone = [detector.infer([p])[0] for p in prepared]
+    assert all(len(d) for d in alone)
+    for a, b in zip(together, alone, strict=True):
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-3)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)

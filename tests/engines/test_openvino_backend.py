@@ -40,6 +40,17 @@ def test_runs_and_reports_signature_and_precision(tmp_path: Path) -> None:
     assert backend.infer(x)[0] is not out  # outputs are copies, not reused buffers
 
 
+def test_fixed_batch_model_runs_a_batch_as_parallel_streams(tmp_path: Path) -> None:
+    backend = OpenVINOBackend(tiny_model(tmp_path / "m.onnx", batch=1), threads=2,
+                              precision="f32")
+    assert backend.max_batch == 2
+    x = np.random.default_rng(1).random((3, 3, 4, 4), dtype=np.float32)
+    out = backend.infer(x)[0]
+    np.testing.assert_allclose(out, x * 2, rtol=1e-6)
+    assert backend._queue is not None  # the request queue ran the chunks
+    assert backend.infer(x[:1])[0].shape == (1, 3, 4, 4)  # one frame: one request
+
+
 def test_forced_fp32_hint_is_what_compiles(tmp_path: Path) -> None:
     backend = OpenVINOBackend(tiny_model(tmp_path / "m.onnx"), precision="f32")
     assert backend.precision == "f32"

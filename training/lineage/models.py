@@ -95,16 +95,21 @@ class RCNNNet(nn.Module):
 
 
 class FastRCNNTrunk(nn.Module):
-    """Shared conv trunk: (B, 3, H, W) -> features (B, 4w, H/8, W/8)."""
+    """Shared conv trunk: (B, 3, H, W) -> features (B, 4w, H/stride, W/stride),
+    stride 8 or 4 (4 drops the last pooling: small objects keep more cells)."""
 
     STRIDE = 8
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, stride: int = STRIDE) -> None:
         super().__init__()
+        if stride not in (4, 8):
+            raise ValueError(f"stride must be 4 or 8, got {stride}")
         w = width
+        self.stride = stride
         self.body = nn.Sequential(
             conv_bn(3, w), nn.MaxPool2d(2), conv_bn(w, 2 * w), nn.MaxPool2d(2),
-            conv_bn(2 * w, 4 * w), nn.MaxPool2d(2), conv_bn(4 * w, 4 * w))
+            conv_bn(2 * w, 4 * w), *([nn.MaxPool2d(2)] if stride == 8 else []),
+            conv_bn(4 * w, 4 * w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import generalized_box_iou_loss
 from tqdm import tqdm
 
 from core.boxes import iou_matrix
@@ -74,7 +75,8 @@ def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
 
 def train_loc(out: Path, class_names: list[str], epochs: int = 25,
               images: int = 4000, seed: int = 0,
-              backgrounds: str | Path | None = None) -> Path:
+              backgrounds: str | Path | None = None,
+              input_size: tuple[int, int] = LOC_INPUT, giou: float = 0.0) -> Path:
     """Localization as regression on single-object images rendered at the
     network size (over crops of ``backgrounds`` photographs when given); L2 box
     loss + cross-entropy, horizontal flips. Records val accuracy and mean IoU."""
@@ -84,28 +86,29 @@ def train_loc(out: Path, class_names: list[str], epochs: int = 25,
     start = time.perf_counter()
     photos = load_backgrounds(backgrounds) if backgrounds is not None else None
     n_val = min(200, max(8, images // 10))
-    h, w = LOC_INPUT
+    h, w = input_size
     # rendered at frame size, then resized as the detector resizes: textures,
     # clutter and edges look as they do in downscaled frames
     data = []
     for _ in tqdm(range(images + n_val), desc="render"):
         image, box, class_id = single_object_scene(rng, LOC_FRAME, backgrounds=photos)
-        small, transform = stretch(image, LOC_INPUT)
+        small, transform = stretch(image, input_size)
         data.append((small, transform.to_network(box[None])[0], class_id))
     x = torch.from_numpy(np.stack([to_tensor(d[0]) for d in data]))
     boxes = torch.from_numpy(np.stack([d[1] for d in data]) / np.float32([w, h, w, h]))
     cls = torch.tensor([d[2] for d in data])
     x_val, box_val, cls_val = x[images:], boxes[images:], cls[images:]
     x, boxes, cls = x[:images], boxes[:images], cls[:images]
-    model = LocNet(len(class_names), LOC_INPUT)
-    fit_loc(model, x, boxes, cls, epochs, rng)
+    model = LocNet(len(class_names), input_size)
+    fit_loc(model, x, boxes, cls, epochs, rng, giou=giou)
     model.eval()
     with torch.no_grad():
         logits, pred = model(x_val)
     val_iou = float(np.mean(np.diag(iou_matrix(pred.numpy(), box_val.numpy()))))
     val_acc = float((logits.argmax(1) == cls_val).float().mean())
     log.info("loc val accuracy %.3f, mean IoU %.3f", val_acc, val_iou)
-    meta = ModelMeta("lineage_loc", list(class_names), LOC_INPUT, resize="stretch",
+    meta = ModelMeta("lineage_loc", list(class_names), tuple(input_size),
+                     resize="stretch",
                      extra={"train_seconds": round(time.perf_counter() - start, 1),
                             "val_iou": round(val_iou, 4),
                             "val_accuracy": round(val_acc, 4), "train_images": images,
@@ -118,7 +121,7 @@ def train_loc(out: Path, class_names: list[str], epochs: int = 25,
 
 def fit_loc(model: nn.Module, x: torch.Tensor, boxes: torch.Tensor,
             cls: torch.Tensor, epochs: int, rng: np.random.Generator,
-            batch: int = 64, lr: float = 3e-3) -> None:
+            batch: int = 64, lr: float = 3e-3, giou: float = 0.0) -> None:
     """Localization's two-task fit: cross-entropy on the class + 20 x L2 on the
     box (xyxy in [0, 1]); images mirrored at random (the box with them)."""
     opt = torch.optim.AdamW(model.parameters(), lr, weight_decay=1e-4)
@@ -136,6 +139,8 @@ def fit_loc(model: nn.Module, x: torch.Tensor, boxes: torch.Tensor,
             bb = torch.where(mirror[:, None], flipped, bb)
             logits, box = model(xb)
             loss = F.cross_entropy(logits, cls[idx]) + 20 * F.mse_loss(box, bb)
+            if giou:
+                loss = loss + giou * generalized_box_iou_loss(box, bb, reduction="mean")
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -270,42 +275,61 @@ def train_rcnn(dataset, out: Path, epochs: int = 12, seed: int = 0,
 def train_fast_rcnn(dataset, out: Path, epochs: int = 10, seed: int = 0,
                     proposal_side: int = DEFAULT_MAX_SIDE,
                     max_proposals: int = DEFAULT_MAX_PROPOSALS,
-                    rois_per_image: int = 64, cache: Path | None = None) -> Path:
-    """Fast R-CNN end to end: per image, trunk once, RoI-pool sampled proposals,
+                    rois_per_image: int = 64, cache: Path | None = None,
+                    input_size: tuple[int, int] = FAST_RCNN_INPUT,
+                    stride: int = FastRCNNTrunk.STRIDE,
+                    images_per_step: int = 2) -> Path:
+    """Fast R-CNN end to end: per step, the trunk once per image
+    (``images_per_step``, mirrored at random), RoI-pool sampled proposals,
     multi-task loss (cross-entropy + smooth-L1 on class-specific deltas)."""
     import cv2
 
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     props = _cached_proposals(dataset, cache, proposal_side, max_proposals)
-    h, w = FAST_RCNN_INPUT
+    h, w = input_size
     images, scales = [], []
     for i in range(len(dataset)):
         img = dataset[i].image
         scales.append(np.float32([w / img.shape[1], h / img.shape[0]] * 2))
         images.append(to_tensor(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)))
     n_classes = len(dataset.class_names)
-    trunk, head = FastRCNNTrunk(), FastRCNNHead(n_classes)
+    trunk = FastRCNNTrunk(stride=stride)
+    head = FastRCNNHead(n_classes, stride=stride)
     params = list(trunk.parameters()) + list(head.parameters())
+    steps = epochs * len(_batches(len(dataset), images_per_step, rng))
     opt = torch.optim.AdamW(params, 2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3,
-                                                total_steps=epochs * len(dataset))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
     for epoch in range(epochs):
         trunk.train()
         head.train()
         total = 0.0
-        for i in tqdm(rng.permutation(len(dataset)), desc=f"epoch {epoch + 1}",
-                      leave=False):
-            s = dataset[int(i)]
-            rois, labels, matched = sample_rois(
-                rng, props[i] * scales[i], s.boxes * scales[i], s.class_ids,
-                rois_per_image)
-            t = torch.from_numpy(encode_deltas(rois, matched))
-            r = torch.from_numpy(np.concatenate(
-                [np.zeros((len(rois), 1), np.float32), rois], 1))
-            y = torch.from_numpy(labels)
-            logits, deltas = head(trunk(torch.from_numpy(images[i])[None]), r)
-            loss = F.cross_entropy(logits, y) + _box_loss(deltas, y, t, True)
+        for batch in tqdm(_batches(len(dataset), images_per_step, rng),
+                          desc=f"epoch {epoch + 1}", leave=False):
+            x, r, y, t = [], [], [], []
+            for j, i in enumerate(batch):
+                s = dataset[int(i)]
+                boxes = s.boxes * scales[i]
+                proposals = props[i] * scales[i]
+                image = torch.from_numpy(images[i])
+                if rng.random() < 0.5:  # mirror image, proposals and boxes
+                    image = image.flip(2)
+                    boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0],
+                                      boxes[:, 3]], 1).reshape(-1, 4)
+                    proposals = np.stack([w - proposals[:, 2], proposals[:, 1],
+                                          w - proposals[:, 0], proposals[:, 3]], 1)
+                rois, labels, matched = sample_rois(rng, proposals, boxes,
+                                                    s.class_ids, rois_per_image)
+                x.append(image)
+                r.append(np.concatenate([np.full((len(rois), 1), j, np.float32),
+                                         rois], 1))
+                y.append(labels)
+                t.append(encode_deltas(rois, matched))
+            y_all = torch.from_numpy(np.concatenate(y))
+            logits, deltas = head(trunk(torch.stack(x)),
+                                  torch.from_numpy(np.concatenate(r)))
+            loss = F.cross_entropy(logits, y_all) + _box_loss(
+                deltas, y_all, torch.from_numpy(np.concatenate(t)), True)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -315,13 +339,14 @@ def train_fast_rcnn(dataset, out: Path, epochs: int = 10, seed: int = 0,
     trunk.eval()
     head.eval()
     head_path = out.with_name(out.stem + "_head.onnx")
-    meta = ModelMeta("lineage_fast_rcnn", list(dataset.class_names), FAST_RCNN_INPUT,
+    meta = ModelMeta("lineage_fast_rcnn", list(dataset.class_names), tuple(input_size),
                      resize="stretch", extra={
                          "head": head_path.name, "proposal_side": proposal_side,
                          "max_proposals": max_proposals, "pool": head.pool,
                          "spatial_scale": head.spatial_scale,
                          "train_seconds": round(time.perf_counter() - start, 1),
-                         "train_images": len(dataset), "epochs": epochs})
+                         "train_images": len(dataset), "epochs": epochs,
+                         "images_per_step": images_per_step})
     x = torch.from_numpy(images[0])[None]
     _export(trunk, (x,), out, ["images"], ["features"],
             {"images": {0: "batch"}, "features": {0: "batch"}}, meta)
