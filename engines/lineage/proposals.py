@@ -10,8 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-DEFAULT_MAX_SIDE = 224  # px of the longer side the segmentation runs on
-DEFAULT_MAX_PROPOSALS = 300
+DEFAULT_MAX_SIDE = 320  # px of the longer side the segmentation runs on
+DEFAULT_MAX_PROPOSALS = 1000
 MIN_PROPOSAL_SIDE = 4.0  # px in the original frame
 
 

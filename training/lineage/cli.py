@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 MODELS = ("loc", "overfeat", "hog", "rcnn", "fast-rcnn")
-DEFAULT_EPOCHS = {"loc": 25, "overfeat": 10, "hog": 1, "rcnn": 12, "fast-rcnn": 10}
+DEFAULT_EPOCHS = {"loc": 25, "overfeat": 10, "hog": 1, "rcnn": 40, "fast-rcnn": 40}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

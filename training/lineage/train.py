@@ -38,7 +38,7 @@ from training.lineage.models import (
 
 log = logging.getLogger(__name__)
 
-LOC_INPUT = (64, 112)
+LOC_INPUT = (96, 168)
 LOC_FRAME = (360, 640)  # training frames are rendered at this size, then resized
 RCNN_CROP = 32
 FAST_RCNN_INPUT = (224, 384)
@@ -76,10 +76,11 @@ def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
 def train_loc(out: Path, class_names: list[str], epochs: int = 25,
               images: int = 4000, seed: int = 0,
               backgrounds: str | Path | None = None,
-              input_size: tuple[int, int] = LOC_INPUT, giou: float = 0.0) -> Path:
-    """Localization as regression on single-object images rendered at the
-    network size (over crops of ``backgrounds`` photographs when given); L2 box
-    loss + cross-entropy, horizontal flips. Records val accuracy and mean IoU."""
+              input_size: tuple[int, int] = LOC_INPUT, giou: float = 1.0) -> Path:
+    """Localization as regression on single-object images rendered at frame
+    size and resized (over crops of ``backgrounds`` photographs when given); L2
+    (+ ``giou`` x GIoU) box loss + cross-entropy, horizontal flips. Records val
+    accuracy and mean IoU."""
     from training.data.generate import load_backgrounds
 
     rng = np.random.default_rng(seed)
@@ -123,7 +124,8 @@ def fit_loc(model: nn.Module, x: torch.Tensor, boxes: torch.Tensor,
             cls: torch.Tensor, epochs: int, rng: np.random.Generator,
             batch: int = 64, lr: float = 3e-3, giou: float = 0.0) -> None:
     """Localization's two-task fit: cross-entropy on the class + 20 x L2 on the
-    box (xyxy in [0, 1]); images mirrored at random (the box with them)."""
+    box (xyxy in [0, 1]) + ``giou`` x the GIoU loss (what the IoU score rewards);
+    images mirrored at random (the box with them)."""
     opt = torch.optim.AdamW(model.parameters(), lr, weight_decay=1e-4)
     steps = epochs * len(_batches(len(x), batch, rng))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
@@ -240,7 +242,7 @@ def _cached_proposals(dataset, cache: Path | None, side: int, count: int
     return props
 
 
-def train_rcnn(dataset, out: Path, epochs: int = 12, seed: int = 0,
+def train_rcnn(dataset, out: Path, epochs: int = 40, seed: int = 0,
                proposal_side: int = DEFAULT_MAX_SIDE,
                max_proposals: int = DEFAULT_MAX_PROPOSALS, rois_per_image: int = 48,
                cache: Path | None = None) -> Path:
@@ -272,7 +274,7 @@ def train_rcnn(dataset, out: Path, epochs: int = 12, seed: int = 0,
     return out
 
 
-def train_fast_rcnn(dataset, out: Path, epochs: int = 10, seed: int = 0,
+def train_fast_rcnn(dataset, out: Path, epochs: int = 40, seed: int = 0,
                     proposal_side: int = DEFAULT_MAX_SIDE,
                     max_proposals: int = DEFAULT_MAX_PROPOSALS,
                     rois_per_image: int = 64, cache: Path | None = None,
