@@ -40,12 +40,6 @@ def check_device(device: str) -> str:
     return device
 
 
-def fixed_batch(shape: tuple) -> int | None:
-    """The batch size a model's input fixes (e.g. 1 for a static export), or None."""
-    b = shape[0] if shape else None
-    return b if isinstance(b, int) and b > 0 else None
-
-
 def run_chunks(batch: np.ndarray, size: int,
                run_all: Callable[[list[np.ndarray]], list[list[np.ndarray]]]
                ) -> list[np.ndarray]:
@@ -62,11 +56,6 @@ def run_chunks(batch: np.ndarray, size: int,
         chunks.append(np.ascontiguousarray(chunk))
     outputs = run_all(chunks)
     return [np.concatenate(parts)[:n] for parts in zip(*outputs, strict=True)]
-
-
-def parallel_workers(threads: int | None) -> int:
-    """Concurrent single-thread requests for a batch on a fixed-batch CPU model."""
-    return max(1, threads or os.cpu_count() or 1)
 
 
 class Backend(ABC):
@@ -95,6 +84,8 @@ class Backend(ABC):
         self.meta: ModelMeta | None = None
         self.input_shape: tuple[int | str | None, ...] = ()
         self.max_batch = 0
+        self.fixed_batch: int | None = None  # see _allow_parallel_chunks
+        self.workers = 1
         self.load()
 
     @abstractmethod
@@ -104,6 +95,20 @@ class Backend(ABC):
     @abstractmethod
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run one batch; returns the network's outputs in declaration order."""
+
+    def _allow_parallel_chunks(self) -> None:
+        """Called by CPU backends at the end of ``load``: a fixed-batch model
+        (``fixed_batch``) then takes ``fixed_batch x workers`` frames per call."""
+        b = self.input_shape[0] if self.input_shape else None
+        self.fixed_batch = b if isinstance(b, int) and b > 0 else None
+        self.workers = max(1, self.threads or os.cpu_count() or 1)
+        if self.fixed_batch and self.workers > 1:
+            self.max_batch = self.fixed_batch * self.workers
+
+    def _chunked(self, batch: np.ndarray) -> bool:
+        """Whether ``batch`` runs as parallel fixed-batch chunks (``run_chunks``)."""
+        return (bool(self.fixed_batch) and len(batch) > self.fixed_batch
+                and self.workers > 1)
 
     def warmup(self, runs: int = 2) -> None:
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in self.input_shape]

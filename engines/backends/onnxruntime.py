@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from core.meta import META_KEY, ModelError, ModelMeta, sidecar_path
-from engines.base import Backend, fixed_batch, parallel_workers, run_chunks
+from engines.base import Backend, run_chunks
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,8 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.path}: unreadable streamdet metadata: {exc}"
             ) from exc
         self.providers = self.session.get_providers()
-        self.fixed_batch = fixed_batch(self.input_shape)
-        self.workers = parallel_workers(self.threads) if kind == "cpu" else 1
-        if self.fixed_batch and self.workers > 1:
-            self.max_batch = self.fixed_batch * self.workers
+        if kind == "cpu":
+            self._allow_parallel_chunks()
         log.info(
             "loaded %s on %s: input %s %s, outputs %s",
             self.path.name,
@@ -132,7 +130,7 @@ class OnnxRuntimeBackend(Backend):
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         if self.input_dtype is not None:
             batch = batch.astype(self.input_dtype)
-        if self.fixed_batch and len(batch) > self.fixed_batch and self.workers > 1:
+        if self._chunked(batch):
             outputs = run_chunks(batch, self.fixed_batch, self._run_parallel)
         else:
             outputs = self.session.run(self.output_names, {self.input_name: batch})

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from core.meta import META_KEY, ModelError, ModelMeta, sidecar_path
-from engines.base import Backend, fixed_batch, parallel_workers, run_chunks
+from engines.base import Backend, run_chunks
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,13 @@ def onnx_props(path: Path) -> dict[str, str]:
     except Exception:  # unreadable files are reported by OpenVINO itself
         return {}
     return {p.key: p.value for p in model.metadata_props}
+
+
+def _copies(arrays: list[Any]) -> list[np.ndarray]:
+    """Float32 copies of a request's outputs: a request reuses its output
+    buffers, so they must be copied before its next call."""
+    return [np.array(a, dtype=np.float32 if a.dtype == np.float16 else a.dtype,
+                     copy=True) for a in arrays]
 
 
 class OpenVINOBackend(Backend):
@@ -152,10 +159,7 @@ class OpenVINOBackend(Backend):
         self.output_names = [o.any_name for o in self.compiled.outputs]
         self.output_shapes = [self._dims(o.get_partial_shape())
                               for o in self.compiled.outputs]
-        self.fixed_batch = fixed_batch(self.input_shape)
-        self.workers = parallel_workers(self.threads)
-        if self.fixed_batch and self.workers > 1:
-            self.max_batch = self.fixed_batch * self.workers
+        self._allow_parallel_chunks()
         log.info("loaded %s on OpenVINO %s CPU, inference precision %s "
                  "(CPU capabilities %s): input %s %s, outputs %s", model_file.name,
                  ov.__version__, self.precision, capabilities, self.input_name,
@@ -168,15 +172,10 @@ class OpenVINOBackend(Backend):
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         batch = np.ascontiguousarray(batch, np.float32)
-        if self.fixed_batch and len(batch) > self.fixed_batch and self.workers > 1:
+        if self._chunked(batch):
             return run_chunks(batch, self.fixed_batch, self._run_parallel)
-        return self._copy(self.request.infer({0: batch}))
-
-    def _copy(self, results: Any) -> list[np.ndarray]:
-        # a request reuses its output buffers: copy before its next call
-        return [np.array(results[o], dtype=np.float32, copy=True)
-                if results[o].dtype == np.float16 else np.array(results[o], copy=True)
-                for o in self.compiled.outputs]
+        results = self.request.infer({0: batch})
+        return _copies([results[o] for o in self.compiled.outputs])
 
     def _run_parallel(self, chunks: list[np.ndarray]) -> list[list[np.ndarray]]:
         """Each chunk as its own request on a model compiled with one stream
@@ -192,14 +191,13 @@ class OpenVINOBackend(Backend):
         out: list[Any] = [None] * len(chunks)
 
         def done(request: Any, index: int) -> None:
-            out[index] = [np.array(t.data, copy=True) for t in request.output_tensors]
+            out[index] = _copies([t.data for t in request.output_tensors])
 
         self._queue.set_callback(done)
         for i, chunk in enumerate(chunks):
             self._queue.start_async({0: chunk}, i)
         self._queue.wait_all()
-        return [[o.astype(np.float32) if o.dtype == np.float16 else o for o in r]
-                for r in out]
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "openvino", "precision": self.precision,
