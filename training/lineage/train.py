@@ -20,6 +20,7 @@ from core.meta import ModelMeta
 from engines.lineage.common import encode_deltas
 from engines.lineage.proposals import DEFAULT_MAX_PROPOSALS, DEFAULT_MAX_SIDE
 from engines.lineage.rcnn import warp_crops
+from training.data.augment import hflip
 from training.export import embed_metadata, max_abs_diff
 from training.lineage.data import (
     overfeat_windows,
@@ -290,14 +291,16 @@ def train_fast_rcnn(dataset, out: Path, epochs: int = 40, seed: int = 0,
     start = time.perf_counter()
     props = _cached_proposals(dataset, cache, proposal_side, max_proposals)
     h, w = input_size
-    images, scales = [], []
+    # each image read once: resized, with its boxes and proposals at that size
+    images, targets = [], []
     for i in range(len(dataset)):
-        img = dataset[i].image
-        scales.append(np.float32([w / img.shape[1], h / img.shape[0]] * 2))
-        images.append(to_tensor(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)))
+        s = dataset[i]
+        scale = np.float32([w / s.image.shape[1], h / s.image.shape[0]] * 2)
+        images.append(cv2.resize(s.image, (w, h), interpolation=cv2.INTER_AREA))
+        targets.append((s.boxes * scale, s.class_ids, props[i] * scale))
     n_classes = len(dataset.class_names)
     trunk = FastRCNNTrunk(stride=stride)
-    head = FastRCNNHead(n_classes, stride=stride)
+    head = FastRCNNHead(n_classes, stride=trunk.stride)
     params = list(trunk.parameters()) + list(head.parameters())
     steps = epochs * len(_batches(len(dataset), images_per_step, rng))
     opt = torch.optim.AdamW(params, 2e-3, weight_decay=1e-4)
@@ -310,19 +313,14 @@ def train_fast_rcnn(dataset, out: Path, epochs: int = 40, seed: int = 0,
                           desc=f"epoch {epoch + 1}", leave=False):
             x, r, y, t = [], [], [], []
             for j, i in enumerate(batch):
-                s = dataset[int(i)]
-                boxes = s.boxes * scales[i]
-                proposals = props[i] * scales[i]
-                image = torch.from_numpy(images[i])
-                if rng.random() < 0.5:  # mirror image, proposals and boxes
-                    image = image.flip(2)
-                    boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0],
-                                      boxes[:, 3]], 1).reshape(-1, 4)
-                    proposals = np.stack([w - proposals[:, 2], proposals[:, 1],
-                                          w - proposals[:, 0], proposals[:, 3]], 1)
-                rois, labels, matched = sample_rois(rng, proposals, boxes,
-                                                    s.class_ids, rois_per_image)
-                x.append(image)
+                image = images[i]
+                boxes, class_ids, proposals = targets[i]
+                if rng.random() < 0.5:  # mirror image, boxes and proposals
+                    image, both = hflip(image, np.concatenate([boxes, proposals]))
+                    boxes, proposals = both[:len(boxes)], both[len(boxes):]
+                rois, labels, matched = sample_rois(rng, proposals, boxes, class_ids,
+                                                    rois_per_image)
+                x.append(torch.from_numpy(to_tensor(image)))
                 r.append(np.concatenate([np.full((len(rois), 1), j, np.float32),
                                          rois], 1))
                 y.append(labels)
@@ -349,7 +347,7 @@ def train_fast_rcnn(dataset, out: Path, epochs: int = 40, seed: int = 0,
                          "train_seconds": round(time.perf_counter() - start, 1),
                          "train_images": len(dataset), "epochs": epochs,
                          "images_per_step": images_per_step})
-    x = torch.from_numpy(images[0])[None]
+    x = torch.from_numpy(to_tensor(images[0]))[None]
     _export(trunk, (x,), out, ["images"], ["features"],
             {"images": {0: "batch"}, "features": {0: "batch"}}, meta)
     pooled = torch.rand(3, trunk(x).shape[1], head.pool, head.pool)
