@@ -162,9 +162,9 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
                      help="video encoder: auto (h264_nvenc on an NVIDIA GPU, else "
                           "libx264), libx264, h264_nvenc, mpeg4, libvpx-vp9, "
                           "libsvtav1 (default: auto; H.264 in fragmented MP4)")
-    out.add_argument("--preset", default="veryfast",
-                     help="x264 preset (default veryfast; superfast/ultrafast are "
-                          "cheaper and larger)")
+    out.add_argument("--preset", default="ultrafast",
+                     help="x264 preset (default ultrafast: least CPU; "
+                          "superfast/veryfast write smaller files for more CPU)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--log-level", default="INFO",
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])

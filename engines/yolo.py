@@ -255,6 +255,11 @@ class YoloDetector(Detector):
         b = self.backend.input_shape[0] if self.backend.input_shape else 1
         return b if isinstance(b, int) and b > 0 else DYNAMIC_MAX_BATCH
 
+    @property
+    def calls_in_flight(self) -> int:
+        # decoding is pure NumPy, so calls overlap wherever the backend allows
+        return int(getattr(self.backend, "calls_in_flight", 1))
+
     def prepare(self, image: np.ndarray) -> Prepared:
         """BGR uint8 (H, W, 3) -> (3, H, W) float32 RGB, (x/255 - mean) / std."""
         x, transform = preprocess(image, self.input_size, self.resize, self.mean,

@@ -27,6 +27,7 @@ import os
 import resource
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -125,9 +126,10 @@ def run_benchmark(spec: str, detector: Detector, config: PipelineConfig
     _warm(detector, frames[0])
     prepared = [detector.prepare(image) for image in frames]
     step = max(1, min(config.batch, detector.max_batch))
-    with _Phase() as p:
-        for i in range(0, len(prepared), step):
-            detector.infer(prepared[i:i + step])
+    batches = [prepared[i:i + step] for i in range(0, len(prepared), step)]
+    # as many calls at once as the pipeline runs on files
+    with _Phase() as p, ThreadPoolExecutor(detector.calls_in_flight) as calls:
+        list(calls.map(detector.infer, batches))
     phases["inference_only"] = p.row(len(prepared))
 
     with tempfile.TemporaryDirectory(prefix="streamdet-bench-") as tmp:

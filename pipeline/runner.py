@@ -9,9 +9,11 @@ module only wires queues and threads.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from tqdm import tqdm
@@ -31,6 +33,7 @@ from pipeline.stages import (
     get,
     put,
     relay,
+    run_now,
     wait_for,
 )
 
@@ -165,24 +168,50 @@ class Pipeline:
                 put(lane.captured, EndOfStream(sid), state)
 
     def _infer(self, thread: StageThread) -> None:
+        """Batches from the feed -> each lane's tracker, in feed order. Where the
+        detector allows it (``calls_in_flight``) and every source is a file, the
+        next batch's model call starts before this one's results are handed on,
+        so the cores never wait between calls; a live source keeps one call at a
+        time (its freshest frame must not queue behind another call), and so
+        does ``--detect-every auto`` (it paces itself by the call's time)."""
         state, cfg = self.state, self.config
         infer = BatchInfer(self.detector, self.metrics)
         max_batch = max(1, min(cfg.batch, self.detector.max_batch))
         feed = InferFeed(self.infer_in, self.live, self.lanes, state,
                          cfg.max_wait_ms / 1000)
+        overlap = not feed.any_live and cfg.detect_every != "auto"
+        depth = max(1, self.detector.calls_in_flight) if overlap else 1
+        calls = (ThreadPoolExecutor(depth, thread_name_prefix="infer-call")
+                 if depth > 1 else None)
+        submit = calls.submit if calls else run_now
+        waiting: collections.deque[tuple[list[Any], Future[Any]]] = collections.deque()
         open_sources = set(self.lanes)
-        while open_sources and (items := feed.next(max_batch)) is not None:
-            self.metrics.record_depth("infer", self.infer_in.qsize())
+
+        def hand_on(items: list[Any], call: Future[Any]) -> bool:
             batch = [i for i in items if not isinstance(i, EndOfStream)]
             if batch:
                 thread.current = (batch[0][0].source_id, batch[0][0].index)
-                for result in infer(batch):
-                    lane = self.lanes[result.frame.source_id]
-                    if not put(lane.tracked_in, result, state):
-                        return
+                for result in infer.results(batch, *call.result()):
+                    if not put(self.lanes[result.frame.source_id].tracked_in,
+                               result, state):
+                        return False
             for eos in (i for i in items if isinstance(i, EndOfStream)):
                 open_sources.discard(eos.source_id)
                 put(self.lanes[eos.source_id].tracked_in, eos, state)
+            return True
+
+        try:
+            while open_sources and (items := feed.next(max_batch)) is not None:
+                self.metrics.record_depth("infer", self.infer_in.qsize())
+                batch = [i for i in items if not isinstance(i, EndOfStream)]
+                waiting.append((items, submit(infer.detect, batch)))
+                ended = len(batch) < len(items)  # hand everything on at an end
+                while waiting and (len(waiting) >= depth or ended):
+                    if not hand_on(*waiting.popleft()):
+                        return
+        finally:
+            if calls:
+                calls.shutdown(wait=False, cancel_futures=True)
 
     def _sink(self, thread: StageThread, lane: Lane) -> None:
         try:

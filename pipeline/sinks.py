@@ -37,15 +37,16 @@ class EncoderConfig:
 
     ``codec``: ``auto`` (``h264_nvenc`` where an NVIDIA GPU can open it, else
     ``libx264``) or an FFmpeg encoder name (``libx264``, ``mpeg4``, ``libvpx-vp9``,
-    ``libsvtav1``, ...). ``preset``: x264 speed preset (``veryfast`` by default;
-    ``superfast``/``ultrafast`` are cheaper and larger). ``crf``: x264 quality
+    ``libsvtav1``, ...). ``preset``: x264 speed preset (``ultrafast`` by default: the
+    least CPU beside inference; ``superfast``/``veryfast`` give smaller files
+    for more CPU). ``crf``: x264 quality
     (lower = better, larger). ``gop_s``: seconds between keyframes, which is also
     the fragment length, so the most a kill loses. ``threads``: encoder threads
     (0 = FFmpeg decides).
     """
 
     codec: str = AUTO
-    preset: str = "veryfast"
+    preset: str = "ultrafast"
     crf: int = 23
     gop_s: float = 1.0
     threads: int = 0

@@ -45,17 +45,27 @@ class StubDetector(Detector):
         max_batch: int = 1,
         fail_prepare_at: int | None = None,
         fail_infer_at: int | None = None,
+        in_flight: int = 1,
     ) -> None:
+        import threading
+
         self.delay = delay
         self._max_batch = max_batch
+        self._in_flight = in_flight
         self.fail_prepare_at = fail_prepare_at
         self.fail_infer_at = fail_infer_at
         self.calls = 0
         self.batch_sizes: list[int] = []
+        self.running = self.most_at_once = 0  # infer calls under way
+        self._lock = threading.Lock()
 
     @property
     def max_batch(self) -> int:
         return self._max_batch
+
+    @property
+    def calls_in_flight(self) -> int:
+        return self._in_flight
 
     def prepare(self, image):
         from engines.base import Prepared
@@ -66,21 +76,29 @@ class StubDetector(Detector):
         return Prepared.whole(image)
 
     def infer(self, batch):
+        with self._lock:
+            self.batch_sizes.append(len(batch))
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            call = len(self.batch_sizes)
+        try:
+            return self._infer(batch, call)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def _infer(self, batch, call: int):
         import time
 
-        self.batch_sizes.append(len(batch))
-        if (
-            self.fail_infer_at is not None
-            and len(self.batch_sizes) > self.fail_infer_at
-        ):
+        if self.fail_infer_at is not None and call > self.fail_infer_at:
             raise RuntimeError("injected infer failure")
         if self.delay:
             time.sleep(self.delay)
-        out = []
-        for p in batch:
-            h, w = p.input.shape[:2]
-            out.append(make_detections([[w * 0.25, h * 0.25, w * 0.5, h * 0.5]]))
-        return out
+        return [self.box(p.input) for p in batch]
+
+    def box(self, image: np.ndarray) -> Detections:
+        h, w = image.shape[:2]
+        return make_detections([[w * 0.25, h * 0.25, w * 0.5, h * 0.5]])
 
 
 

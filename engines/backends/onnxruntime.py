@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from core.meta import META_KEY, ModelError, ModelMeta, sidecar_path
-from engines.base import Backend, run_chunks
+from engines.base import Backend
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class OnnxRuntimeBackend(Backend):
     def load(self) -> None:
         import onnxruntime as ort
 
-        self._single: Any = None  # 1-thread session + pool for parallel chunks
+        self._single: Any = None  # 1-thread session for parallel chunks
         available = set(ort.get_available_providers())
         kind, _, index = self.device.partition(":")
         if self.tensorrt:
@@ -131,25 +131,19 @@ class OnnxRuntimeBackend(Backend):
         if self.input_dtype is not None:
             batch = batch.astype(self.input_dtype)
         if self._chunked(batch):
-            outputs = run_chunks(batch, self.fixed_batch, self._run_parallel)
+            outputs = self._infer_chunks(batch)
         else:
             outputs = self.session.run(self.output_names, {self.input_name: batch})
         return [o.astype(np.float32) if o.dtype == np.float16 else o for o in outputs]
 
-    def _run_parallel(self, chunks: list[np.ndarray]) -> list[list[np.ndarray]]:
-        """Each chunk on a 1-thread session, all at once (ONNX Runtime releases
-        the GIL and a session runs concurrent calls)."""
-        if self._single is None:
-            from concurrent.futures import ThreadPoolExecutor
+    def _open_chunk_runner(self) -> None:
+        self._single = self._session(1)
 
-            self._single = (self._session(1), ThreadPoolExecutor(
-                self.workers, thread_name_prefix="ort-chunk"))
-        session, pool = self._single
-        return list(pool.map(lambda c: session.run(self.output_names,
-                                                   {self.input_name: c}), chunks))
+    def _run_chunk(self, chunk: np.ndarray) -> list[np.ndarray]:
+        # a session runs concurrent calls, and ONNX Runtime releases the GIL
+        return self._single.run(self.output_names, {self.input_name: chunk})
 
     def close(self) -> None:
-        if self._single is not None:
-            self._single[1].shutdown()
-            self._single = None
+        self._close_chunks()
+        self._single = None
         self.session = None  # type: ignore[assignment]

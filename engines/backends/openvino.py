@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.meta import META_KEY, ModelError, ModelMeta, sidecar_path
-from engines.base import Backend, run_chunks
+from engines.base import Backend
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,8 @@ class OpenVINOBackend(Backend):
                                   "PERFORMANCE_HINT": "LATENCY"}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
-        self._model, self._config, self._queue = model, config, None
+        self._model, self._config = model, config
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         try:
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:
@@ -173,40 +175,40 @@ class OpenVINOBackend(Backend):
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         batch = np.ascontiguousarray(batch, np.float32)
         if self._chunked(batch):
-            return run_chunks(batch, self.fixed_batch, self._run_parallel)
+            return self._infer_chunks(batch)
         results = self.request.infer({0: batch})
         return _copies([results[o] for o in self.compiled.outputs])
 
-    def _run_parallel(self, chunks: list[np.ndarray]) -> list[list[np.ndarray]]:
-        """Each chunk as its own request on a model compiled with one stream
-        (one thread) per worker, all in flight at once."""
+    def _open_chunk_runner(self) -> None:
+        """A copy compiled with one stream (one thread) per worker, and one
+        request per worker, handed out through a queue (requests are not
+        thread-safe; the compiled model is)."""
         import openvino as ov
 
-        if self._queue is None:
-            config = {**self._config, "NUM_STREAMS": self.workers,
-                      "INFERENCE_NUM_THREADS": self.workers}
-            config.pop("PERFORMANCE_HINT")
-            compiled = ov.Core().compile_model(self._model, "CPU", config)
-            self._queue = ov.AsyncInferQueue(compiled, self.workers)
-        out: list[Any] = [None] * len(chunks)
+        config = {**self._config, "NUM_STREAMS": self.workers,
+                  "INFERENCE_NUM_THREADS": self.workers}
+        config.pop("PERFORMANCE_HINT")
+        compiled = ov.Core().compile_model(self._model, "CPU", config)
+        for _ in range(self.workers):
+            self._requests.put(compiled.create_infer_request())
 
-        def done(request: Any, index: int) -> None:
-            out[index] = _copies([t.data for t in request.output_tensors])
-
-        self._queue.set_callback(done)
-        for i, chunk in enumerate(chunks):
-            self._queue.start_async({0: chunk}, i)
-        self._queue.wait_all()
-        return out
+    def _run_chunk(self, chunk: np.ndarray) -> list[np.ndarray]:
+        request = self._requests.get()
+        try:
+            request.infer({0: chunk})  # releases the GIL
+            return _copies([t.data for t in request.output_tensors])
+        finally:
+            self._requests.put(request)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "openvino", "precision": self.precision,
                 "threads": self.threads}
 
     def close(self) -> None:
+        self._close_chunks()
+        self._requests = queue.SimpleQueue()
         self.request = None
         self.compiled = None
-        self._queue = None
 
 
 def save_ir(onnx_path: str | Path, out_dir: str | Path, meta: ModelMeta | None = None

@@ -12,6 +12,7 @@ from pipeline.stages.machinery import (
     put,
     put_drop_oldest,
     relay,
+    run_now,
     wait_for,
 )
 from pipeline.stages.work import (
@@ -45,5 +46,6 @@ __all__ = [
     "put",
     "put_drop_oldest",
     "relay",
+    "run_now",
     "wait_for",
 ]

@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +153,17 @@ def get_batch(q: queue.Queue[Any], first: Any, max_items: int,
         except queue.Empty:
             break
     return items
+
+
+def run_now(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    """``fn(*args)`` on this thread, as a finished ``Future`` (what an executor's
+    ``submit`` returns), so one loop serves calls run here or on a pool."""
+    future: Future[Any] = Future()
+    try:
+        future.set_result(fn(*args))
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
 
 
 def relay(thread: StageThread, inbox: queue.Queue[Any], outbox: queue.Queue[Any],

@@ -118,26 +118,36 @@ class Preprocess:
 
 class BatchInfer:
     """Prepared frames (any mix of sources) -> one ``Result`` each, in one
-    detector call; ``classes``/``max_det`` applied by ``Detector.select``."""
+    detector call; ``classes``/``max_det`` applied by ``Detector.select``.
+    ``detect`` (the model call) may run on another thread; ``results`` then
+    counts the frames and builds the results on the caller's."""
 
     def __init__(self, detector: Detector, metrics: Metrics) -> None:
         self.detector, self.metrics = detector, metrics
 
     def __call__(self, batch: list[Pending]) -> list[Result]:
+        return self.results(batch, *self.detect(batch))
+
+    def detect(self, batch: list[Pending]) -> tuple[list[Detections], float]:
+        """The detections of the frames that have an input, in order, and the
+        call's seconds per frame."""
         run = [p for _, p, _ in batch if p is not None]
-        detections: list[Detections] = []
-        per_frame = 0.0
-        if run:
-            started = time.perf_counter()
-            detections = self.detector.infer(run)
-            elapsed = time.perf_counter() - started
-            if len(detections) != len(run):
-                raise RuntimeError(f"detector returned {len(detections)} results "
-                                   f"for a batch of {len(run)}")
-            per_frame = elapsed / len(run)
-            self.metrics.record("infer", per_frame)
-            self.metrics.record("infer_call", elapsed)
-            self.metrics.batch_sizes.append(len(run))
+        if not run:
+            return [], 0.0
+        started = time.perf_counter()
+        detections = self.detector.infer(run)
+        elapsed = time.perf_counter() - started
+        if len(detections) != len(run):
+            raise RuntimeError(f"detector returned {len(detections)} results "
+                               f"for a batch of {len(run)}")
+        per_frame = elapsed / len(run)
+        self.metrics.record("infer", per_frame)
+        self.metrics.record("infer_call", elapsed)
+        self.metrics.batch_sizes.append(len(run))
+        return detections, per_frame
+
+    def results(self, batch: list[Pending], detections: list[Detections],
+                per_frame: float) -> list[Result]:
         found = iter(detections)
         results = []
         for frame, prepared, prep_s in batch:

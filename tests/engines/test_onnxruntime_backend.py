@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -101,9 +102,23 @@ def test_fixed_batch_model_takes_larger_batches_as_parallel_requests(
     out = backend.infer(x)[0]
     assert out.shape == x.shape  # the padding is dropped
     np.testing.assert_allclose(out, x * 2, rtol=1e-6)
-    assert backend._single is not None  # the parallel path ran
+    assert backend._chunk_pool is not None  # the parallel path ran
+    assert backend.calls_in_flight == 2
     backend.close()
-    assert backend._single is None
+    assert backend._chunk_pool is None and backend._single is None
+
+
+def test_overlapping_calls_each_get_their_own_outputs(tmp_path: Path) -> None:
+    """The pipeline overlaps calls on such a model: each call's chunks must come
+    back to that call, in order."""
+    backend = OnnxRuntimeBackend(tiny_model(tmp_path / "m.onnx", batch=1),
+                                 threads=2)
+    rng = np.random.default_rng(2)
+    batches = [rng.random((2, 3, 4, 4), dtype=np.float32) for _ in range(24)]
+    with ThreadPoolExecutor(4) as calls:
+        outs = list(calls.map(lambda x: backend.infer(x)[0], batches))
+    for x, out in zip(batches, outs, strict=True):
+        np.testing.assert_allclose(out, x * 2, rtol=1e-6)
 
 
 def test_parallel_requests_only_for_fixed_batch_and_several_threads(
@@ -112,7 +127,7 @@ def test_parallel_requests_only_for_fixed_batch_and_several_threads(
     assert dynamic.max_batch == 0  # a dynamic batch runs as one call
     x = np.ones((3, 3, 4, 4), np.float32)
     np.testing.assert_allclose(dynamic.infer(x)[0], 2 * x)
-    assert dynamic._single is None
+    assert dynamic._single is None and dynamic.calls_in_flight == 1
     one_thread = OnnxRuntimeBackend(tiny_model(tmp_path / "s.onnx", batch=1),
                                     threads=1)
     assert one_thread.max_batch == 0 and one_thread.fixed_batch == 1

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +48,20 @@ def test_fixed_batch_model_runs_a_batch_as_parallel_streams(tmp_path: Path) -> N
     x = np.random.default_rng(1).random((3, 3, 4, 4), dtype=np.float32)
     out = backend.infer(x)[0]
     np.testing.assert_allclose(out, x * 2, rtol=1e-6)
-    assert backend._queue is not None  # the request queue ran the chunks
+    assert backend._chunk_pool is not None  # the parallel path ran
     assert backend.infer(x[:1])[0].shape == (1, 3, 4, 4)  # one frame: one request
+
+
+def test_overlapping_calls_each_get_their_own_outputs(tmp_path: Path) -> None:
+    backend = OpenVINOBackend(tiny_model(tmp_path / "m.onnx", batch=1), threads=2,
+                              precision="f32")
+    assert backend.calls_in_flight == 2
+    rng = np.random.default_rng(2)
+    batches = [rng.random((2, 3, 4, 4), dtype=np.float32) for _ in range(24)]
+    with ThreadPoolExecutor(4) as calls:
+        outs = list(calls.map(lambda x: backend.infer(x)[0], batches))
+    for x, out in zip(batches, outs, strict=True):
+        np.testing.assert_allclose(out, x * 2, rtol=1e-6)
 
 
 def test_forced_fp32_hint_is_what_compiles(tmp_path: Path) -> None:

@@ -98,6 +98,44 @@ def test_several_sources_batched_and_routed(tmp_path: Path) -> None:
     assert max(detector.batch_sizes) > 1
 
 
+class SquareFinder(StubDetector):
+    """Boxes the moving square of ``write_video`` (so a result names its frame);
+    every other call is slow, so overlapping calls finish out of order."""
+
+    def _infer(self, batch, call: int):
+        self.delay = 0.03 if call % 2 else 0.002
+        return super()._infer(batch, call)
+
+    def box(self, image: np.ndarray):
+        from tests.conftest import make_detections
+
+        x = int(np.flatnonzero(image[30, :, 2] > 200)[0])
+        return make_detections([[x, 20, x + 20, 40]])
+
+
+def test_model_calls_overlap_on_files_and_results_keep_their_frames(
+        tmp_path: Path) -> None:
+    videos = [str(write_video(tmp_path / f"v{i}.mp4", frames=24 + i)) for i in range(2)]
+    detector = SquareFinder(max_batch=2, in_flight=2)
+    metrics = Pipeline(videos, detector, config(tmp_path, batch=2)).run()
+    assert detector.most_at_once == 2
+    for i in range(2):
+        assert metrics.sources[f"v{i}"].written == 24 + i
+        records = [json.loads(line) for line in
+                   (tmp_path / "out" / f"v{i}.jsonl").read_text().splitlines()]
+        assert [r["frame"] for r in records] == list(range(24 + i))
+        assert [r["detections"][0]["xyxy"][0] for r in records] == [
+            (f * 4) % 140 for f in range(24 + i)]
+
+
+def test_live_sources_keep_one_model_call_at_a_time(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "live.mp4", frames=30, fps=100.0)
+    detector = SquareFinder(max_batch=2, in_flight=2)
+    cfg = config(tmp_path, batch=2, sources=SourceConfig(realtime=True))
+    metrics = Pipeline([str(video)], detector, cfg).run()
+    assert metrics.sources["live"].written > 0 and detector.most_at_once == 1
+
+
 def test_dead_source_does_not_stop_the_others(
     tmp_path: Path, small_video: Path
 ) -> None:
