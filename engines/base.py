@@ -43,16 +43,16 @@ def check_device(device: str) -> str:
 
 
 def run_chunks(batch: np.ndarray, size: int,
-               run_all: Callable[[list[np.ndarray]], list[list[np.ndarray]]]
-               ) -> list[np.ndarray]:
-    """Run a batch larger than a fixed-batch model takes: split it into chunks of
-    ``size`` (the last zero-padded), ``run_all(chunks)`` -> each chunk's outputs
-    (run in parallel by the caller), then concatenate and drop the padding."""
+               run_all: Callable[[list[np.ndarray]], list[list[np.ndarray]]],
+               pad: bool = True) -> list[np.ndarray]:
+    """Run a batch as chunks of ``size`` (the last zero-padded to ``size`` when
+    ``pad``, as a fixed-batch model needs): ``run_all(chunks)`` -> each chunk's
+    outputs (run in parallel by the caller), concatenated without the padding."""
     n = len(batch)
     chunks = []
     for start in range(0, n, size):
         chunk = batch[start:start + size]
-        if len(chunk) < size:
+        if pad and len(chunk) < size:
             pad = np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)
             chunk = np.concatenate([chunk, pad])
         chunks.append(np.ascontiguousarray(chunk))
@@ -64,15 +64,16 @@ class Backend(ABC):
     """Runs a network: NCHW float32 batch in, raw output arrays out.
 
     ``max_batch``: the largest batch one ``infer`` call takes when the backend
-    caps it (0: no cap of its own; a fixed-batch model then caps it). On a CPU, a
-    fixed-batch model (e.g. a static batch-1 export) takes batches of up to
-    ``batch x threads`` frames: each chunk runs as its own single-thread request,
-    all at once. On 2 cores that gives 1.5x (fp32) to 1.75x (int8) the
-    throughput of one 2-thread request (ONNX Runtime, YOLOv8n at 416), and 1.25x
-    with OpenVINO bf16, wherever ``--batch`` gathers frames (files, several
-    sources). Such a backend also takes overlapping ``infer`` calls
-    (``calls_in_flight``): the next call's chunks start while the caller decodes
-    the last call's outputs, so no core waits between calls.
+    caps it (0: no cap of its own; a fixed-batch model then caps it). On a CPU
+    with several threads, a batch runs as chunks, each its own single-thread
+    request, all at once: one chunk per thread for a dynamic-batch model, chunks
+    of its batch for a fixed-batch one (e.g. a static batch-1 export, which then
+    takes ``batch x threads`` frames per call). On 2 cores that gives 1.5x (fp32)
+    to 1.75x (int8) the throughput of one 2-thread request (ONNX Runtime, YOLOv8n
+    at 416), and 1.25x with OpenVINO bf16, wherever ``--batch`` gathers frames
+    (files, several sources). Such a backend also takes overlapping ``infer``
+    calls (``calls_in_flight``): the next call's chunks start while the caller
+    decodes the last call's outputs, so no core waits between calls.
 
     Every backend is built as ``Backend(path, device="cpu", threads=None)``;
     ``threads`` caps CPU threads (so inference leaves cores for decoding and
@@ -104,38 +105,42 @@ class Backend(ABC):
         """Run one batch; returns the network's outputs in declaration order."""
 
     def _allow_parallel_chunks(self) -> None:
-        """Called by CPU backends at the end of ``load``: a fixed-batch model
-        (``fixed_batch``) then takes ``fixed_batch x workers`` frames per call."""
+        """Called by CPU backends at the end of ``load``: batches then run as
+        parallel single-thread chunks on ``workers`` threads, and a fixed-batch
+        model (``fixed_batch``) takes ``fixed_batch x workers`` frames per call."""
         b = self.input_shape[0] if self.input_shape else None
         self.fixed_batch = b if isinstance(b, int) and b > 0 else None
         self.workers = max(1, self.threads or os.cpu_count() or 1)
-        if self.fixed_batch and self.workers > 1:
-            self.max_batch = self.fixed_batch * self.workers
+        if self.workers > 1:
             self.calls_in_flight = 2
+            if self.fixed_batch:
+                self.max_batch = self.fixed_batch * self.workers
 
     def _chunked(self, batch: np.ndarray) -> bool:
-        """Whether ``batch`` runs as parallel fixed-batch chunks (``run_chunks``)."""
-        return (bool(self.fixed_batch) and len(batch) > self.fixed_batch
-                and self.workers > 1)
+        """Whether ``batch`` runs as parallel chunks (``_infer_chunks``)."""
+        return self.workers > 1 and len(batch) > (self.fixed_batch or 1)
 
     def _infer_chunks(self, batch: np.ndarray) -> list[np.ndarray]:
-        """``batch`` as fixed-batch chunks, each a ``_run_chunk`` call on one of
-        ``workers`` threads (the runtimes release the GIL); thread-safe."""
+        """``batch`` as chunks (of the fixed batch, or one per worker), each a
+        ``_run_chunk`` call on one of ``workers`` threads (the runtimes release
+        the GIL); thread-safe."""
         with self._chunk_lock:
             if self._chunk_pool is None:
                 self._open_chunk_runner()
                 self._chunk_pool = ThreadPoolExecutor(
                     self.workers, thread_name_prefix=f"{type(self).__name__}-chunk")
         pool = self._chunk_pool
-        return run_chunks(batch, self.fixed_batch or 1,
-                          lambda chunks: list(pool.map(self._run_chunk, chunks)))
+        size = self.fixed_batch or -(-len(batch) // self.workers)
+        return run_chunks(batch, size,
+                          lambda chunks: list(pool.map(self._run_chunk, chunks)),
+                          pad=self.fixed_batch is not None)
 
     def _open_chunk_runner(self) -> None:
         """Prepare single-thread execution for ``_run_chunk`` (first use only)."""
         raise NotImplementedError(f"{type(self).__name__} does not run chunks")
 
     def _run_chunk(self, chunk: np.ndarray) -> list[np.ndarray]:
-        """One fixed-batch chunk on a single thread; called from several threads."""
+        """One chunk on a single thread; called from several threads at once."""
         raise NotImplementedError(f"{type(self).__name__} does not run chunks")
 
     def _close_chunks(self) -> None:

@@ -121,16 +121,23 @@ def test_overlapping_calls_each_get_their_own_outputs(tmp_path: Path) -> None:
         np.testing.assert_allclose(out, x * 2, rtol=1e-6)
 
 
-def test_parallel_requests_only_for_fixed_batch_and_several_threads(
+def test_dynamic_batch_runs_one_chunk_per_thread_and_one_thread_runs_whole(
         tmp_path: Path) -> None:
     dynamic = OnnxRuntimeBackend(tiny_model(tmp_path / "d.onnx"), threads=2)
-    assert dynamic.max_batch == 0  # a dynamic batch runs as one call
-    x = np.ones((3, 3, 4, 4), np.float32)
-    np.testing.assert_allclose(dynamic.infer(x)[0], 2 * x)
-    assert dynamic._single is None and dynamic.calls_in_flight == 1
+    assert dynamic.max_batch == 0  # no cap: the detector picks the batch
+    assert dynamic.calls_in_flight == 2
+    x = np.random.default_rng(3).random((3, 3, 4, 4), dtype=np.float32)
+    sizes: list[int] = []
+    run_chunk = dynamic._run_chunk
+    dynamic._run_chunk = lambda c: (sizes.append(len(c)), run_chunk(c))[1]
+    np.testing.assert_allclose(dynamic.infer(x)[0], 2 * x, rtol=1e-6)
+    assert sorted(sizes) == [1, 2]  # 3 frames on 2 threads, no padding
+    assert len(dynamic.infer(x[:1])[0]) == 1 and len(sizes) == 2  # 1 frame: whole
     one_thread = OnnxRuntimeBackend(tiny_model(tmp_path / "s.onnx", batch=1),
                                     threads=1)
     assert one_thread.max_batch == 0 and one_thread.fixed_batch == 1
+    assert one_thread.calls_in_flight == 1
+    assert not one_thread._chunked(x)
 
 
 def test_run_chunks_pads_the_last_chunk_and_keeps_order() -> None:
@@ -147,6 +154,10 @@ def test_run_chunks_pads_the_last_chunk_and_keeps_order() -> None:
     assert seen == [(2, 1)] * 3  # 2 + 2 + (1 padded to 2)
     np.testing.assert_array_equal(out, x * 10)
     assert empty.shape == (5, 0)
+    seen.clear()
+    out, _ = run_chunks(x, 3, run_all, pad=False)
+    assert seen == [(3, 1), (2, 1)]
+    np.testing.assert_array_equal(out, x * 10)
 
 
 def test_yolo_on_a_static_batch_export_batches_across_threads(tmp_path: Path) -> None:

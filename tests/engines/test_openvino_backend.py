@@ -52,12 +52,15 @@ def test_fixed_batch_model_runs_a_batch_as_parallel_streams(tmp_path: Path) -> N
     assert backend.infer(x[:1])[0].shape == (1, 3, 4, 4)  # one frame: one request
 
 
-def test_overlapping_calls_each_get_their_own_outputs(tmp_path: Path) -> None:
-    backend = OpenVINOBackend(tiny_model(tmp_path / "m.onnx", batch=1), threads=2,
-                              precision="f32")
+@pytest.mark.parametrize("fixed", [1, "N"])
+def test_overlapping_calls_each_get_their_own_outputs(tmp_path: Path,
+                                                      fixed: int | str) -> None:
+    """Fixed- and dynamic-batch models both run a batch as parallel requests."""
+    backend = OpenVINOBackend(tiny_model(tmp_path / "m.onnx", batch=fixed),
+                              threads=2, precision="f32")
     assert backend.calls_in_flight == 2
     rng = np.random.default_rng(2)
-    batches = [rng.random((2, 3, 4, 4), dtype=np.float32) for _ in range(24)]
+    batches = [rng.random((3, 3, 4, 4), dtype=np.float32) for _ in range(24)]
     with ThreadPoolExecutor(4) as calls:
         outs = list(calls.map(lambda x: backend.infer(x)[0], batches))
     for x, out in zip(batches, outs, strict=True):
