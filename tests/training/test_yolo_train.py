@@ -20,7 +20,7 @@ from training.yolo.assigner import TaskAlignedAssigner
 from training.yolo.export import export_yolo
 from training.yolo.grid import GridLoss, GridYolo
 from training.yolo.loss import DetectionLoss
-from training.yolo.train import TrainConfig, train
+from training.yolo.train import TrainConfig, load_matching, train
 
 IMG = 64
 EASY_NAMES = ("square", "disc")
@@ -204,6 +204,25 @@ def test_checkpoint_round_trip_and_rejections(tmp_path):
         load_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(ValueError, match="arch"):
         save_checkpoint(tmp_path / "x.pt", "resnet", {}, _meta("anchor_free"), model)
+
+
+def test_weights_start_a_grid_model_from_a_modern_models_backbone(tmp_path):
+    modern = YoloModel(2)
+    with torch.no_grad():
+        for p in modern.parameters():
+            p.add_(1.0)  # unlike any fresh initialisation
+    path = save_checkpoint(tmp_path / "m.pt", "yolo", {"num_classes": 2},
+                           _meta("anchor_free"), modern, ema=modern.state_dict())
+    grid = GridYolo(3)
+    fresh = {k: v.clone() for k, v in grid.state_dict().items()}
+    copied = load_matching(grid, path)
+    own = grid.state_dict()
+    backbone = [k for k in own if k.startswith("backbone.")]
+    assert copied == len(backbone) > 0  # the grid's neck and head have other names
+    assert all(torch.equal(own[k], modern.state_dict()[k]) for k in backbone)
+    assert torch.equal(own["out.weight"], fresh["out.weight"])
+    with pytest.raises(ValueError, match="no weights match"):
+        load_matching(torch.nn.Linear(2, 2), path)
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 MODELS = ("loc", "overfeat", "hog", "rcnn", "fast-rcnn")
-DEFAULT_EPOCHS = {"loc": 25, "overfeat": 10, "hog": 1, "rcnn": 40, "fast-rcnn": 40}
+DEFAULT_EPOCHS = {"loc": 20, "overfeat": 10, "hog": 1, "rcnn": 40, "fast-rcnn": 40}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "which renders its own single-object images")
     p.add_argument("--epochs", type=int, default=None,
                    help="hog: rounds of hard-negative mining")
-    p.add_argument("--images", type=int, default=4000,
+    p.add_argument("--images", type=int, default=8000,
                    help="loc only: single-object images to render")
     p.add_argument("--backgrounds", type=Path, default=None, metavar="DIR",
                    help="loc only: render over crops of the photographs in DIR")

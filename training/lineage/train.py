@@ -74,8 +74,8 @@ def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
     return [order[i:i + size] for i in range(0, n, size)]
 
 
-def train_loc(out: Path, class_names: list[str], epochs: int = 25,
-              images: int = 4000, seed: int = 0,
+def train_loc(out: Path, class_names: list[str], epochs: int = 20,
+              images: int = 8000, seed: int = 0,
               backgrounds: str | Path | None = None,
               input_size: tuple[int, int] = LOC_INPUT, giou: float = 1.0) -> Path:
     """Localization as regression on single-object images rendered at frame

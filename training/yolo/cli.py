@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="torch intra-op threads (0: torch's default)")
     p.add_argument("--out", default="runs/yolo", help="folder for best.pt / last.pt")
     p.add_argument("--resume", type=Path, default=None, help="last.pt to continue")
+    p.add_argument("--weights", default="",
+                   help="a best.pt/last.pt (either head) to start from where names "
+                        "and shapes match, e.g. the backbone")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
 
@@ -56,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         warmup_steps=args.warmup_steps, augment=not args.no_augment,
         val_every=args.val_every, max_val_images=args.max_val_images,
         workers=args.workers, seed=args.seed, device=args.device, out=args.out,
-        grid=args.grid, boxes_per_cell=args.boxes_per_cell)
+        grid=args.grid, boxes_per_cell=args.boxes_per_cell,
+        weights=args.weights)
     report = train(cfg, resume=args.resume)
     print(f"{'epoch':>5} {'mAP':>7} {'mAP50':>7}  losses")
     for r in report["history"]:

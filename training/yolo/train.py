@@ -49,7 +49,9 @@ class TrainConfig:
     ``lr`` is AdamW's peak rate; it warms up linearly over ``warmup_steps`` (over
     ``warmup_fraction`` of the budget with ``minutes``) and decays by a half
     cosine to ``lr * final_lr_ratio``. ``minutes > 0`` trains for that much wall
-    clock (validation included) instead of ``epochs``.
+    clock (validation included) instead of ``epochs``. ``weights``: a checkpoint
+    (of either head) to start from wherever names and shapes match, e.g. the
+    backbone, as YOLO v1 started from pretrained conv layers.
     """
 
     data: str
@@ -75,6 +77,7 @@ class TrainConfig:
     out: str = "runs/yolo"
     grid: int = 7
     boxes_per_cell: int = 2
+    weights: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -180,6 +183,23 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if cfg.head == "grid":
         return GridYolo(num_classes, cfg.scale, cfg.grid, cfg.boxes_per_cell)
     return YoloModel(num_classes, cfg.scale)
+
+
+def load_matching(model: nn.Module, path: str | Path) -> int:
+    """Copy checkpoint ``path``'s EMA weights (else its raw ones) into ``model``
+    wherever a tensor's name and shape match; returns how many were copied."""
+    ckpt = load_checkpoint(path)
+    source = ckpt.get("ema") or ckpt["model"]
+    own = model.state_dict()
+    matched = {k: v for k, v in source.items()
+               if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not matched:
+        raise ValueError(f"{path}: no weights match this model (another scale or "
+                         "architecture?)")
+    model.load_state_dict(matched, strict=False)
+    log.info("started from %s: %d of %d tensors (the rest start fresh)", path,
+             len(matched), len(own))
+    return len(matched)
 
 
 def model_config(cfg: TrainConfig, num_classes: int) -> dict[str, Any]:
@@ -291,6 +311,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, Any]:
     names = train_set.class_names
     nc = len(names)
     model = build_model(cfg, nc).to(device)
+    if cfg.weights and not resume:
+        load_matching(model, cfg.weights)
     meta = model_meta(cfg, names)
     arch = "yolo_grid" if cfg.head == "grid" else "yolo"
     criterion = (GridLoss(model) if cfg.head == "grid" else DetectionLoss(model))
