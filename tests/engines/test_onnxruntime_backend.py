@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -108,17 +109,23 @@ def test_fixed_batch_model_takes_larger_batches_as_parallel_requests(
     assert backend._chunk_pool is None and backend._single is None
 
 
-def test_overlapping_calls_each_get_their_own_outputs(tmp_path: Path) -> None:
-    """The pipeline overlaps calls on such a model: each call's chunks must come
-    back to that call, in order."""
-    backend = OnnxRuntimeBackend(tiny_model(tmp_path / "m.onnx", batch=1),
-                                 threads=2)
+def check_overlapping_calls(backend: Any) -> None:
+    """``infer`` called from 4 threads at once on ``tiny_model``: each call's
+    chunks must come back to that call, in order (the pipeline overlaps calls)."""
+    assert backend.calls_in_flight == 2
     rng = np.random.default_rng(2)
-    batches = [rng.random((2, 3, 4, 4), dtype=np.float32) for _ in range(24)]
+    batches = [rng.random((3, 3, 4, 4), dtype=np.float32) for _ in range(24)]
     with ThreadPoolExecutor(4) as calls:
         outs = list(calls.map(lambda x: backend.infer(x)[0], batches))
     for x, out in zip(batches, outs, strict=True):
         np.testing.assert_allclose(out, x * 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("fixed", [1, "N"])
+def test_overlapping_calls_each_get_their_own_outputs(tmp_path: Path,
+                                                      fixed: int | str) -> None:
+    check_overlapping_calls(OnnxRuntimeBackend(
+        tiny_model(tmp_path / "m.onnx", batch=fixed), threads=2))
 
 
 def test_dynamic_batch_runs_one_chunk_per_thread_and_one_thread_runs_whole(

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from engines.backends.onnxruntime import OnnxRuntimeBackend
 from engines.backends.openvino import OpenVINOBackend, save_ir
 from engines.registry import MODELS_DIR, open_backend
 from engines.yolo import YoloDetector
-from tests.engines.test_onnxruntime_backend import tiny_model
+from tests.engines.test_onnxruntime_backend import check_overlapping_calls, tiny_model
 from training.export import embed_metadata
 
 # bf16 keeps 8 bits of mantissa: relative error up to ~2^-8 per op, a few ops deep
@@ -56,15 +55,8 @@ def test_fixed_batch_model_runs_a_batch_as_parallel_streams(tmp_path: Path) -> N
 def test_overlapping_calls_each_get_their_own_outputs(tmp_path: Path,
                                                       fixed: int | str) -> None:
     """Fixed- and dynamic-batch models both run a batch as parallel requests."""
-    backend = OpenVINOBackend(tiny_model(tmp_path / "m.onnx", batch=fixed),
-                              threads=2, precision="f32")
-    assert backend.calls_in_flight == 2
-    rng = np.random.default_rng(2)
-    batches = [rng.random((3, 3, 4, 4), dtype=np.float32) for _ in range(24)]
-    with ThreadPoolExecutor(4) as calls:
-        outs = list(calls.map(lambda x: backend.infer(x)[0], batches))
-    for x, out in zip(batches, outs, strict=True):
-        np.testing.assert_allclose(out, x * 2, rtol=1e-6)
+    check_overlapping_calls(OpenVINOBackend(
+        tiny_model(tmp_path / "m.onnx", batch=fixed), threads=2, precision="f32"))
 
 
 def test_forced_fp32_hint_is_what_compiles(tmp_path: Path) -> None:
