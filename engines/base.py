@@ -53,8 +53,8 @@ def run_chunks(batch: np.ndarray, size: int,
     for start in range(0, n, size):
         chunk = batch[start:start + size]
         if pad and len(chunk) < size:
-            pad = np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)
-            chunk = np.concatenate([chunk, pad])
+            zeros = np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)
+            chunk = np.concatenate([chunk, zeros])
         chunks.append(np.ascontiguousarray(chunk))
     outputs = run_all(chunks)
     return [np.concatenate(parts)[:n] for parts in zip(*outputs, strict=True)]

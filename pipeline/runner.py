@@ -184,11 +184,11 @@ class Pipeline:
         calls = (ThreadPoolExecutor(depth, thread_name_prefix="infer-call")
                  if depth > 1 else None)
         submit = calls.submit if calls else run_now
-        waiting: collections.deque[tuple[list[Any], Future[Any]]] = collections.deque()
+        waiting: collections.deque[tuple[list[Any], list[Any], Future[Any]]] = (
+            collections.deque())
         open_sources = set(self.lanes)
 
-        def hand_on(items: list[Any], call: Future[Any]) -> bool:
-            batch = [i for i in items if not isinstance(i, EndOfStream)]
+        def hand_on(items: list[Any], batch: list[Any], call: Future[Any]) -> bool:
             if batch:
                 thread.current = (batch[0][0].source_id, batch[0][0].index)
                 for result in infer.results(batch, *call.result()):
@@ -204,7 +204,7 @@ class Pipeline:
             while open_sources and (items := feed.next(max_batch)) is not None:
                 self.metrics.record_depth("infer", self.infer_in.qsize())
                 batch = [i for i in items if not isinstance(i, EndOfStream)]
-                waiting.append((items, submit(infer.detect, batch)))
+                waiting.append((items, batch, submit(infer.detect, batch)))
                 ended = len(batch) < len(items)  # hand everything on at an end
                 while waiting and (len(waiting) >= depth or ended):
                     if not hand_on(*waiting.popleft()):
