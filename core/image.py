@@ -65,14 +65,23 @@ def resize(
     raise ValueError(f"unknown resize mode {mode!r}; expected one of {RESIZE_MODES}")
 
 
-def _normalise(
-    x: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None
-) -> np.ndarray:
-    if mean is not None and any(mean):
-        x -= np.asarray(mean, np.float32).reshape(-1, 1, 1)
-    if std is not None and any(v != 1.0 for v in std):
-        x /= np.asarray(std, np.float32).reshape(-1, 1, 1)
-    return x
+def _write_rgb_chw(images: np.ndarray, out: np.ndarray,
+                   mean: Sequence[float] | None, std: Sequence[float] | None
+                   ) -> np.ndarray:
+    """``out[..., c, :, :] = (images[..., 2 - c] / 255 - mean[c]) / std[c]`` for
+    ``images`` (..., H, W, 3) BGR. One multiply per channel straight into
+    ``out``: a third of ``blobFromImage``'s CPU time, which converts the whole
+    image before reordering it."""
+    if images.ndim < 3 or images.shape[-1] != 3:
+        raise ValueError(f"expected H×W×3 BGR images, got shape {images.shape}")
+    for c in range(3):
+        m = float(mean[c]) if mean is not None else 0.0
+        s = float(std[c]) if std is not None else 1.0
+        channel = out[..., c, :, :]
+        np.multiply(images[..., 2 - c], np.float32(1 / (255 * s)), out=channel)
+        if m:
+            channel -= np.float32(m / s)
+    return out
 
 
 def to_tensor(
@@ -80,12 +89,9 @@ def to_tensor(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """H×W×3 uint8 BGR -> 3×H×W float32 RGB in [0, 1], then ``(x - mean) / std``.
-
-    One C++ pass (``blobFromImage``) does BGR->RGB, HWC->CHW and the scaling.
-    """
-    x = cv2.dnn.blobFromImage(image, 1 / 255.0, swapRB=True)[0]
-    return _normalise(x, mean, std)
+    """H×W×3 uint8 BGR -> 3×H×W float32 RGB in [0, 1], then ``(x - mean) / std``."""
+    h, w = image.shape[:2]
+    return _write_rgb_chw(image, np.empty((3, h, w), np.float32), mean, std)
 
 
 def to_tensors(
@@ -96,12 +102,9 @@ def to_tensors(
     """N same-size BGR uint8 images -> N×3×H×W float32 RGB (as ``to_tensor``)."""
     if len(images) == 0:
         return np.zeros((0, 3, 0, 0), np.float32)
-    x = cv2.dnn.blobFromImages(list(images), 1 / 255.0, swapRB=True)
-    if mean is not None and any(mean):
-        x -= np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
-    if std is not None and any(v != 1.0 for v in std):
-        x /= np.asarray(std, np.float32).reshape(1, -1, 1, 1)
-    return x
+    stacked = np.asarray(images) if isinstance(images, np.ndarray) else np.stack(images)
+    n, h, w = stacked.shape[:3]
+    return _write_rgb_chw(stacked, np.empty((n, 3, h, w), np.float32), mean, std)
 
 
 def preprocess(

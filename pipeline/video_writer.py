@@ -40,6 +40,7 @@ FRAGMENTED_MP4 = {
     "flush_packets": "1",
 }
 TIME_BASE = Fraction(1, 90_000)  # the MPEG clock; MPEG-4 Part 2 allows < 2**16
+SINGLE_THREAD_PIXELS = 1920 * 1088  # x264 encodes up to 1080p on one thread
 MPEG4_TIME_BASE = Fraction(1, 1000)
 
 
@@ -171,8 +172,12 @@ class AvVideoWriter:
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
         stream.gop_size = max(1, round(fps * self.config.gop_s))
-        if self.config.threads:
-            stream.codec_context.thread_count = self.config.threads
+        threads = self.config.threads
+        if not threads and self.codec == "libx264" and (
+                self.size[0] * self.size[1] <= SINGLE_THREAD_PIXELS):
+            threads = 1
+        if threads:
+            stream.codec_context.thread_count = threads
         if self.codec not in ("libx264", "libvpx-vp9", "libsvtav1"):
             # bitrate-driven encoders: ~0.15 bit per pixel keeps boxes and text sharp
             stream.bit_rate = int(self.size[0] * self.size[1] * fps * 0.15)

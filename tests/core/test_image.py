@@ -26,6 +26,13 @@ def test_to_tensor_is_rgb_chw_scaled_then_normalised():
     np.testing.assert_allclose(y, expected, atol=1e-5)
 
 
+def test_to_tensor_names_a_frame_that_is_not_bgr():
+    with pytest.raises(ValueError, match="H×W×3"):
+        to_tensor(np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="H×W×3"):
+        to_tensors(np.zeros((2, 8, 8, 4), np.uint8))
+
+
 def test_to_tensors_matches_to_tensor_per_image():
     imgs = [image(), image()[::-1].copy()]
     batch = to_tensors(imgs, mean=(0.1, 0.2, 0.3))

@@ -97,6 +97,21 @@ def test_no_b_frames_and_yuv420p(tmp_path: Path) -> None:
     assert all(p.pts == p.dts for p in packets)  # zerolatency: no reordering
 
 
+def test_x264_runs_on_one_thread_up_to_1080p(tmp_path: Path) -> None:
+    """Beside a detector that keeps the cores busy, encoder threads only add CPU;
+    above 1080p FFmpeg picks the thread count, and an explicit one is kept."""
+    def threads(size: tuple[int, int], config: EncoderConfig | None = None) -> int:
+        writer = AvVideoWriter(tmp_path / "t.mp4", 25.0, size, config)
+        try:
+            return writer.stream.codec_context.thread_count
+        finally:
+            writer.close()
+
+    assert threads((1920, 1080)) == 1
+    assert threads((3840, 2160)) != 1
+    assert threads((640, 480), EncoderConfig(threads=3)) == 3
+
+
 def test_odd_size_and_resized_frames(tmp_path: Path) -> None:
     path = tmp_path / "odd.mp4"
     writer = AvVideoWriter(path, 10.0, (161, 121))
