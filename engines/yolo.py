@@ -258,7 +258,7 @@ class YoloDetector(Detector):
     @property
     def calls_in_flight(self) -> int:
         # decoding is pure NumPy, so calls overlap wherever the backend allows
-        return int(getattr(self.backend, "calls_in_flight", 1))
+        return self.backend.calls_in_flight
 
     def prepare(self, image: np.ndarray) -> Prepared:
         """BGR uint8 (H, W, 3) -> (3, H, W) float32 RGB, (x/255 - mean) / std."""
