@@ -190,3 +190,41 @@ def test_yolo_on_a_static_batch_export_batches_across_threads(tmp_path: Path) ->
     for a, b in zip(together, alone, strict=True):
         np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-3)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+
+
+def softmax_model(path: Path, axis: int, opset: int, shape: list[int]) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["images"], ["probs"], axis=axis)], "softmax",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def numpy_softmax(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axes, keepdims=True))
+    return e / e.sum(axis=axes, keepdims=True)
+
+
+@pytest.mark.parametrize(("axis", "opset", "axes", "rewritten"), [
+    (1, 18, (1,), 1),        # axes of ReduceMax as an input
+    (1, 13, (1,), 1),        # ReduceMax's axes as an attribute, ReduceSum's as input
+    (1, 11, (1, 2, 3), 1),   # before opset 13: softmax over every axis from 1 on
+    (-3, 17, (1,), 1),
+    (-1, 17, (3,), 0),       # last axis: ONNX Runtime's own kernel is fast there
+])
+def test_softmax_over_a_non_last_axis_runs_decomposed(
+        tmp_path: Path, axis: int, opset: int, axes: tuple[int, ...],
+        rewritten: int) -> None:
+    """The DFL softmax of YOLOv8/11 exports ([1, 16, 4, A], axis 1) runs as
+    Exp / ReduceSum on CPU; the values stay softmax's over the axes ONNX defines."""
+    shape = [2, 16, 4, 5]
+    path = softmax_model(tmp_path / "s.onnx", axis, opset, shape)
+    backend = OnnxRuntimeBackend(path, threads=1)
+    assert backend.rewritten_softmax == rewritten
+    x = np.random.default_rng(1).normal(0, 20, shape).astype(np.float32)
+    np.testing.assert_allclose(backend.infer(x)[0], numpy_softmax(x, axes),
+                               rtol=1e-5, atol=1e-7)
+    assert onnx.load(str(path)).graph.node[0].op_type == "Softmax"  # file untouched
