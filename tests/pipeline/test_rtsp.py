@@ -16,11 +16,13 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
+from core.types import Frame
 from pipeline.runner import Pipeline, PipelineConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig, SourceError, make_source
@@ -119,6 +121,21 @@ def auth_args() -> tuple[str, ...]:
             "--fps", str(FPS))
 
 
+def read_to_live_edge(frames: Iterator[Frame], at_least: int = 15) -> list[int]:
+    """Indices of ``at_least`` frames, then of every frame already buffered: the
+    frames the server sent while the stream was probed at open (up to a GOP on
+    a slow machine) arrive at once; a frame that takes over half a frame
+    interval to come is live."""
+    indices: list[int] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        indices.append(next(frames).index)
+        if len(indices) >= at_least and time.monotonic() - started > 0.5 / FPS:
+            return indices
+    raise AssertionError(f"no live frame within 10 s ({len(indices)} read)")
+
+
 def test_h264_with_auth_survives_kill_and_restart(servers, caplog) -> None:
     server = servers(*auth_args()).start()
     cfg = SourceConfig(timeout_s=2.0, reconnect_attempts=8, backoff_s=0.25,
@@ -130,8 +147,7 @@ def test_h264_with_auth_survives_kill_and_restart(servers, caplog) -> None:
     with caplog.at_level(logging.DEBUG), source:
         assert source.size == (320, 240) and source.fps == pytest.approx(FPS)
         frames = source.frames()
-        for _ in range(15):
-            indices.append(next(frames).index)
+        indices += read_to_live_edge(frames)
         server.kill()
         down = time.monotonic()
         threading.Timer(1.5, server.start).start()
