@@ -192,7 +192,10 @@ class OnnxRuntimeBackend(Backend):
         import onnx
 
         try:
-            model = onnx.load(str(self.path))
+            model = onnx.load(str(self.path), load_external_data=False)
+            if any(t.data_location == onnx.TensorProto.EXTERNAL
+                   for t in model.graph.initializer):
+                return  # weights beside the file: left to ONNX Runtime to map
             count = decompose_softmax(model)
             if count:
                 self._source = model.SerializeToString()  # over 2 GB: ValueError

@@ -228,3 +228,19 @@ def test_softmax_over_a_non_last_axis_runs_decomposed(
     np.testing.assert_allclose(backend.infer(x)[0], numpy_softmax(x, axes),
                                rtol=1e-5, atol=1e-7)
     assert onnx.load(str(path)).graph.node[0].op_type == "Softmax"  # file untouched
+
+
+def test_models_with_external_weights_load_as_they_are(tmp_path: Path) -> None:
+    """A model whose weights sit beside it is handed to ONNX Runtime by path (its
+    weights are not read twice); it still runs."""
+    path = softmax_model(tmp_path / "x.onnx", 1, 17, [2, 16, 4, 5])
+    model = onnx.load(str(path))
+    model.graph.initializer.append(onnx.numpy_helper.from_array(
+        np.zeros(4096, np.float32), "unused"))
+    onnx.save(model, str(path), save_as_external_data=True, size_threshold=0,
+              location="x.data")
+    backend = OnnxRuntimeBackend(path, threads=1)
+    assert backend.rewritten_softmax == 0
+    x = np.random.default_rng(2).normal(0, 5, (2, 16, 4, 5)).astype(np.float32)
+    np.testing.assert_allclose(backend.infer(x)[0], numpy_softmax(x, (1,)), rtol=1e-5,
+                               atol=1e-7)
