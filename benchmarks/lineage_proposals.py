@@ -1,6 +1,6 @@
 """R-CNN against Fast R-CNN on the same proposals, network part only, by count.
 
-R-CNN runs its CNN once per proposal (warp each to 32x32, then classify);
+R-CNN runs its CNN once per proposal (warp each to 40x40, then classify);
 Fast R-CNN runs its trunk once per frame and pools each proposal from the
 shared feature map. So R-CNN's cost grows with the number of proposals and
 Fast R-CNN's mostly does not: this prints both per-frame times for the first
@@ -25,7 +25,6 @@ COUNTS = (150, 300, 600)
 def main(argv: list[str] | None = None) -> int:
     from engines.lineage.proposals import selective_search
     from engines.lineage.rcnn import warp_crops
-    from engines.lineage.roi_pool import roi_max_pool
     from engines.registry import load_detector
     from training.data.generate import render_scene
 
@@ -54,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             prepared = fast.prepare(im)
             (features,) = fast.backend.infer(prepared.input[0][None])
             rois = prepared.transform.to_network(props[:k])
-            fast.head.infer(roi_max_pool(features[0], rois, fast.pool,
-                                         fast.spatial_scale))
+            fast.head.infer(fast.roi_features(features[0], rois))
         return 1000 * (time.perf_counter() - start) / len(images)
 
     rcnn_ms(10)  # warm-up

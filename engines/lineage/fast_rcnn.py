@@ -5,9 +5,11 @@ the whole (resized) frame; each proposal max-pools its own region of the
 feature map to a fixed grid (RoI pooling), then small fully-connected heads
 give class scores and per-class box deltas. Two networks, each with one input
 and run by the project's ``Backend``: the trunk (the model file, ``images`` ->
-``features``) and the head named in the metadata (``pooled`` (K, C, P, P) ->
-``logits``, ``deltas``); the RoI max pooling between them is NumPy
-(``engines.lineage.roi_pool``, torchvision's arithmetic).
+``features``) and the head named in the metadata (``pooled`` (K, P, P, C),
+or (K, C, P, P) in files without ``pooled_layout: channels_last``, ->
+``logits``, ``deltas``); the pooling between them is NumPy
+(``engines.lineage.roi_pool``, torchvision's arithmetic): RoI max pooling, the
+paper's, or RoIAlign, as the metadata's ``pooling`` says.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from engines.base import Backend, Detector, Prepared
 from engines.lineage.common import require_meta
 from engines.lineage.proposals import selective_search
 from engines.lineage.rcnn import decode_rcnn
-from engines.lineage.roi_pool import roi_max_pool
+from engines.lineage.roi_pool import roi_align, roi_max_pool
 from engines.registry import open_backend
 
 
@@ -50,11 +52,17 @@ class FastRCNNDetector(Detector):
             raise ModelError(f"{self.backend.path}: RoI head file {head} not found")
         self.head = open_backend(head, self.backend.device, threads=threads)
         if len(getattr(self.head, "input_shape", ())) != 4:
-            raise ModelError(f"{head}: the RoI head must take one (K, C, P, P) input "
+            raise ModelError(f"{head}: the RoI head must take one (K, P, P, C) input "
                              f"of pooled features, got {self.head.input_shape}; "
                              "re-export it with `python -m training lineage train`")
         self.pool = int(meta.extra.get("pool", 5))
         self.spatial_scale = float(meta.extra.get("spatial_scale", 1 / 8))
+        self.pooling = meta.extra.get("pooling", "max")
+        self.sampling_ratio = int(meta.extra.get("sampling_ratio", 1))
+        self.channels_last = meta.extra.get("pooled_layout") == "channels_last"
+        if self.pooling not in ("max", "align"):
+            raise ModelError(f"{self.backend.path}: unknown RoI pooling "
+                             f"{self.pooling!r} (expected 'max' or 'align')")
         self.class_names = list(meta.class_names)
         self.input_size = meta.input_size
         self.max_proposals = int(max_proposals or meta.extra["max_proposals"])
@@ -83,7 +91,7 @@ class FastRCNNDetector(Detector):
                 continue
             (features,) = self.backend.infer(tensor[None])
             rois_net = p.transform.to_network(proposals)
-            pooled = roi_max_pool(features[0], rois_net, self.pool, self.spatial_scale)
+            pooled = self.roi_features(features[0], rois_net)
             logits, deltas = self.head.infer(pooled)
             boxes, conf, cls = decode_rcnn(rois_net, logits, deltas,
                                            self.conf_threshold)
@@ -91,6 +99,15 @@ class FastRCNNDetector(Detector):
             out.append(Detections(p.transform.to_original(boxes[keep]), conf[keep],
                                   cls[keep]))
         return out
+
+    def roi_features(self, features: np.ndarray, rois: np.ndarray) -> np.ndarray:
+        """(C, H, W) feature map, (K, 4) RoIs in network pixels -> the head's
+        input: (K, P, P, C), or (K, C, P, P) for heads of older files."""
+        if self.pooling == "align":
+            return roi_align(features, rois, self.pool, self.spatial_scale,
+                             self.sampling_ratio, self.channels_last)
+        return roi_max_pool(features, rois, self.pool, self.spatial_scale,
+                            self.channels_last)
 
     def warmup(self) -> None:
         h, w = self.input_size

@@ -1,9 +1,10 @@
 """Step 5, R-CNN: Selective Search proposals, each warped and classified alone.
 
 Every proposal is cropped from the frame, warped to the network's fixed input
-(e.g. 32x32) and run through a small CNN giving class scores (background + C)
-and per-class box deltas; per-class NMS. The CNN runs once per proposal, which
-is why R-CNN is slow: thousands of overlapping crops repeat the same
+(40x40 for the shipped model) and run through a small CNN giving class scores
+(background + C) and per-class box deltas; per-class NMS. The network is Fast
+R-CNN's (``training.lineage.models.RCNNNet``), but it runs once per proposal,
+which is why R-CNN is slow: hundreds of overlapping crops repeat the same
 convolutions.
 """
 

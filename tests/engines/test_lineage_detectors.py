@@ -58,11 +58,12 @@ def test_loc_reports_exactly_one_box(detectors: dict, class_id: int) -> None:
 
 
 # Not every (detector, class) pair: the shipped OverFeat takes a square's corners
-# for triangles and the shipped Fast R-CNN (10 CPU epochs) calls this square a
-# disc; docs/lineage.md reports both. These pairs pin what they do get right.
+# for triangles and the shipped R-CNN calls this triangle a star; docs/lineage.md
+# reports both. These pairs pin what they do get right.
 @pytest.mark.parametrize(("name", "class_id"), [
     ("lineage-overfeat", 0), ("lineage-overfeat", 3), ("lineage-rcnn", 0),
-    ("lineage-rcnn", 1), ("lineage-fast-rcnn", 0), ("lineage-fast-rcnn", 3)])
+    ("lineage-rcnn", 1), ("lineage-rcnn", 3), *(("lineage-fast-rcnn", c)
+                                             for c in range(4))])
 def test_detector_finds_the_clear_object(detectors: dict, name: str,
                                          class_id: int) -> None:
     image, box = clear_object(class_id)

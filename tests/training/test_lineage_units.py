@@ -15,7 +15,14 @@ from engines.lineage.overfeat import decode_dense
 from engines.lineage.proposals import selective_search
 from engines.lineage.rcnn import warp_crops
 from training.lineage.data import label_proposals
-from training.lineage.models import FastRCNNHead, FastRCNNTrunk, OverFeatNet
+from training.lineage.models import (
+    FastRCNNHead,
+    FastRCNNTrunk,
+    OverFeatNet,
+    PooledHead,
+    RCNNNet,
+    truncated_svd,
+)
 
 
 def test_overfeat_dense_map_equals_classifier_on_each_window() -> None:
@@ -91,6 +98,59 @@ def test_fast_rcnn_head_exports_roi_pool_to_onnx(tmp_path) -> None:
     got = session.run(None, {"features": feats.numpy(), "rois": rois.numpy()})
     for e, g in zip(expected, got, strict=True):
         np.testing.assert_allclose(e.numpy(), g, atol=1e-5)
+
+
+def test_rcnn_runs_fast_rcnns_network_on_each_crop() -> None:
+    """A crop of pool x stride pixels gives the trunk exactly the RoI-pooled
+    grid: R-CNN on a region = Fast R-CNN on a frame that is that region."""
+    torch.manual_seed(0)
+    net = RCNNNet(4).eval()
+    assert net.size == net.head.pool * net.trunk.stride == 40
+    crops = torch.rand(3, 3, net.size, net.size)
+    # roi_pool counts both end cells (x2 is a cell index, as in Caffe): cells
+    # 0 .. pool - 1 are the RoI [0, (pool - 1) * stride] on each axis
+    end = float((net.head.pool - 1) * net.trunk.stride)
+    rois = torch.tensor([[i, 0.0, 0.0, end, end] for i in range(3)])
+    with torch.no_grad():
+        expected = net.head(net.trunk(crops), rois)  # Fast R-CNN's path
+        got = net(crops)
+    for e, g in zip(expected, got, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+def test_truncated_svd_is_the_best_rank_t_layer() -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(40, 12)
+    x = torch.randn(5, 40)
+    with torch.no_grad():
+        whole = truncated_svd(layer, 12)
+        torch.testing.assert_close(whole(x), layer(x), atol=1e-5, rtol=1e-5)
+        low = truncated_svd(layer, 3)
+        assert [m.weight.shape for m in low] == [(3, 40), (12, 3)]
+        w3 = low[1].weight @ low[0].weight
+        s = torch.linalg.svdvals(layer.weight)
+        # Eckart-Young: the error of the best rank-3 matrix is the tail of S
+        torch.testing.assert_close(torch.linalg.norm(layer.weight - w3) ** 2,
+                                   (s[3:] ** 2).sum(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(low(x), x @ w3.T + layer.bias)
+    with pytest.raises(ValueError, match="rank"):
+        truncated_svd(layer, 13)
+
+
+@pytest.mark.parametrize("rank", [None, 16])
+def test_exported_head_reads_channels_last_pooling(rank: int | None) -> None:
+    torch.manual_seed(0)
+    head = FastRCNNHead(4).eval()
+    if rank:
+        head.fc[1] = truncated_svd(head.fc[1], rank)
+    pooled = torch.randn(6, 64, 5, 5)
+    with torch.no_grad():
+        expected = head.fc_head(pooled)
+        got = PooledHead(head)(pooled.permute(0, 2, 3, 1).contiguous())
+        again = head.fc_head(pooled)  # the head itself is left as it was
+    for e, g, a in zip(expected, got, again, strict=True):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a, e)
 
 
 def test_box_deltas_round_trip() -> None:

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="loc only: single-object images to render")
     p.add_argument("--backgrounds", type=Path, default=None, metavar="DIR",
                    help="loc only: render over crops of the photographs in DIR")
+    p.add_argument("--pooling", choices=("align", "max"), default="align",
+                   help="fast-rcnn only: RoIAlign (default) or the paper's RoI "
+                        "max pooling")
     p.add_argument("--out", type=Path, default=Path("runs/lineage"),
                    help="output folder; writes lineage_<model>.onnx there "
                         "(hog: lineage_hog.npz)")
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.model == "rcnn":
             train.train_rcnn(dataset, out, epochs, args.seed, cache=cache)
         else:
-            train.train_fast_rcnn(dataset, out, epochs, args.seed, cache=cache)
+            train.train_fast_rcnn(dataset, out, epochs, args.seed, cache=cache,
+                                  pooling=args.pooling)
     print(out)
     return 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
-from torchvision.ops import roi_pool
+from torchvision.ops import roi_align, roi_pool
 
 
 def conv_bn(c_in: int, c_out: int, k: int = 3, padding: int = 1) -> nn.Sequential:
@@ -73,27 +75,6 @@ class OverFeatNet(nn.Module):
         return self.scores(f), self.offsets(f)
 
 
-class RCNNNet(nn.Module):
-    """R-CNN's per-proposal CNN: (N, 3, S, S) warped crops -> logits (N, C+1),
-    class-specific deltas (N, 4C)."""
-
-    def __init__(self, num_classes: int, size: int = 32, width: int = 16) -> None:
-        super().__init__()
-        w = width
-        self.features = nn.Sequential(
-            conv_bn(3, w), nn.MaxPool2d(2), conv_bn(w, 2 * w), nn.MaxPool2d(2),
-            conv_bn(2 * w, 4 * w), nn.MaxPool2d(2))
-        cells = (size // 8) ** 2
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * cells, 256),
-                                nn.ReLU(inplace=True))
-        self.cls = nn.Linear(256, num_classes + 1)
-        self.deltas = nn.Linear(256, 4 * num_classes)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.fc(self.features(x))
-        return self.cls(f), self.deltas(f)
-
-
 class FastRCNNTrunk(nn.Module):
     """Shared conv trunk: (B, 3, H, W) -> features (B, 4w, H/stride, W/stride),
     stride 8 or 4 (4 drops the last pooling: small objects keep more cells)."""
@@ -116,16 +97,26 @@ class FastRCNNTrunk(nn.Module):
 
 
 class FastRCNNHead(nn.Module):
-    """RoI max pooling + fc heads: features, rois (K, 5) = batch index + xyxy in
-    input pixels -> logits (K, C+1), deltas (K, 4C). Exported without the pooling
-    (``fc_head``): inference pools in NumPy (``engines.lineage.roi_pool``), so the
-    head is a one-input network any backend runs."""
+    """RoI pooling + fc heads: features, rois (K, 5) = batch index + xyxy in
+    input pixels -> logits (K, C+1), deltas (K, 4C). ``pooling``: "max" is Fast
+    R-CNN's RoI max pooling (the RoI rounded to feature cells), "align" is
+    RoIAlign (aligned, ``sampling_ratio`` bilinear samples per bin side: no
+    rounding). Exported without the pooling (``fc_head``): inference pools in
+    NumPy (``engines.lineage.roi_pool``), so the head is a one-input network any
+    backend runs."""
+
+    POOLINGS = ("max", "align")
 
     def __init__(self, num_classes: int, channels: int = 64, pool: int = 5,
-                 stride: int = FastRCNNTrunk.STRIDE) -> None:
+                 stride: int = FastRCNNTrunk.STRIDE, pooling: str = "max",
+                 sampling_ratio: int = 1) -> None:
         super().__init__()
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"pooling must be one of {self.POOLINGS}, got {pooling!r}")
         self.pool = pool
         self.spatial_scale = 1.0 / stride
+        self.pooling = pooling
+        self.sampling_ratio = sampling_ratio
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(channels * pool * pool, 256),
                                 nn.ReLU(inplace=True))
         self.cls = nn.Linear(256, num_classes + 1)
@@ -133,7 +124,12 @@ class FastRCNNHead(nn.Module):
 
     def forward(self, features: torch.Tensor, rois: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = roi_pool(features, rois, (self.pool, self.pool), self.spatial_scale)
+        size = (self.pool, self.pool)
+        if self.pooling == "align":
+            pooled = roi_align(features, rois, size, self.spatial_scale,
+                               self.sampling_ratio, aligned=True)
+        else:
+            pooled = roi_pool(features, rois, size, self.spatial_scale)
         return self.fc_head(pooled)
 
     def fc_head(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,12 +138,60 @@ class FastRCNNHead(nn.Module):
         return self.cls(f), self.deltas(f)
 
 
+def truncated_svd(linear: nn.Linear, rank: int) -> nn.Sequential:
+    """Fast R-CNN's speed-up for its fc layers (Girshick 2015, section 3.1): the
+    u x v weight becomes U_t S_t V_t^T, two layers of t x v and u x t with no
+    non-linearity between, so t (u + v) multiply-adds per RoI instead of u v."""
+    if not 0 < rank <= min(linear.in_features, linear.out_features):
+        raise ValueError(f"rank must be in [1, {min(linear.weight.shape)}], got {rank}")
+    u, s, vt = torch.linalg.svd(linear.weight.detach(), full_matrices=False)
+    first = nn.Linear(linear.in_features, rank, bias=False)
+    second = nn.Linear(rank, linear.out_features, bias=linear.bias is not None)
+    with torch.no_grad():
+        first.weight.copy_(s[:rank, None] * vt[:rank])
+        second.weight.copy_(u[:, :rank])
+        if linear.bias is not None:
+            second.bias.copy_(linear.bias)
+    return nn.Sequential(first, second)
+
+
 class PooledHead(nn.Module):
-    """The exported form of ``FastRCNNHead``: pooled features in, no RoI op."""
+    """The exported form of ``FastRCNNHead``: pooled features in, no RoI op.
+
+    Input (K, P, P, C), channels last as the NumPy pooling gathers them: the
+    first fc layer's columns are permuted to that order, so inference skips a
+    transpose of every pooled RoI."""
 
     def __init__(self, head: FastRCNNHead) -> None:
         super().__init__()
-        self.head = head
+        self.head = copy.deepcopy(head)
+        fc = self.head.fc[1]
+        first = fc if isinstance(fc, nn.Linear) else fc[0]  # whole or truncated SVD
+        p = head.pool
+        with torch.no_grad():
+            w = first.weight.view(first.out_features, -1, p, p)
+            first.weight.copy_(w.permute(0, 2, 3, 1).reshape(first.out_features, -1))
 
     def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head.fc_head(pooled)
+
+
+class RCNNNet(nn.Module):
+    """R-CNN's per-proposal CNN: (N, 3, S, S) warped crops -> logits (N, C+1),
+    class-specific deltas (N, 4C).
+
+    The same network as Fast R-CNN's, as in the paper, where both run one network:
+    the conv trunk, then the fc heads on a ``pool`` x ``pool`` map. A crop of
+    S = ``pool * stride`` pixels gives the trunk exactly the grid that Fast
+    R-CNN's RoI pooling hands the same heads, so the two differ only in where
+    the convolutions run: once per region here, once per frame there."""
+
+    def __init__(self, num_classes: int, width: int = 16, pool: int = 5,
+                 stride: int = FastRCNNTrunk.STRIDE) -> None:
+        super().__init__()
+        self.size = pool * stride
+        self.trunk = FastRCNNTrunk(width, stride)
+        self.head = FastRCNNHead(num_classes, 4 * width, pool, stride)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head.fc_head(self.trunk(x))
