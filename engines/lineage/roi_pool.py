@@ -85,10 +85,9 @@ def roi_max_pool(features: np.ndarray, rois: np.ndarray, size: int,
     # A bin whose length is a power of two is one block along that axis: only
     # bins with a distinct far block need more gathers.
     y_two, x_two = (y_far != ys)[:, :, None], (x_far != xs)[:, None, :]
-    for y, x, needed in ((y_far, xs, y_two & np.ones_like(x_two)),
-                         (ys, x_far, np.ones_like(y_two) & x_two),
+    for y, x, needed in ((y_far, xs, y_two), (ys, x_far, x_two),
                          (y_far, x_far, y_two & x_two)):
-        rows = np.flatnonzero(needed)
+        rows = np.flatnonzero(np.broadcast_to(needed, (k, size, size)))
         if len(rows):
             out[rows] = np.maximum(out[rows], np.take(table, index(y, x)[rows], axis=0))
     empty = np.flatnonzero(y_empty[:, :, None] | x_empty[:, None, :])
@@ -130,7 +129,9 @@ def roi_align(features: np.ndarray, rois: np.ndarray, size: int, spatial_scale: 
     keeps its sub-cell position (RoI max pooling rounds its edges to whole
     cells, 8 px at stride 8). Bilinear sampling is linear in the features, so
     all bins are one sparse (K * size^2, H * W) matrix times the (H * W, C) map,
-    4 * sampling_ratio^2 weights per bin."""
+    4 * sampling_ratio^2 weights per bin: the construction of
+    ``engines.nets.roi_align.roi_align_sparse``, which does it in torch (with
+    ``aligned=False``) for Faster R-CNN's training; this one needs no torch."""
     from scipy.sparse import csr_matrix
 
     if sampling_ratio < 1:
