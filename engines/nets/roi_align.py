@@ -57,7 +57,7 @@ def roi_align_sparse(features: Tensor, rois: Tensor, output_size: tuple[int, int
     box = rois[:, 1:].detach() * spatial_scale
     roi_w = (box[:, 2] - box[:, 0]).clamp(min=1.0)
     roi_h = (box[:, 3] - box[:, 1]).clamp(min=1.0)
-    steps_x, steps_y = ((torch.arange(b * k, dtype=features.dtype) + 0.5) / (b * k)
+    steps_x, steps_y = ((torch.arange(b * k, dtype=box.dtype) + 0.5) / (b * k)
                         for b in (pw, ph))
     iy, wy = _taps(box[:, 1:2] + steps_y * roi_h[:, None], h, ph, k)
     ix, wx = _taps(box[:, 0:1] + steps_x * roi_w[:, None], w, pw, k)
@@ -69,8 +69,12 @@ def roi_align_sparse(features: Tensor, rois: Tensor, output_size: tuple[int, int
     matrix = torch.sparse_coo_tensor(torch.stack([rows, columns.reshape(-1)]),
                                      weights.reshape(-1), (r * ph * pw, n * h * w),
                                      check_invariants=False)
-    pixels = features.permute(0, 2, 3, 1).reshape(n * h * w, channels)
-    return torch.sparse.mm(matrix, pixels).view(r, ph, pw, channels).permute(0, 3, 1, 2)
+    # float32 under bf16 autocast too, as torchvision's roi_align casts: the
+    # sampling weights are not rounded, and sparse.mm has no bf16 backward
+    pixels = features.permute(0, 2, 3, 1).reshape(n * h * w, channels).to(weights.dtype)
+    with torch.autocast(features.device.type, enabled=False):
+        pooled = torch.sparse.mm(matrix, pixels)
+    return pooled.view(r, ph, pw, channels).permute(0, 3, 1, 2)
 
 
 class SparseMultiScaleRoIAlign(MultiScaleRoIAlign):

@@ -61,3 +61,19 @@ def test_multiscale_module_matches_and_falls_back_without_grad() -> None:
     assert torch.allclose(ours(features, boxes, shapes), expected, atol=1e-4)
     with torch.no_grad():  # inference: torchvision's operator itself
         assert torch.equal(ours(features, boxes, shapes), expected.detach())
+
+
+def test_under_bf16_autocast_it_pools_in_float32_and_backpropagates() -> None:
+    """Mixed-precision training hands it bf16 features: the product runs in
+    float32 (sparse.mm has no bf16 backward) and equals torchvision's on the
+    same bf16-rounded features."""
+    features = torch.randn(2, 8, 12, 20, generator=torch.Generator().manual_seed(2),
+                           requires_grad=True)
+    rois = random_rois(60, 2, 160, 96)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = roi_align_sparse(features.bfloat16(), rois, (7, 7), 1 / 8, 2)
+    assert ours.dtype == torch.float32
+    theirs = roi_align(features.bfloat16().float(), rois, (7, 7), 1 / 8, 2)
+    assert torch.allclose(ours, theirs, atol=1e-4)
+    (grad,) = torch.autograd.grad(ours.sum(), features)
+    assert grad.dtype == torch.float32 and grad.abs().max() > 0.1

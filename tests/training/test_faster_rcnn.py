@@ -210,3 +210,26 @@ def test_shipped_model_finds_generated_objects() -> None:
             same = class_ids[:, None] == dets.class_ids[None]
             hits += int(((iou > 0.5) & same).any(1).sum())
     assert hits >= 0.6 * objects, (hits, objects)
+
+
+def test_train_set_affine_moves_boxes_with_the_image() -> None:
+    """With the zoom/shift on, each target box still frames its object: a white
+    square on black, found again in the augmented tensor."""
+    from training.data.datasets import Sample
+    from training.faster_rcnn.train import TrainSet
+
+    image = np.zeros((120, 200, 3), np.uint8)
+    image[40:80, 60:100] = 255
+    sample = Sample(image, np.array([[60, 40, 100, 80]], np.float32),
+                    np.array([2]), 0, Path("square.png"))
+    moved = 0
+    for seed in range(12):
+        data = TrainSet([sample], (96, 160), hflip=0.0, hsv=0.0, seed=seed, affine=1.0)
+        tensor, target = data[0]
+        assert target["labels"].tolist() == [3]
+        ys, xs = np.nonzero(tensor.numpy().mean(0) > 0.5)
+        found = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+        box = target["boxes"].numpy()
+        assert iou_matrix(box, found)[0, 0] > 0.85, (seed, box, found)
+        moved += not np.allclose(box, [[48, 32, 80, 64]], atol=1.0)
+    assert moved >= 10  # the zoom and shift changed nearly every draw

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--resume", type=Path, default=None, help="last.pt to continue")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    t.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 autocast where the device computes bf16 "
+                        "natively (AVX512-BF16/AMX CPUs, recent GPUs), else fp32")
     t.add_argument("--weights", type=Path, default=None,
                    help="full torchvision Faster R-CNN state dict to start from")
     t.add_argument("--backbone-weights", type=Path, default=None,
@@ -46,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--layout", choices=["", "torchvision"], default="",
                    help="'torchvision' keeps torchvision's anchors/widths so its "
                         "COCO state dicts load with --weights")
+    t.add_argument("--affine", type=float, default=0.0, metavar="P",
+                   help="probability of a random zoom (0.5-1.5) and shift (up to "
+                        "10 %%) per image (default 0: off)")
     t.add_argument("--max-images", type=int, default=None,
                    help="images per epoch (a fresh random draw each epoch)")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -80,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch, lr=args.lr or (1e-3 if args.optimizer == "adamw" else 0.01),
         optimizer=args.optimizer, warmup_iters=args.warmup_iters, out=args.out,
         resume=args.resume, seed=args.seed, device=args.device, weights=args.weights,
-        backbone_weights=args.backbone_weights, max_images=args.max_images,
-        threads=args.threads, model={k: v for k, v in model.items() if v is not None})
+        backbone_weights=args.backbone_weights, affine=args.affine,
+        max_images=args.max_images, threads=args.threads, precision=args.precision,
+        model={k: v for k, v in model.items() if v is not None})
     result = train(cfg)
     print(f"best mAP {result['best_map']:.4f}  best {result['best']}  "
           f"last {result['last']}")

@@ -1,11 +1,12 @@
 """Faster R-CNN training: the four torchvision losses trained jointly.
 
 Images are stretched to the fixed network input (what ``engines.faster_rcnn``
-and the ONNX export see), flipped and colour-jittered. Labels cross the
-torchvision boundary here: dataset class ids 0..C-1 become labels 1..C (0 is
-background) in ``to_targets``, and predictions go back to 0-based in
-``predict``. A run lasts ``epochs`` or, with ``minutes``, a wall-clock budget
-over which warm-up and cosine decay are laid (``training.schedule``).
+and the ONNX export see), flipped, colour-jittered and, with ``affine > 0``,
+zoomed and shifted. Labels cross the torchvision boundary here: dataset class
+ids 0..C-1 become labels 1..C (0 is background) in ``to_targets``, and
+predictions go back to 0-based in ``predict``. A run lasts ``epochs`` or, with
+``minutes``, a wall-clock budget over which warm-up and cosine decay are laid
+(``training.schedule``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from core.image import to_tensor as image_tensor
 from core.meta import ModelMeta
 from core.types import Detections
 from engines.nets.faster_rcnn import build_faster_rcnn, make_config
+from training.precision import (
+    PRECISIONS,
+    autocast,
+    channels_last,
+    resolve_precision,
+    to_float,
+)
 from training.schedule import WARMUP_FRACTION, Budget, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -48,7 +56,11 @@ class TrainConfig:
     ``max_images``: images per epoch, a fresh random draw each epoch. ``model``
     holds extra ``build_faster_rcnn`` options (e.g. ``rpn_post_nms_top_n_test``).
     ``minutes > 0`` trains for that much wall clock (validation included) instead
-    of ``epochs``, warming up over ``warmup_fraction`` of it.
+    of ``epochs``, warming up over ``warmup_fraction`` of it. ``hflip``, ``hsv``
+    and ``affine`` are the probabilities of each augmentation (the affine zooms
+    by 0.5-1.5 and shifts by up to 10 %, as the YOLO trainer's). ``precision``:
+    ``auto`` (bf16 autocast where the device computes bf16 natively, else fp32),
+    ``fp32`` or ``bf16`` (``training.precision``).
     """
 
     data: Path
@@ -71,8 +83,10 @@ class TrainConfig:
     backbone_weights: Path | None = None
     hflip: float = 0.5
     hsv: float = 0.5
+    affine: float = 0.0
     max_images: int | None = None
     threads: int | None = None
+    precision: str = "auto"
     model: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -86,6 +100,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.minutes < 0:
             raise ValueError(f"minutes must be >= 0, got {self.minutes}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got "
+                             f"{self.precision!r}")
         if self.backbone is None:
             pretrained = self.weights or self.backbone_weights or (
                 self.model.get("layout") == "torchvision")
@@ -123,30 +140,34 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 class TrainSet(torch.utils.data.Dataset):
-    """Dataset samples stretched to ``size`` with flip / HSV jitter; item ``i`` of
-    epoch ``e`` is augmented from the seed ``(seed, e, i)`` (deterministic)."""
+    """Dataset samples stretched to ``size`` with zoom / flip / HSV jitter; item
+    ``i`` of epoch ``e`` is augmented from the seed ``(seed, e, i)``
+    (deterministic)."""
 
     def __init__(self, dataset: Any, size: tuple[int, int], hflip: float = 0.5,
-                 hsv: float = 0.5, seed: int = 0) -> None:
+                 hsv: float = 0.5, seed: int = 0, affine: float = 0.0) -> None:
         self.dataset, self.size = dataset, size
-        self.hflip, self.hsv, self.seed = hflip, hsv, seed
+        self.hflip, self.hsv, self.affine, self.seed = hflip, hsv, affine, seed
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        from training.data.augment import hflip, hsv_jitter
+        from training.data.augment import hflip, hsv_jitter, random_affine
 
         rng = np.random.default_rng((self.seed, self.epoch, i))
         sample = self.dataset[i]
         image, tf = stretch(sample.image, self.size)
         boxes = tf.to_network(sample.boxes.reshape(-1, 4))
+        class_ids = sample.class_ids
+        if self.affine and rng.random() < self.affine:  # off: the old random stream
+            image, boxes, class_ids = random_affine(rng, image, boxes, class_ids)
         if rng.random() < self.hflip:
             image, boxes = hflip(image, boxes)
         if rng.random() < self.hsv:
             image = hsv_jitter(rng, image)
-        return to_tensor(image), to_targets(boxes, sample.class_ids)
+        return to_tensor(image), to_targets(boxes, class_ids)
 
 
 def collate(batch: list) -> tuple[list, list]:
@@ -220,13 +241,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             input_size=list(input_size), norm="frozen" if pretrained else "batch",
             **options)
     size = (int(config["input_size"][0]), int(config["input_size"][1]))
-    model = build_faster_rcnn({**config, "weights": cfg.weights and str(cfg.weights),
-                               "backbone_weights": cfg.backbone_weights
-                               and str(cfg.backbone_weights)}).to(cfg.device)
+    precision = resolve_precision(cfg.precision, cfg.device)
+    model = channels_last(build_faster_rcnn(
+        {**config, "weights": cfg.weights and str(cfg.weights),
+         "backbone_weights": cfg.backbone_weights and str(cfg.backbone_weights)}
+    ).to(cfg.device))
     meta = ModelMeta("faster_rcnn", list(train_ds.class_names), size, resize="stretch",
                      layout="torchvision", dynamic_batch=False,
                      extra={"label_offset": 1})
-    data = TrainSet(train_ds, size, cfg.hflip, cfg.hsv, cfg.seed)
+    data = TrainSet(train_ds, size, cfg.hflip, cfg.hsv, cfg.seed, cfg.affine)
     shuffle = torch.Generator()
     per_epoch = min(cfg.max_images or len(data), len(data))
     # ``max_images`` draws a fresh random subset every epoch (short epochs, frequent
@@ -276,7 +299,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                                                      start=0.001)
             images = [im.to(cfg.device) for im in images]
             targets = [{k: v.to(cfg.device) for k, v in t.items()} for t in targets]
-            losses = model(images, targets)
+            with autocast(cfg.device, precision):
+                losses = to_float(model(images, targets))
             loss = sum(losses.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch "
@@ -291,9 +315,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 sums[k] += losses[k].item()
             bar.set_postfix({k.removeprefix("loss_")[:8]: f"{sums[k] / steps:.3f}"
                              for k in LOSS_NAMES})
+        if steps == 0:  # the budget ran out before this epoch's first step
+            break
         row: dict[str, Any] = {"epoch": epoch + 1, "steps": steps,
-                               "lr": opt.param_groups[0]["lr"]}
-        row.update({k: round(sums[k] / max(1, steps), 5) for k in LOSS_NAMES})
+                               "lr": opt.param_groups[0]["lr"], "precision": precision}
+        row.update({k: round(sums[k] / steps, 5) for k in LOSS_NAMES})
         if len(val_ds):
             row.update(validate(model, val_ds, size, cfg.device))
         row["seconds"] = round(budget.elapsed(), 1)

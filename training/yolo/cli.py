@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "and shapes match, e.g. the backbone")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 autocast where the device computes bf16 "
+                        "natively (AVX512-BF16/AMX CPUs, recent GPUs), else fp32")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         val_every=args.val_every, max_val_images=args.max_val_images,
         workers=args.workers, seed=args.seed, device=args.device, out=args.out,
         grid=args.grid, boxes_per_cell=args.boxes_per_cell,
-        weights=args.weights)
+        weights=args.weights, precision=args.precision)
     report = train(cfg, resume=args.resume)
     print(f"{'epoch':>5} {'mAP':>7} {'mAP50':>7}  losses")
     for r in report["history"]:

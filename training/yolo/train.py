@@ -31,6 +31,13 @@ from engines.base import Backend
 from engines.nets.yolo import SCALES, YoloModel
 from engines.yolo import YoloDetector
 from training.checkpoint import load_checkpoint, save_checkpoint
+from training.precision import (
+    PRECISIONS,
+    autocast,
+    channels_last,
+    resolve_precision,
+    to_float,
+)
 from training.schedule import WARMUP_FRACTION, Budget, warmup_cosine
 from training.yolo.grid import GridLoss, GridYolo
 from training.yolo.loss import DetectionLoss
@@ -51,7 +58,9 @@ class TrainConfig:
     cosine to ``lr * final_lr_ratio``. ``minutes > 0`` trains for that much wall
     clock (validation included) instead of ``epochs``. ``weights``: a checkpoint
     (of either head) to start from wherever names and shapes match, e.g. the
-    backbone, as YOLO v1 started from pretrained conv layers.
+    backbone, as YOLO v1 started from pretrained conv layers. ``precision``:
+    ``auto`` (bf16 autocast where the device computes bf16 natively, else fp32),
+    ``fp32`` or ``bf16`` (``training.precision``).
     """
 
     data: str
@@ -78,6 +87,7 @@ class TrainConfig:
     grid: int = 7
     boxes_per_cell: int = 2
     weights: str = ""
+    precision: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -91,6 +101,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.minutes < 0:
             raise ValueError(f"minutes must be >= 0, got {self.minutes}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got "
+                             f"{self.precision!r}")
 
 
 def seed_everything(seed: int) -> None:
@@ -315,7 +328,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, Any]:
     val_set = load_dataset(cfg.data, "val")
     names = train_set.class_names
     nc = len(names)
-    model = build_model(cfg, nc).to(device)
+    precision = resolve_precision(cfg.precision, device)
+    model = channels_last(build_model(cfg, nc).to(device))
     if cfg.weights and not resume:
         load_matching(model, cfg.weights)
     meta = model_meta(cfg, names)
@@ -396,8 +410,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, Any]:
             lr = lr_at(budget.progress(step), warmup, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images = images.to(device, non_blocking=True)
-            preds = model(images)
+            images = images.to(device, non_blocking=True).contiguous(
+                memory_format=torch.channels_last)
+            with autocast(device, precision):
+                preds = to_float(model(images))
             if cfg.head == "grid":
                 loss, parts = criterion(preds, targets, cfg.imgsz)
             else:
@@ -413,10 +429,12 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, Any]:
             mean = (running / done).tolist()
             bar.set_postfix({k: f"{v:.3f}"
                              for k, v in zip(part_names, mean, strict=True)})
-        mean = (running / max(1, done)).tolist()
+        if done == 0:  # the budget ran out before this epoch's first step
+            break
+        mean = (running / done).tolist()
         losses = dict(zip(part_names, mean, strict=True))
         record: dict[str, Any] = {"epoch": epoch, "steps": done, "lr": lr,
-                                  "loss": losses,
+                                  "loss": losses, "precision": precision,
                                   "seconds": round(budget.elapsed(), 1)}
         last_epoch = budget.spent(step)
         best, metrics = close_epoch(record, (epoch + 1) % cfg.val_every == 0
