@@ -10,6 +10,7 @@ Models are also kept channels-last, the layout oneDNN's convolutions prefer.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from contextlib import AbstractContextManager
 from typing import Any
@@ -31,10 +32,22 @@ def native_bf16(device: str) -> bool:
                for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` -> ``bf16`` where native, else ``fp32``; logs the choice."""
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """The trainers' ``--precision`` option."""
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto: bf16 autocast where the device computes bf16 "
+                             "natively (AVX512-BF16/AMX CPUs, recent GPUs), else fp32")
+
+
+def check_precision(precision: str) -> None:
+    """Reject a name outside ``PRECISIONS`` (trainer configs check it up front)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` -> ``bf16`` where native, else ``fp32``; logs the choice."""
+    check_precision(precision)
     native = native_bf16(device)
     chosen = ("bf16" if native else "fp32") if precision == "auto" else precision
     if chosen == "bf16" and not native:

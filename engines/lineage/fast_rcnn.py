@@ -27,7 +27,7 @@ from engines.base import Backend, Detector, Prepared
 from engines.lineage.common import require_meta
 from engines.lineage.proposals import selective_search
 from engines.lineage.rcnn import decode_rcnn
-from engines.lineage.roi_pool import roi_align, roi_max_pool
+from engines.lineage.roi_pool import POOLINGS, roi_align, roi_max_pool
 from engines.registry import open_backend
 
 
@@ -60,9 +60,9 @@ class FastRCNNDetector(Detector):
         self.pooling = meta.extra.get("pooling", "max")
         self.sampling_ratio = int(meta.extra.get("sampling_ratio", 1))
         self.channels_last = meta.extra.get("pooled_layout") == "channels_last"
-        if self.pooling not in ("max", "align"):
+        if self.pooling not in POOLINGS:
             raise ModelError(f"{self.backend.path}: unknown RoI pooling "
-                             f"{self.pooling!r} (expected 'max' or 'align')")
+                             f"{self.pooling!r} (expected one of {POOLINGS})")
         self.class_names = list(meta.class_names)
         self.input_size = meta.input_size
         self.max_proposals = int(max_proposals or meta.extra["max_proposals"])

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+POOLINGS = ("max", "align")  # roi_max_pool, roi_align: the names model files record
+
 
 def _round_half_away(x: np.ndarray) -> np.ndarray:
     """C's ``round``: halves go away from zero (NumPy's ``round`` goes to even)."""

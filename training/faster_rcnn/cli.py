@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t = sub.add_parser("train", help="train on a YOLO data.yaml or COCO json")
     t.add_argument("--data", type=Path, required=True, help="data.yaml or COCO .json")
     from engines.nets.faster_rcnn import BACKBONES
+    from training.precision import add_precision_argument
 
     t.add_argument("--backbone", choices=BACKBONES, default=None,
                    help="default: csp (the YOLO's backbone; trains fastest from "
@@ -39,9 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--resume", type=Path, default=None, help="last.pt to continue")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    t.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto: bf16 autocast where the device computes bf16 "
-                        "natively (AVX512-BF16/AMX CPUs, recent GPUs), else fp32")
+    add_precision_argument(t)
     t.add_argument("--weights", type=Path, default=None,
                    help="full torchvision Faster R-CNN state dict to start from")
     t.add_argument("--backbone-weights", type=Path, default=None,

@@ -29,9 +29,9 @@ from core.meta import ModelMeta
 from core.types import Detections
 from engines.nets.faster_rcnn import build_faster_rcnn, make_config
 from training.precision import (
-    PRECISIONS,
     autocast,
     channels_last,
+    check_precision,
     resolve_precision,
     to_float,
 )
@@ -100,9 +100,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.minutes < 0:
             raise ValueError(f"minutes must be >= 0, got {self.minutes}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got "
-                             f"{self.precision!r}")
+        check_precision(self.precision)
         if self.backbone is None:
             pretrained = self.weights or self.backbone_weights or (
                 self.model.get("layout") == "torchvision")

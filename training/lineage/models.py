@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align, roi_pool
 
+from engines.lineage.roi_pool import POOLINGS
+
 
 def conv_bn(c_in: int, c_out: int, k: int = 3, padding: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=padding, bias=False),
@@ -105,14 +107,12 @@ class FastRCNNHead(nn.Module):
     NumPy (``engines.lineage.roi_pool``), so the head is a one-input network any
     backend runs."""
 
-    POOLINGS = ("max", "align")
-
     def __init__(self, num_classes: int, channels: int = 64, pool: int = 5,
                  stride: int = FastRCNNTrunk.STRIDE, pooling: str = "max",
                  sampling_ratio: int = 1) -> None:
         super().__init__()
-        if pooling not in self.POOLINGS:
-            raise ValueError(f"pooling must be one of {self.POOLINGS}, got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.pool = pool
         self.spatial_scale = 1.0 / stride
         self.pooling = pooling

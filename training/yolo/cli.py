@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--head", choices=("modern", "grid"), default="modern",
                    help="anchor-free TAL head, or the YOLO v1 SxS grid")
     from engines.nets.yolo import SCALES
+    from training.precision import add_precision_argument
 
     p.add_argument("--scale", choices=sorted(SCALES), default="nano")
     p.add_argument("--imgsz", default="320",
@@ -44,9 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "and shapes match, e.g. the backbone")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto: bf16 autocast where the device computes bf16 "
-                        "natively (AVX512-BF16/AMX CPUs, recent GPUs), else fp32")
+    add_precision_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:

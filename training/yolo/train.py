@@ -32,9 +32,9 @@ from engines.nets.yolo import SCALES, YoloModel
 from engines.yolo import YoloDetector
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.precision import (
-    PRECISIONS,
     autocast,
     channels_last,
+    check_precision,
     resolve_precision,
     to_float,
 )
@@ -101,9 +101,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.minutes < 0:
             raise ValueError(f"minutes must be >= 0, got {self.minutes}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got "
-                             f"{self.precision!r}")
+        check_precision(self.precision)
 
 
 def seed_everything(seed: int) -> None:
