@@ -14,7 +14,6 @@ paper's, or RoIAlign, as the metadata's ``pooling`` says.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from core.meta import ModelError
 from core.types import Detections
 from engines.base import Backend, Detector, Prepared
 from engines.lineage.common import require_meta
-from engines.lineage.proposals import selective_search
+from engines.lineage.proposals import Proposer
 from engines.lineage.rcnn import decode_rcnn
 from engines.lineage.roi_pool import POOLINGS, roi_align, roi_max_pool
 from engines.registry import open_backend
@@ -65,13 +64,11 @@ class FastRCNNDetector(Detector):
                              f"{self.pooling!r} (expected one of {POOLINGS})")
         self.class_names = list(meta.class_names)
         self.input_size = meta.input_size
-        self.max_proposals = int(max_proposals or meta.extra["max_proposals"])
-        self.proposal_side = int(proposal_side or meta.extra["proposal_side"])
+        self.proposer = Proposer(proposal_side or meta.extra["proposal_side"],
+                                 max_proposals or meta.extra["max_proposals"])
         self.conf_threshold = conf_threshold
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
-        self.last_proposals = 0  # proposals on the last frame, for reports
-        self.last_proposal_seconds = 0.0  # Selective Search time on the last frame
 
     def prepare(self, image: np.ndarray) -> Prepared:
         resized, transform = stretch(image, self.input_size)
@@ -82,10 +79,7 @@ class FastRCNNDetector(Detector):
         out = []
         for p in batch:
             tensor, image = p.input
-            t0 = time.perf_counter()
-            proposals = selective_search(image, self.proposal_side, self.max_proposals)
-            self.last_proposal_seconds = time.perf_counter() - t0
-            self.last_proposals = len(proposals)
+            proposals = self.proposer(image)
             if len(proposals) == 0:
                 out.append(Detections.empty())
                 continue

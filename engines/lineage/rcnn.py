@@ -10,7 +10,6 @@ convolutions.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -21,7 +20,7 @@ from core.image import to_tensors
 from core.types import Detections
 from engines.base import Backend, Detector, Prepared
 from engines.lineage.common import decode_deltas, require_meta, softmax
-from engines.lineage.proposals import selective_search
+from engines.lineage.proposals import Proposer
 from engines.registry import open_backend
 
 
@@ -70,13 +69,11 @@ class RCNNDetector(Detector):
             raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
         self.class_names = list(meta.class_names)
         self.crop = int(meta.input_size[0])
-        self.max_proposals = int(max_proposals or meta.extra["max_proposals"])
-        self.proposal_side = int(proposal_side or meta.extra["proposal_side"])
+        self.proposer = Proposer(proposal_side or meta.extra["proposal_side"],
+                                 max_proposals or meta.extra["max_proposals"])
         self.conf_threshold = conf_threshold
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
-        self.last_proposals = 0  # proposals on the last frame, for reports
-        self.last_proposal_seconds = 0.0  # Selective Search time on the last frame
 
     def prepare(self, image: np.ndarray) -> Prepared:
         return Prepared.whole(image)
@@ -84,11 +81,7 @@ class RCNNDetector(Detector):
     def infer(self, batch: list[Prepared]) -> list[Detections]:
         out = []
         for p in batch:
-            t0 = time.perf_counter()
-            proposals = selective_search(p.input, self.proposal_side,
-                                         self.max_proposals)
-            self.last_proposal_seconds = time.perf_counter() - t0
-            self.last_proposals = len(proposals)
+            proposals = self.proposer(p.input)
             if len(proposals) == 0:
                 out.append(Detections.empty())
                 continue

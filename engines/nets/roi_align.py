@@ -1,12 +1,15 @@
 """RoIAlign for training on a CPU: the same numbers as torchvision's
-``roi_align`` (``aligned=False``), computed as one sparse matrix product.
+``roi_align`` (``aligned=False``), computed as a sparse product.
 
 torchvision's CPU backward scatters each sampled gradient one at a time on one
 thread; it took ~45 % of a Faster R-CNN training step here (224×416 input,
 256 RoIs per image). Bilinear sampling is linear in the features, so the whole
 pooling is a sparse matrix ``S`` (RoI bins × feature pixels, 16 weights per
 bin at sampling ratio 2) times the features, and its backward is ``Sᵀ`` times
-the gradient: ~5× faster forward + backward here, equal to torchvision's within
+the gradient. Both products run as ``embedding_bag`` (fixed-size bags forward,
+the taps sorted by pixel backward): 2.3× faster than torch's COO ``sparse.mm``
+(whose forward sorts the entries and then runs on one thread), which was
+itself ~5× faster than torchvision's kernel. Equal to torchvision's within
 1e-5 (``tests/engines/test_roi_align.py``).
 
 Only used while gradients are on; inference and ONNX export keep torchvision's
@@ -15,9 +18,12 @@ operator (exported as ONNX ``RoiAlign``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torchvision
 from torch import Tensor
+from torch.nn import functional as F
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.poolers import (
     _convert_to_roi_format,
@@ -45,6 +51,31 @@ def _taps(coord: Tensor, size: int, bins: int, ratio: int) -> tuple[Tensor, Tens
             weight.view(rois, bins, 2 * ratio))
 
 
+class _WeightedGather(torch.autograd.Function):
+    """``out[b] = sum_t weights[b, t] * pixels[columns[b, t]]`` (B, C): the sparse
+    product ``S @ pixels`` as an ``embedding_bag`` (many bags of a fixed size, fast
+    and threaded). The backward ``S^T @ grad`` is another ``embedding_bag``: the
+    taps sorted by pixel, one variable-size bag per pixel. Gradients flow to
+    ``pixels`` only (the weights come from detached RoIs)."""
+
+    @staticmethod
+    def forward(ctx: Any, pixels: Tensor, columns: Tensor, weights: Tensor) -> Tensor:
+        ctx.save_for_backward(columns, weights)
+        ctx.pixels = pixels.shape[0]
+        return F.embedding_bag(columns, pixels, per_sample_weights=weights, mode="sum")
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        columns, weights = ctx.saved_tensors
+        flat = columns.reshape(-1)
+        order = torch.argsort(flat.int())  # int32 sorts twice as fast here
+        counts = torch.bincount(flat, minlength=ctx.pixels)
+        grad_pixels = F.embedding_bag(
+            order // columns.shape[1], grad.contiguous(), counts.cumsum(0) - counts,
+            mode="sum", per_sample_weights=weights.reshape(-1)[order])
+        return grad_pixels, None, None
+
+
 def roi_align_sparse(features: Tensor, rois: Tensor, output_size: tuple[int, int],
                      spatial_scale: float, sampling_ratio: int) -> Tensor:
     """torchvision ``roi_align(features, rois, output_size, spatial_scale,
@@ -65,15 +96,12 @@ def roi_align_sparse(features: Tensor, rois: Tensor, output_size: tuple[int, int
     columns = (image.view(r, 1, 1, 1, 1) + iy.view(r, ph, 1, taps, 1) * w
                + ix.view(r, 1, pw, 1, taps))
     weights = wy.view(r, ph, 1, taps, 1) * wx.view(r, 1, pw, 1, taps)
-    rows = torch.arange(r * ph * pw).repeat_interleave(taps * taps)
-    matrix = torch.sparse_coo_tensor(torch.stack([rows, columns.reshape(-1)]),
-                                     weights.reshape(-1), (r * ph * pw, n * h * w),
-                                     check_invariants=False)
     # float32 under bf16 autocast too, as torchvision's roi_align casts: the
-    # sampling weights are not rounded, and sparse.mm has no bf16 backward
+    # sampling weights are not rounded
     pixels = features.permute(0, 2, 3, 1).reshape(n * h * w, channels).to(weights.dtype)
     with torch.autocast(features.device.type, enabled=False):
-        pooled = torch.sparse.mm(matrix, pixels)
+        pooled = _WeightedGather.apply(pixels, columns.reshape(r * ph * pw, taps ** 2),
+                                       weights.reshape(r * ph * pw, taps ** 2))
     return pooled.view(r, ph, pw, channels).permute(0, 3, 1, 2)
 
 

@@ -91,3 +91,25 @@ def test_dpm_finds_a_pedestrian_in_the_sample_clip() -> None:
     assert len(dpm.detect([np.full((240, 220, 3), 128, np.uint8)])[0]) == 0
     with pytest.raises(ValueError, match="upscale"):
         DPMDetector(upscale=0)
+
+
+@pytest.mark.parametrize("name", ["lineage-rcnn", "lineage-fast-rcnn"])
+def test_stored_proposals_replay_the_same_detections(detectors: dict,
+                                                     name: str) -> None:
+    """The compare table's "without proposals" pass: given the first pass's
+    proposals, the detector skips Selective Search and finds the same boxes."""
+    detector = detectors[name]
+    image, _ = clear_object(2)
+    (first,) = detector.detect([image])
+    stored = detector.proposer.last_boxes
+    assert len(stored) > 0 and detector.proposer.last_seconds > 0
+    with detector.proposer.replay([stored, stored[:1]]):
+        (again,) = detector.detect([image])
+        np.testing.assert_allclose(again.xyxy, first.xyxy, rtol=1e-5)
+        np.testing.assert_array_equal(again.class_ids, first.class_ids)
+        detector.detect([image])
+        assert len(detector.proposer.last_boxes) == 1  # the second stored set
+        with pytest.raises(RuntimeError, match="more frames than stored"):
+            detector.detect([image])
+    detector.detect([image])  # Selective Search again
+    assert len(detector.proposer.last_boxes) == len(stored)
