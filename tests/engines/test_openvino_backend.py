@@ -147,7 +147,7 @@ def test_shipped_families_run_on_openvino_like_onnxruntime(name: str) -> None:
         assert type(ov.backend).__name__ == "OpenVINOBackend"
         a, b = ov.detect(frames), ort.detect(frames)
     # bf16 rounds every activation to 8 bits of mantissa: through a two-stage
-    # network a score moves by up to ~0.07 (0.02 on average) on these frames
+    # network a score moves by up to ~0.05 (0.01 on average) on these scenes
     tol = 0.1 if ov.backend.precision == "bf16" else 1e-3
     borderline = ort.conf_threshold + tol  # may fall on either side in bf16
     assert sum(len(y) for y in b), "no detections to compare"
