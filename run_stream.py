@@ -238,7 +238,7 @@ def build_batch_parser() -> argparse.ArgumentParser:
 def pipeline_config(args: argparse.Namespace) -> Any:
     """Typed configs from the parsed arguments, built once here."""
     from pipeline.overlay import OverlayConfig
-    from pipeline.runner import PipelineConfig
+    from pipeline.config import PipelineConfig
     from pipeline.sinks import EncoderConfig, OutputConfig
     from pipeline.sources import SourceConfig
     from pipeline.tracking import parse_tracker_params
@@ -307,12 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     from core.meta import ModelError
     from engines.registry import DetectorOptions, load_detector
-    from pipeline.runner import Pipeline, PipelineError
+    from pipeline.build import build_pipeline
+    from pipeline.runner import PipelineError
     from pipeline.sinks import SinkError
     from pipeline.sources import SourceError, expand_sources
 
     stop_requested: list[bool] = []
-    pipeline: Pipeline | None = None
+    pipeline = None
 
     def stop() -> None:
         stop_requested.append(True)
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
 
                     args.metrics.write_text(json.dumps(report, indent=2))
                 return 0
-            pipeline = Pipeline(specs, detector, config)
+            pipeline = build_pipeline(specs, detector, config)
             if stop_requested:
                 pipeline.request_stop()
             metrics = pipeline.run()

@@ -21,7 +21,7 @@ import cv2
 
 from engines.registry import load_detector
 from pipeline.config import PipelineConfig
-from pipeline.runner import Pipeline
+from pipeline.build import build_pipeline
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig, read_frames
 from training.evaluate_tracking import evaluate, read_mot
@@ -53,7 +53,7 @@ def run(video: Path, detector, every: int, out: Path, live: bool, seconds: float
                                                  jsonl=False, mot=True),
                             progress=False)
     started = time.perf_counter()
-    metrics = Pipeline([str(video)], detector, config).run()
+    metrics = build_pipeline([str(video)], detector, config).run()
     elapsed = time.perf_counter() - started
     processed = sum(c.processed for c in metrics.sources.values())
     return processed / elapsed, next(out.glob("*.mot.txt"))

@@ -33,7 +33,8 @@ import numpy as np
 
 from core.types import Detections, Frame
 from engines.base import Detector, Prepared
-from pipeline.runner import Pipeline, PipelineConfig
+from pipeline.build import build_pipeline
+from pipeline.config import PipelineConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import Source, SourceConfig, VideoSource
 
@@ -122,7 +123,7 @@ def run_cell(n_sources: int, fps: float, call_ms: float, args: argparse.Namespac
     config = PipelineConfig(batch=args.batch, progress=False,
                             outputs=OutputConfig(out_dir=tmp / "out", video=False,
                                                  jsonl=False))
-    metrics = Pipeline(sources, detector, config).run()
+    metrics = build_pipeline(sources, detector, config).run()
     summary = metrics.summary()
     call_p50 = summary["stages_ms"]["infer_call"]["p50"]
     rows = []

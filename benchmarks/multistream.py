@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from engines.registry import load_detector
-from pipeline.runner import Pipeline, PipelineConfig
+from pipeline.build import build_pipeline
+from pipeline.config import PipelineConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig
 
@@ -50,7 +51,7 @@ def main() -> int:
         started = time.perf_counter()
         batched = config(Path(tmp) / "batched", args.streams, args.frames,
                          not args.no_video)
-        metrics = Pipeline(specs, detector, batched).run()
+        metrics = build_pipeline(specs, detector, batched).run()
         seconds = time.perf_counter() - started
         written = sum(c.written for c in metrics.sources.values())
         results["batched"] = {"frames": written, "seconds": round(seconds, 2),
@@ -65,7 +66,7 @@ def main() -> int:
         counts: list[int] = [0] * args.streams
 
         def one(i: int) -> None:
-            m = Pipeline([specs[i]], detectors[i], config(
+            m = build_pipeline([specs[i]], detectors[i], config(
                 Path(tmp) / f"single{i}", 1, args.frames, not args.no_video)).run()
             counts[i] = sum(c.written for c in m.sources.values())
 

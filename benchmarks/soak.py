@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from engines.registry import load_detector
-from pipeline.runner import Pipeline, PipelineConfig
+from pipeline.build import build_pipeline
+from pipeline.config import PipelineConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig
 
@@ -54,7 +55,7 @@ def main() -> int:
             tracker=args.tracker, progress=False,
             sources=SourceConfig(loop=True, realtime=not args.no_realtime),
             outputs=OutputConfig(out_dir=Path(tmp), video=True, jsonl=True))
-        pipeline = Pipeline([args.source], detector, config)
+        pipeline = build_pipeline([args.source], detector, config)
         done = threading.Event()
 
         def sample() -> None:

@@ -84,7 +84,7 @@ def child_ours(args: argparse.Namespace) -> dict[str, Any]:
     from engines.registry import runtime_info
     from engines.yolo import YoloDetector
     from pipeline.config import PipelineConfig
-    from pipeline.runner import Pipeline
+    from pipeline.build import build_pipeline
     from pipeline.sinks import OutputConfig
 
     if args.backend.startswith("openvino"):
@@ -104,7 +104,7 @@ def child_ours(args: argparse.Namespace) -> dict[str, Any]:
     config = PipelineConfig(batch=args.batch, progress=False, outputs=OutputConfig(
         out_dir=Path(args.out_dir), video=args.video, jsonl=False))
     wall0, cpu0 = time.perf_counter(), _cpu()
-    metrics = Pipeline([args.clip], detector, config).run()
+    metrics = build_pipeline([args.clip], detector, config).run()
     seconds = time.perf_counter() - wall0
     frames = sum(c.written for c in metrics.sources.values())
     return {"frames": frames, "seconds": seconds, "cpu_seconds": _cpu() - cpu0,

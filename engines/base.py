@@ -216,6 +216,10 @@ class Detector(ABC):
         dets = self.infer([self.prepare(image) for image in images])
         return [self.select(d) for d in dets]
 
+    def __call__(self, image: np.ndarray) -> Detections:
+        """Detections on one BGR uint8 image (H×W×3), boxes in its pixels."""
+        return self.detect([image])[0]
+
     @property
     def max_batch(self) -> int:
         """Largest batch ``infer`` accepts in one call."""

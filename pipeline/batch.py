@@ -35,7 +35,7 @@ from typing import Any
 from tqdm import tqdm
 
 from core.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from pipeline.runner import PipelineConfig
+from pipeline.config import PipelineConfig
 from pipeline.sources import expand_sources, unique_ids
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def process_file(spec: str, source_id: str, job: BatchJob) -> FileReport:
     when the file is finished; the ``.done.json`` marker is written last.
     """
     from engines.registry import load_detector
-    from pipeline.runner import Pipeline
+    from pipeline.build import build_pipeline
     from pipeline.sources import make_source
 
     report = FileReport(file=spec)
@@ -199,7 +199,7 @@ def process_file(spec: str, source_id: str, job: BatchJob) -> FileReport:
     try:
         with load_detector(**job.detector) as detector:
             source = make_source(spec, config.sources, source_id)
-            metrics = Pipeline([source], detector, config).run()
+            metrics = build_pipeline([source], detector, config).run()
         counts = metrics.sources[source_id]
         report.status, report.reason = counts.status, counts.reason
         report.read, report.processed = counts.read, counts.processed

@@ -35,10 +35,11 @@ from typing import Any
 from core.types import Frame, Result
 from engines.base import Detector
 from engines.registry import runtime_info
-from pipeline.lanes import open_lane, run_plain_loop
+from pipeline.lanes import run_plain_loop
 from pipeline.metrics import Metrics
 from pipeline.overlay import Overlay
-from pipeline.runner import Pipeline, PipelineConfig
+from pipeline.build import LaneBuilder, build_pipeline
+from pipeline.config import PipelineConfig
 from pipeline.sources import make_source
 
 WARMUP_RUNS = 3
@@ -140,7 +141,7 @@ def run_benchmark(spec: str, detector: Detector, config: PipelineConfig
             config.outputs, out_dir=Path(tmp) / "loop", show=False))
         source = make_source(spec, config.sources)
         source.open()
-        lane = open_lane(source, detector, loop_config, Metrics(), lambda: None)
+        lane = LaneBuilder(detector, loop_config, Metrics())(source, lambda: None)
         _warm(detector, frames[0])
         with _Phase() as p:
             loop_frames, _ = run_plain_loop(lane, detector)
@@ -149,7 +150,7 @@ def run_benchmark(spec: str, detector: Detector, config: PipelineConfig
         pipe_config = replace(config, progress=False, outputs=replace(
             config.outputs, out_dir=Path(tmp) / "pipeline", show=False))
         _warm(detector, frames[0])
-        pipeline = Pipeline([spec], detector, pipe_config)
+        pipeline = build_pipeline([spec], detector, pipe_config)
         with _Phase() as p:
             metrics = pipeline.run()
         written = sum(c.written for c in metrics.sources.values())

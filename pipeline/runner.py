@@ -1,43 +1,40 @@
-"""``Pipeline``: wires sources → preprocess → infer → track → overlay → sinks.
+"""``Pipeline``: runs built parts as threads — per source capture, preprocess
+(files), track, overlay and sink; one inference thread (``Scheduler``) for all.
 
-Threads per source: capture, preprocess, track, overlay, sink. One inference
-thread serves all sources and batches their frames (up to ``batch``, waiting at
-most ``max_wait_ms``), then routes results back by source. The work of each
-stage lives in ``pipeline.stages`` and each lane in ``pipeline.lanes``; this
-module only wires queues and threads.
+``pipeline.build.build_pipeline`` builds one from typed configs; this module
+only opens sources when the run starts, wires queues and threads, lets
+sources join and leave while it runs, and shuts everything down.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
-import queue
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from collections.abc import Callable
 
 from tqdm import tqdm
 
 from engines.base import Detector
-from engines.registry import runtime_info
 from pipeline.config import PipelineConfig
-from pipeline.lanes import InferFeed, Lane, open_lane, open_sources
+from pipeline.lanes import Lane
+from pipeline.live_view import LiveView
 from pipeline.metrics import Metrics
-from pipeline.sources import Source, make_source, unique_ids
+from pipeline.scheduler import Scheduler
+from pipeline.sources import Source, SourceError
 from pipeline.stages import (
-    BatchInfer,
     EndOfStream,
-    LatestFrames,
     RunState,
     StageThread,
     get,
-    put,
     relay,
-    run_now,
     wait_for,
 )
 
 log = logging.getLogger(__name__)
+
+# Builds one opened source's lane: (source, on_quit, on_written) -> Lane
+LaneFactory = Callable[[Source, Callable[[], None], Callable[[], None] | None], Lane]
 
 
 class PipelineError(RuntimeError):
@@ -45,35 +42,100 @@ class PipelineError(RuntimeError):
 
 
 class Pipeline:
-    """Runs one detector over one or more sources. ``run()`` blocks until done."""
+    """Runs one detector over sources that may join and leave while it runs.
 
-    def __init__(self, sources: list[str] | list[Source], detector: Detector,
-                 config: PipelineConfig | None = None) -> None:
+    ``run()`` blocks until every source has ended (or, with ``keep_alive``,
+    until a stop). ``build_lane`` builds a source's lane once it has opened.
+    """
+
+    def __init__(self, detector: Detector, sources: list[Source],
+                 build_lane: LaneFactory, metrics: Metrics,
+                 config: PipelineConfig | None = None, *,
+                 live_view: LiveView | None = None, keep_alive: bool = False) -> None:
         self.config = config or PipelineConfig()
         self.detector = detector
-        ids = iter(unique_ids([s for s in sources if isinstance(s, str)]))
-        self.sources: list[Source] = [
-            s if isinstance(s, Source) else make_source(s, self.config.sources,
-                                                        next(ids))
-            for s in sources]
-        if not self.sources:
-            raise ValueError("no sources given")
+        self.sources = list(sources)
+        self.build_lane = build_lane
+        self.metrics = metrics
+        self.live_view = live_view
         self.state = RunState()
-        self.metrics = Metrics(runtime=runtime_info(detector))
-        self.infer_in: queue.Queue[Any] = queue.Queue(self.config.queue_size)
-        self.live = LatestFrames()  # live sources' freshest frames
+        cfg = self.config
+        self.scheduler = Scheduler(
+            detector, metrics, self.state, batch=cfg.batch,
+            max_wait_s=cfg.max_wait_ms / 1000, queue_size=cfg.queue_size,
+            # --detect-every auto paces itself by the call's time: one at a time
+            overlap=cfg.detect_every != "auto", keep_alive=keep_alive)
         self.lanes: dict[str, Lane] = {}
         self._threads: list[StageThread] = []
+        self._lock = threading.Lock()
+        self._started = False
+        self._leaving: set[str] = set()  # removed, finishing what they queued
         self._progress: tqdm | None = None
-        self.live_view: Any = None  # pipeline.live_view.LiveView with --serve
 
     def request_stop(self) -> None:
         """Stop reading; what is queued finishes (bounded by ``drain_timeout_s``)."""
         if not self.state.stopping.is_set():
             log.info("stop requested: finishing queued frames")
         self.state.stopping.set()
-        for source in self.sources:
+        with self._lock:
+            sources = list(self.sources)
+        for source in sources:
             source.stop()
+
+    def add_source(self, source: Source) -> str:
+        """Add a source: before the run it opens with the others; during the run
+        it opens now (``SourceError`` if it cannot) and its lane starts, the
+        other sources untouched. Returns its id."""
+        with self._lock:
+            if any(s.source_id == source.source_id for s in self.sources):
+                raise ValueError(f"source {source.source_id!r} is already in the run")
+            if not self._started:
+                self.sources.append(source)
+                return source.source_id
+        if self.state.stopping.is_set():
+            raise RuntimeError("the pipeline is stopping: no source can join")
+        source.open()
+        try:
+            with self._lock:
+                self.sources.append(source)
+            self._start_lane(self._open_lane(source))
+        except BaseException:
+            with self._lock:
+                self.sources.remove(source)
+            source.close()
+            raise
+        log.info("source %s joined", source.display_name)
+        return source.source_id
+
+    def remove_source(self, source_id: str, wait: bool = True,
+                      timeout_s: float = 5.0) -> None:
+        """Stop one source: what it has queued is processed, its outputs are
+        finalised, the other sources go on. ``wait``: return once its sink has
+        closed (or after ``timeout_s``); a caller that consumes the results
+        itself must not wait (the sink may be waiting for it)."""
+        with self._lock:
+            source = next((s for s in self.sources if s.source_id == source_id), None)
+            if source is None:
+                raise ValueError(f"no source {source_id!r} in the run")
+            self._leaving.add(source_id)
+            sinks = [t for t in self._threads
+                     if t.stage == "sink" and t.current[0] == source_id]
+        log.info("source %s leaves", source.display_name)
+        source.stop()
+        if not self._started or not sinks:  # never ran: nothing to finalise
+            self._left(source_id)
+            return
+        deadline = time.monotonic() + timeout_s
+        for thread in sinks if wait else ():
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _left(self, source_id: str) -> None:
+        """A source that was asked to leave has ended: forget it."""
+        with self._lock:
+            if source_id in self._leaving:
+                self._leaving.discard(source_id)
+                self.sources = [s for s in self.sources if s.source_id != source_id]
+                self.lanes.pop(source_id, None)
 
     def run(self) -> Metrics:
         """Open everything, process until all sources end or a stop, then report.
@@ -85,36 +147,48 @@ class Pipeline:
         if self.metrics.runtime:
             log.info("model runs on %s", self.metrics.runtime)
         try:
-            open_sources(self.sources, self.state, self.metrics)
+            with self._lock:
+                sources = list(self.sources)
+            open_sources(sources, self.state, self.metrics)
             if self.state.stopping.is_set():
                 return self.metrics
-            if self.config.outputs.serve:
-                from pipeline.live_view import LiveView
-
-                self.live_view = LiveView(self.config.outputs.serve, self.metrics)
+            if self.live_view is not None:
                 self.live_view.start()
-            self._open_lanes()
-            self._start_threads()
-            wait_for([t for t in self._threads if t.stage == "sink"], self.state,
-                     self.config.drain_timeout_s)
+            lanes = [self._open_lane(s) for s in sources
+                     if self.metrics.source(s.source_id).status != "failed"]
+            self._show_progress(lanes)
+            with self._lock:
+                self._started = True
+            self._spawn("infer", self.scheduler.run, None)
+            for lane in lanes:
+                self._start_lane(lane)
+            wait_for(self._running, self.state, self.config.drain_timeout_s)
         finally:
             self._shutdown()
         if self.state.error is not None:
             raise PipelineError(str(self.state.error)) from self.state.error.cause
         return self.metrics
 
-    def _open_lanes(self) -> None:
-        for source in self.sources:
-            if self.metrics.source(source.source_id).status != "failed":
-                extra = ([self.live_view.sink(source.source_id)]
-                         if self.live_view is not None else [])
-                self.lanes[source.source_id] = open_lane(
-                    source, self.detector, self.config, self.metrics,
-                    self.request_stop, self._written,
-                    rtsp_url=self._rtsp_url(source.source_id), extra_sinks=extra)
-        total = sum(lane.source.frame_count for lane in self.lanes.values())
+    def _running(self) -> list[threading.Thread]:
+        """The threads the run waits for: inference and every sink."""
+        with self._lock:
+            return [t for t in self._threads if t.stage in ("infer", "sink")]
+
+    def _open_lane(self, source: Source) -> Lane:
+        lane = self.build_lane(source, self.request_stop, self._written)
+        try:
+            self.scheduler.join(source.source_id, lane.route())
+        except BaseException:
+            lane.write.close()
+            raise
+        with self._lock:
+            self.lanes[source.source_id] = lane
+        return lane
+
+    def _show_progress(self, lanes: list[Lane]) -> None:
+        total = sum(lane.source.frame_count for lane in lanes)
         if self.config.progress and total and not any(
-                lane.source.live for lane in self.lanes.values()):
+                lane.source.live for lane in lanes):
             self._progress = tqdm(total=total, unit="frame", desc="frames",
                                   dynamic_ncols=True, leave=False)
 
@@ -122,96 +196,35 @@ class Pipeline:
         if self._progress is not None:
             self._progress.update(1)
 
-    def _rtsp_url(self, source_id: str) -> str:
-        """Where ``--rtsp-out`` pushes this source: the URL itself for one source,
-        ``URL/SOURCE_ID`` for several."""
-        url = self.config.outputs.rtsp_out
-        if not url or len(self.sources) == 1:
-            return url
-        return f"{url.rstrip('/')}/{source_id}"
+    def _start_lane(self, lane: Lane) -> None:
+        sid = lane.source_id
+        self._spawn("capture", lambda t: self._capture(t, lane), sid)
+        if not lane.source.live:  # live frames are prepared when inference is free
+            self._spawn("preprocess",
+                        lambda t: self.scheduler.prepare_files(t, sid), sid)
+        self._spawn("track", lambda t: relay(
+            t, lane.tracked_in, lane.overlay_in, lane.track), sid)
+        self._spawn("overlay", lambda t: relay(
+            t, lane.overlay_in, lane.sink_in, lane.draw), sid)
+        self._spawn("sink", lambda t: self._sink(t, lane), sid)
 
-    def _start_threads(self) -> None:
-        for sid, lane in self.lanes.items():
-            self._spawn("capture", lambda t, lane=lane: self._capture(t, lane), sid)
-            if not lane.source.live:  # live frames are prepared when inference is free
-                self._spawn("preprocess", lambda t, lane=lane: relay(
-                    t, lane.captured, self.infer_in, lane.preprocess), sid)
-        self._spawn("infer", self._infer, None)
-        for sid, lane in self.lanes.items():
-            self._spawn("track", lambda t, lane=lane: relay(
-                t, lane.tracked_in, lane.overlay_in, lane.track), sid)
-            self._spawn("overlay", lambda t, lane=lane: relay(
-                t, lane.overlay_in, lane.sink_in, lane.draw), sid)
-            self._spawn("sink", lambda t, lane=lane: self._sink(t, lane), sid)
-
-    def _spawn(self, stage: str, body: Any, sid: str | None) -> None:
+    def _spawn(self, stage: str, body: Callable[[StageThread], None],
+               sid: str | None) -> None:
         thread = StageThread(stage, body, self.state, sid)
-        self._threads.append(thread)
+        with self._lock:
+            self._threads.append(thread)
         thread.start()
 
     def _capture(self, thread: StageThread, lane: Lane) -> None:
-        state, counts = self.state, lane.capture.counts
-        frames = lane.capture.frames(state.stopping)
-        sid = lane.source.source_id
+        frames = lane.capture.frames(self.state.stopping)
         try:
             for frame in frames:
                 thread.current = (frame.source_id, frame.index)
-                if lane.source.live:
-                    counts.dropped += self.live.put(sid, frame, lane.preprocess.keep)
-                elif not put(lane.captured, frame, state):
+                if not self.scheduler.offer(frame):
                     return
         finally:
             frames.close()  # closes the source
-            if lane.source.live:
-                self.live.end(EndOfStream(sid))
-            else:
-                put(lane.captured, EndOfStream(sid), state)
-
-    def _infer(self, thread: StageThread) -> None:
-        """Batches from the feed -> each lane's tracker, in feed order. Where the
-        detector allows it (``calls_in_flight``) and every source is a file, the
-        next batch's model call starts before this one's results are handed on,
-        so the cores never wait between calls; a live source keeps one call at a
-        time (its freshest frame must not queue behind another call), and so
-        does ``--detect-every auto`` (it paces itself by the call's time)."""
-        state, cfg = self.state, self.config
-        infer = BatchInfer(self.detector, self.metrics)
-        max_batch = max(1, min(cfg.batch, self.detector.max_batch))
-        feed = InferFeed(self.infer_in, self.live, self.lanes, state,
-                         cfg.max_wait_ms / 1000)
-        overlap = not feed.any_live and cfg.detect_every != "auto"
-        depth = max(1, self.detector.calls_in_flight) if overlap else 1
-        calls = (ThreadPoolExecutor(depth, thread_name_prefix="infer-call")
-                 if depth > 1 else None)
-        submit = calls.submit if calls else run_now
-        waiting: collections.deque[tuple[list[Any], list[Any], Future[Any]]] = (
-            collections.deque())
-        open_sources = set(self.lanes)
-
-        def hand_on(items: list[Any], batch: list[Any], call: Future[Any]) -> bool:
-            if batch:
-                thread.current = (batch[0][0].source_id, batch[0][0].index)
-                for result in infer.results(batch, *call.result()):
-                    if not put(self.lanes[result.frame.source_id].tracked_in,
-                               result, state):
-                        return False
-            for eos in (i for i in items if isinstance(i, EndOfStream)):
-                open_sources.discard(eos.source_id)
-                put(self.lanes[eos.source_id].tracked_in, eos, state)
-            return True
-
-        try:
-            while open_sources and (items := feed.next(max_batch)) is not None:
-                self.metrics.record_depth("infer", self.infer_in.qsize())
-                batch = [i for i in items if not isinstance(i, EndOfStream)]
-                waiting.append((items, batch, submit(infer.detect, batch)))
-                ended = len(batch) < len(items)  # hand everything on at an end
-                while waiting and (len(waiting) >= depth or ended):
-                    if not hand_on(*waiting.popleft()):
-                        return
-        finally:
-            if calls:
-                calls.shutdown(wait=False, cancel_futures=True)
+            self.scheduler.end(lane.source_id)
 
     def _sink(self, thread: StageThread, lane: Lane) -> None:
         try:
@@ -222,21 +235,26 @@ class Pipeline:
                 lane.write(item)
         finally:
             lane.write.close()
+            self._left(lane.source_id)
 
     def _shutdown(self) -> None:
         self.state.stopping.set()
         self.state.abort.set()  # every loop leaves within POLL_S
-        for source in self.sources:
+        with self._lock:
+            sources, lanes = list(self.sources), list(self.lanes.values())
+            threads = list(self._threads)
+        opened = {lane.source_id for lane in lanes}
+        for source in sources:
             source.stop()
-            if source.source_id not in self.lanes:  # never got a capture thread
+            if source.source_id not in opened:  # never got a capture thread
                 source.close()
         # Only the sinks must finish (they finalise files). Capture may sit in a
         # blocking read and inference in a long model call; both are daemons.
         deadline = time.perf_counter() + 1.0
-        for t in self._threads:
+        for t in threads:
             if t.stage == "sink":
                 t.join(timeout=max(0.0, deadline - time.perf_counter()))
-        for lane in self.lanes.values():  # sinks of threads that never started
+        for lane in lanes:  # sinks of threads that never started
             lane.write.close()
         if self._progress is not None:
             self._progress.close()
@@ -245,4 +263,38 @@ class Pipeline:
         self.metrics.finish()
 
 
-__all__ = ["Pipeline", "PipelineConfig", "PipelineError"]
+def open_sources(sources: list[Source], state: RunState, metrics: Metrics) -> None:
+    """Open all sources at once (network opens can take their timeout), in daemon
+    threads: a Ctrl-C while a stream connects must not wait for it. Sources that
+    fail are marked failed; ``SourceError`` when none of several opens."""
+    errors: dict[str, BaseException] = {}
+
+    def open_one(source: Source) -> None:
+        try:
+            source.open()
+        except BaseException as exc:
+            errors[source.source_id] = exc
+
+    threads = [threading.Thread(target=open_one, args=(s,), daemon=True,
+                                name=f"open:{s.source_id}") for s in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            if state.stopping.wait(0.05):
+                return  # Ctrl-C while opening: leave without waiting
+    messages: list[str] = []
+    for source in sources:
+        if (exc := errors.get(source.source_id)) is None:
+            continue
+        counts = metrics.source(source.source_id)
+        counts.status, counts.reason = "failed", str(exc)
+        messages.append(str(exc) if isinstance(exc, SourceError)
+                        else f"{source.display_name}: {exc}")
+    if sources and len(messages) == len(sources):
+        raise SourceError("; ".join(messages))
+    for message in messages:
+        log.error("%s (other sources continue)", message)
+
+
+__all__ = ["Pipeline", "PipelineError", "open_sources"]

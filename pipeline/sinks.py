@@ -120,51 +120,6 @@ class Sink(ABC):
         self.close()
 
 
-class VideoSink(Sink):
-    """OpenCV's MP4 writer (``mp4v``): the former default, kept as the baseline of
-    ``benchmarks/encode_cost.py``. Frames of another size are resized (logged
-    once), never dropped. Not crash-safe: its index is written at close."""
-
-    def __init__(
-        self, path: Path, fps: float, size: tuple[int, int], fourcc: str = "mp4v"
-    ) -> None:
-        self.path = path
-        self.size = size
-        if size[0] <= 0 or size[1] <= 0:
-            raise SinkError(f"{path}: cannot write video of size {size}")
-        self.writer = cv2.VideoWriter(
-            str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size
-        )
-        if not self.writer.isOpened():
-            raise SinkError(
-                f"{path}: cannot open video writer ({fourcc}, "
-                f"{size[0]}x{size[1]} at {fps:g} FPS)"
-            )
-        self._warned = False
-        self.frames = 0
-
-    def write(self, result: Result) -> None:
-        image = result.output_image
-        if (image.shape[1], image.shape[0]) != self.size:
-            if not self._warned:
-                log.warning(
-                    "%s: frame size changed to %dx%d; resizing to %dx%d",
-                    self.path.name,
-                    image.shape[1],
-                    image.shape[0],
-                    *self.size,
-                )
-                self._warned = True
-            image = cv2.resize(image, self.size)
-        self.writer.write(image)
-        self.frames += 1
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None  # type: ignore[assignment]
-
-
 class ImageSink(Sink):
     """Annotated images, one per input frame, in ``out_dir/source_id/``, named
     as the input file (same name and format; JPEG when that format cannot be
@@ -318,51 +273,3 @@ class WindowSink(Sink):
             cv2.destroyWindow(self.title)
         except cv2.error:
             pass
-
-
-def open_sinks(
-    config: OutputConfig,
-    source_id: str,
-    fps: float,
-    size: tuple[int, int],
-    class_names: list[str],
-    image_source: bool,
-    on_quit: Callable[[], None],
-    rtsp_url: str = "",
-) -> list[Sink]:
-    """All sinks for one source, opened now; on failure the opened ones are closed.
-
-    ``rtsp_url``: where this source's annotated stream is pushed ("" = nowhere).
-    """
-    sinks: list[Sink] = []
-    try:
-        out = config.out_dir
-        if config.video:
-            if image_source:
-                sinks.append(ImageSink(output_path(out, source_id, "")))
-            else:
-                from pipeline.video_writer import AvVideoSink
-
-                sinks.append(
-                    AvVideoSink(
-                        output_path(out, source_id, ".mp4"), fps, size, config.encoder
-                    )
-                )
-        if rtsp_url and not image_source:
-            from pipeline.video_writer import AvVideoSink
-
-            sinks.append(AvVideoSink(rtsp_url, fps, size, config.encoder))
-        if config.jsonl:
-            sinks.append(JsonlSink(output_path(out, source_id, ".jsonl"), class_names))
-        if config.mot:
-            sinks.append(MotSink(output_path(out, source_id, ".mot.txt")))
-        if config.txt:
-            folder = output_path(out, "labels", "")
-            sinks.append(TxtSink(folder, source_id, image_source, config.txt_conf))
-        if config.show:
-            sinks.append(WindowSink(source_id, on_quit))
-    except BaseException:
-        for sink in sinks:
-            sink.close()
-        raise
-    return sinks

@@ -1,10 +1,11 @@
-"""Frame sources: video files, webcams, RTSP/HTTP streams, image folders and globs.
+"""Frame sources: video files, webcams, RTSP/HTTP streams, image folders and globs,
+and a program's own frames.
 
 Every source is a context manager and an iterator of ``Frame``. Live sources
 (webcam, network, or a file paced with ``realtime``) are marked ``live`` so the
 pipeline keeps only their freshest frame; file sources never drop. One module
-per kind: ``video`` (files, webcams, streams), ``images`` (folders, globs);
-``base`` holds what they share.
+per kind: ``video`` (files, webcams, streams), ``images`` (folders, globs),
+``frames`` (any iterable of images); ``base`` holds what they share.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pipeline.sources.base import (
     safe_name,
     to_bgr8,
 )
+from pipeline.sources.frames import FrameSource
 from pipeline.sources.images import ImageFolderSource
 from pipeline.sources.video import VideoSource, diagnose_open, open_capture
 
@@ -105,6 +107,7 @@ __all__ = [
     "MAX_TIMESTAMP_GAP_S",
     "RTSP_TRANSPORTS",
     "URL_SCHEMES",
+    "FrameSource",
     "ImageFolderSource",
     "Source",
     "SourceConfig",

@@ -1,51 +1,33 @@
-"""Pipeline stages: the thread/queue machinery and the work each stage does."""
+"""Pipeline stages: the thread/queue machinery and the work each per-source
+stage does (inference itself is ``pipeline.scheduler``'s)."""
 
 from pipeline.stages.machinery import (
     POLL_S,
     EndOfStream,
-    LatestFrames,
     RunState,
     StageError,
     StageThread,
     get,
-    get_batch,
     put,
     put_drop_oldest,
     relay,
-    run_now,
     wait_for,
 )
-from pipeline.stages.work import (
-    BatchInfer,
-    Capture,
-    DetectSchedule,
-    Draw,
-    Pending,
-    Preprocess,
-    Track,
-    Write,
-)
+from pipeline.stages.work import Capture, Draw, Track, Write
 
 __all__ = [
     "POLL_S",
-    "BatchInfer",
     "Capture",
-    "DetectSchedule",
     "Draw",
     "EndOfStream",
-    "LatestFrames",
-    "Pending",
-    "Preprocess",
     "RunState",
     "StageError",
     "StageThread",
     "Track",
     "Write",
     "get",
-    "get_batch",
     "put",
     "put_drop_oldest",
     "relay",
-    "run_now",
     "wait_for",
 ]

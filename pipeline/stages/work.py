@@ -8,7 +8,6 @@ and returns a new one: nothing is mutated between stages.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -16,7 +15,6 @@ from threading import Event
 from typing import Any
 
 from core.types import Detections, Frame, Result
-from engines.base import Detector, Prepared
 from pipeline.metrics import Metrics
 from pipeline.overlay import Overlay
 from pipeline.sinks import Sink
@@ -24,10 +22,6 @@ from pipeline.sources import Source, SourceError
 from pipeline.tracking.flow import FlowRefiner
 
 log = logging.getLogger(__name__)
-
-# A frame, its prepared input (None: a frame between detections) and prepare time
-Pending = tuple[Frame, Prepared | None, float]
-
 
 class Capture:
     """Reads one source; keeps its counts in ``metrics``. A source that fails
@@ -67,97 +61,6 @@ class Capture:
         if stats.damaged and counts.status == "ok":
             counts.status, counts.reason = "partial", stats.damaged
         self.source.close()
-
-
-class DetectSchedule:
-    """Which processed frames of one source run the detector: every ``every``-th
-    one, or (``every=None``) the N that holds ``fps`` given the measured
-    per-frame inference time. Counts only frames that are processed, so a
-    dropped frame never shifts the schedule."""
-
-    def __init__(self, every: int | None, fps: float, metrics: Metrics) -> None:
-        self.every, self.fps, self.metrics = every, fps, metrics
-        self.count = self.next_detect = 0
-        self.interval = every or 1  # the N in use now
-
-    def detect_now(self) -> bool:
-        k, self.count = self.count, self.count + 1
-        if self.every is not None:
-            return k % self.every == 0
-        if k < self.next_detect:
-            return False
-        infer_s = self.metrics.median("infer")
-        self.interval = max(1, math.ceil(infer_s * self.fps))
-        self.next_detect = k + self.interval
-        return True
-
-
-class Preprocess:
-    """Frame -> (frame, the detector's prepared input, seconds it took); with a
-    schedule, frames between detections skip the detector (input None)."""
-
-    def __init__(self, detector: Detector, metrics: Metrics,
-                 schedule: DetectSchedule | None = None) -> None:
-        self.detector, self.metrics, self.schedule = detector, metrics, schedule
-
-    @property
-    def keep(self) -> int:
-        """How many frames of a live source may wait: the next detect frame and
-        the frames the tracker alone will handle before it."""
-        return self.schedule.interval if self.schedule is not None else 1
-
-    def __call__(self, frame: Frame) -> Pending:
-        if self.schedule is not None and not self.schedule.detect_now():
-            return frame, None, 0.0
-        started = time.perf_counter()
-        prepared = self.detector.prepare(frame.image)
-        elapsed = time.perf_counter() - started
-        self.metrics.record("preprocess", elapsed)
-        return frame, prepared, elapsed
-
-
-class BatchInfer:
-    """Prepared frames (any mix of sources) -> one ``Result`` each, in one
-    detector call; ``classes``/``max_det`` applied by ``Detector.select``.
-    ``detect`` (the model call) may run on another thread; ``results`` then
-    counts the frames and builds the results on the caller's."""
-
-    def __init__(self, detector: Detector, metrics: Metrics) -> None:
-        self.detector, self.metrics = detector, metrics
-
-    def __call__(self, batch: list[Pending]) -> list[Result]:
-        return self.results(batch, *self.detect(batch))
-
-    def detect(self, batch: list[Pending]) -> tuple[list[Detections], float]:
-        """The detections of the frames that have an input, in order, and the
-        call's seconds per frame."""
-        run = [p for _, p, _ in batch if p is not None]
-        if not run:
-            return [], 0.0
-        started = time.perf_counter()
-        detections = self.detector.infer(run)
-        elapsed = time.perf_counter() - started
-        if len(detections) != len(run):
-            raise RuntimeError(f"detector returned {len(detections)} results "
-                               f"for a batch of {len(run)}")
-        per_frame = elapsed / len(run)
-        self.metrics.record("infer", per_frame)
-        self.metrics.record("infer_call", elapsed)
-        self.metrics.batch_sizes.append(len(run))
-        return detections, per_frame
-
-    def results(self, batch: list[Pending], detections: list[Detections],
-                per_frame: float) -> list[Result]:
-        found = iter(detections)
-        results = []
-        for frame, prepared, prep_s in batch:
-            self.metrics.source(frame.source_id).processed += 1
-            if prepared is None:  # between detections: the tracker predicts
-                results.append(Result(frame, Detections.empty(), predicted=True))
-            else:
-                results.append(Result(frame, self.detector.select(next(found)),
-                                      {"preprocess": prep_s, "infer": per_frame}))
-        return results
 
 
 def _timed(result: Result, stage: str, metrics: Metrics, started: float,

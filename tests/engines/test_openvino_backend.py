@@ -169,7 +169,8 @@ def test_shipped_families_run_on_openvino_like_onnxruntime(name: str) -> None:
 
 def test_metrics_name_the_runtime_and_precision(tmp_path: Path) -> None:
     from engines.registry import load_detector
-    from pipeline.runner import Pipeline, PipelineConfig
+    from pipeline.build import build_pipeline
+    from pipeline.config import PipelineConfig
     from pipeline.sinks import OutputConfig
     from pipeline.sources import SourceConfig
     from tests.conftest import SAMPLE_VIDEO
@@ -177,9 +178,9 @@ def test_metrics_name_the_runtime_and_precision(tmp_path: Path) -> None:
     cfg = PipelineConfig(progress=False, sources=SourceConfig(max_frames=2),
                          outputs=OutputConfig(out_dir=tmp_path, video=False))
     with load_detector("yolo", backend="openvino", threads=1) as ov:
-        summary = Pipeline([str(SAMPLE_VIDEO)], ov, cfg).run().summary()
+        summary = build_pipeline([str(SAMPLE_VIDEO)], ov, cfg).run().summary()
         assert summary["runtime"] == f"OpenVINOBackend {ov.backend.precision}"
         assert ov.backend.precision in ("bf16", "f32")
     with load_detector("yolo", threads=1) as ort:
-        table = Pipeline([str(SAMPLE_VIDEO)], ort, cfg).run().table()
+        table = build_pipeline([str(SAMPLE_VIDEO)], ort, cfg).run().table()
         assert table.splitlines()[-1].endswith("on OnnxRuntimeBackend f32")

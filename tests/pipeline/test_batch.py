@@ -24,7 +24,7 @@ from pipeline.batch import (
     run_batch,
     summary_table,
 )
-from pipeline.runner import PipelineConfig
+from pipeline.config import PipelineConfig
 from pipeline.sinks import OutputConfig
 from tests.conftest import ROOT, StubDetector, decoded_frames, write_video
 

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import PipelineConfig
-from pipeline.lanes import open_lane
 from pipeline.metrics import Metrics
-from pipeline.runner import Pipeline
+from pipeline.build import LaneBuilder, build_pipeline
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig, make_source
 from tests.conftest import StubDetector, write_video
@@ -21,7 +20,7 @@ def test_stride_writes_video_at_the_processed_rate(tmp_path, stride):
     config = PipelineConfig(sources=SourceConfig(stride=stride), tracker="bytetrack",
                             outputs=OutputConfig(out_dir=tmp_path / "out"),
                             progress=False)
-    Pipeline([str(video)], StubDetector(), config).run()
+    build_pipeline([str(video)], StubDetector(), config).run()
     cap = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
     fps, frames = cap.get(cv2.CAP_PROP_FPS), cap.get(cv2.CAP_PROP_FRAME_COUNT)
     cap.release()
@@ -29,7 +28,7 @@ def test_stride_writes_video_at_the_processed_rate(tmp_path, stride):
     assert frames == 30 // stride
     source = make_source(str(video), config.sources)
     source.open()
-    lane = open_lane(source, StubDetector(), config, Metrics(), lambda: None)
+    lane = LaneBuilder(StubDetector(), config, Metrics())(source, lambda: None)
     try:
         assert lane.track.tracker.frame_rate == pytest.approx(30.0 / stride)
     finally:
@@ -47,7 +46,7 @@ def test_image_folder_outputs_keep_the_input_names(tmp_path):
             (120, 160, 3)) * 255).astype(np.uint8))
     config = PipelineConfig(outputs=OutputConfig(out_dir=tmp_path / "out"),
                             progress=False)
-    Pipeline([str(folder)], StubDetector(), config).run()
+    build_pipeline([str(folder)], StubDetector(), config).run()
     images = sorted(p.name for p in (tmp_path / "out" / "shots").iterdir())
     assert images == ["beach.jpg", "dog 2.png", "zz.jpg"]
     records = [json.loads(line) for line in
@@ -60,7 +59,7 @@ def test_save_txt_writes_ultralytics_labels(tmp_path):
     config = PipelineConfig(outputs=OutputConfig(out_dir=tmp_path / "out",
                                                  txt=True, txt_conf=True),
                             progress=False)
-    Pipeline([str(video)], StubDetector(), config).run()
+    build_pipeline([str(video)], StubDetector(), config).run()
     labels = sorted(p.name for p in (tmp_path / "out" / "labels").iterdir())
     assert labels == ["clip_1.txt", "clip_2.txt", "clip_3.txt"]
     # the stub's box: x 40..80 of 160, y 30..60 of 120

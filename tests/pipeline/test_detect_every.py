@@ -10,19 +10,19 @@ import pytest
 from core.types import Detections
 from pipeline.config import PipelineConfig
 from pipeline.metrics import Metrics
-from pipeline.runner import Pipeline
+from pipeline.build import build_pipeline
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig
-from pipeline.stages import DetectSchedule
+from pipeline.scheduler import DetectEvery
 from tests.conftest import StubDetector, write_video
 
 
 def test_schedule_every_n_and_auto():
-    fixed = DetectSchedule(3, 30.0, Metrics())
+    fixed = DetectEvery(3, 30.0, Metrics())
     assert [fixed.detect_now() for _ in range(7)] == [True, False, False, True,
                                                       False, False, True]
     metrics = Metrics()
-    auto = DetectSchedule(None, 30.0, metrics)
+    auto = DetectEvery(None, 30.0, metrics)
     assert auto.detect_now()  # nothing measured yet: detect
     for _ in range(5):
         metrics.record("infer", 0.1)  # 100 ms per frame at 30 fps -> every 3rd
@@ -44,7 +44,7 @@ def test_frames_between_detections_are_predicted_and_marked(tmp_path, tracker):
     config = PipelineConfig(tracker=tracker, detect_every=3, progress=False,
                             outputs=OutputConfig(out_dir=tmp_path / "out",
                                                  video=False))
-    metrics = Pipeline([str(video)], detector, config).run()
+    metrics = build_pipeline([str(video)], detector, config).run()
     counts = metrics.source("clip")
     assert counts.read == counts.processed == counts.written == 12
     assert detector.calls == 4  # frames 0, 3, 6, 9 were prepared and detected
@@ -72,7 +72,7 @@ def test_live_source_holds_its_rate_when_n_covers_the_detector(tmp_path):
                                 sources=SourceConfig(realtime=True), progress=False,
                                 outputs=OutputConfig(out_dir=tmp_path / f"out{every}",
                                                      video=False))
-        summary = Pipeline([str(clip)], StubDetector(delay=call_s), config
+        summary = build_pipeline([str(clip)], StubDetector(delay=call_s), config
                            ).run().summary()
         counts = summary["sources"]["cam"]
         assert counts["read"] == counts["dropped"] + counts["written"] == 60

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from pipeline.batch import BatchJob, run_batch
-from pipeline.runner import Pipeline, PipelineConfig
+from pipeline.build import build_pipeline
+from pipeline.config import PipelineConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig, SourceError, make_source
 from tests.conftest import StubDetector, write_video
@@ -25,7 +26,7 @@ needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
 def run(path: Path, tmp_path: Path, **source_kw) -> dict:
     cfg = PipelineConfig(sources=SourceConfig(**source_kw),
                          outputs=OutputConfig(out_dir=tmp_path / "out"), progress=False)
-    metrics = Pipeline([str(path)], StubDetector(), cfg).run()
+    metrics = build_pipeline([str(path)], StubDetector(), cfg).run()
     return vars(next(iter(metrics.sources.values())))
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import PipelineConfig
-from pipeline.runner import Pipeline
+from pipeline.build import build_pipeline
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig, make_source
-from pipeline.stages import EndOfStream, LatestFrames
+from pipeline.scheduler import LatestFrames
+from pipeline.stages import EndOfStream
 from tests.conftest import StubDetector, write_video
 
 
@@ -47,7 +48,7 @@ def test_slow_detector_on_live_source_keeps_latency_near_one_call(tmp_path):
     config = PipelineConfig(sources=SourceConfig(realtime=True),
                             outputs=OutputConfig(out_dir=tmp_path / "out",
                                                  video=False), progress=False)
-    summary = Pipeline([str(clip)], detector, config).run().summary()
+    summary = build_pipeline([str(clip)], detector, config).run().summary()
     counts = summary["sources"]["cam"]
     assert counts["read"] == 40 and counts["dropped"] > 20
     assert counts["read"] == counts["dropped"] + counts["written"]
@@ -65,7 +66,7 @@ def test_file_source_beside_live_sources_loses_nothing(tmp_path):
                make_source(str(file), SourceConfig(), "file")]
     config = PipelineConfig(outputs=OutputConfig(out_dir=Path(tmp_path / "out"),
                                                  video=False), progress=False)
-    summary = Pipeline(sources, StubDetector(delay=0.05, max_batch=4),
+    summary = build_pipeline(sources, StubDetector(delay=0.05, max_batch=4),
                        config).run().summary()
     s = summary["sources"]
     assert s["file"]["read"] == s["file"]["written"] == 30

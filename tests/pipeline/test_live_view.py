@@ -23,7 +23,8 @@ import pytest
 
 from pipeline.live_view import LiveView, parse_address
 from pipeline.metrics import Metrics
-from pipeline.runner import Pipeline, PipelineConfig
+from pipeline.build import build_pipeline
+from pipeline.config import PipelineConfig
 from pipeline.sinks import OutputConfig, SinkError
 from pipeline.sources import SourceConfig
 from tests.conftest import StubDetector, write_video
@@ -41,7 +42,7 @@ def running(tmp_path: Path) -> Iterator[Pipeline]:
         outputs=OutputConfig(out_dir=tmp_path / "out", video=False,
                              serve="127.0.0.1:0"),
         progress=False)
-    pipeline = Pipeline(clips, StubDetector(), cfg)
+    pipeline = build_pipeline(clips, StubDetector(), cfg)
     thread = threading.Thread(target=pipeline.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.runner import Pipeline, PipelineConfig
+from pipeline.build import build_pipeline
+from pipeline.config import PipelineConfig
 from pipeline.sinks import OutputConfig
 from tests.conftest import StubDetector, write_video
 
@@ -19,7 +20,7 @@ def test_call_times_and_per_source_latency(tmp_path: Path) -> None:
     config = PipelineConfig(batch=4, max_wait_ms=20, progress=False,
                             outputs=OutputConfig(out_dir=tmp_path / "out",
                                                  video=False, jsonl=False))
-    metrics = Pipeline([str(c) for c in clips], detector, config).run()
+    metrics = build_pipeline([str(c) for c in clips], detector, config).run()
     summary = metrics.summary()
     # one sample per call, however many frames it carried
     assert summary["stages_ms"]["infer_call"]["n"] == len(detector.batch_sizes)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.runner import Pipeline, PipelineConfig
+from pipeline.build import build_pipeline
+from pipeline.config import PipelineConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig, SourceError, make_source
 from tests.conftest import ROOT, StubDetector, write_video
@@ -111,7 +112,7 @@ def test_dead_stream_gives_up_while_file_source_continues(
                              realtime=True),
         outputs=OutputConfig(out_dir=tmp_path / "out"), progress=False)
     threading.Timer(1.5, server.kill).start()
-    metrics = Pipeline([server.url, str(video)], StubDetector(), cfg).run()
+    metrics = build_pipeline([server.url, str(video)], StubDetector(), cfg).run()
     stream = next(c for sid, c in metrics.sources.items() if sid != "steady")
     assert stream.status == "failed"
     assert "reconnect attempts failed" in stream.reason

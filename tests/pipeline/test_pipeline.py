@@ -9,7 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.runner import Pipeline, PipelineConfig, PipelineError
+from pipeline.build import build_pipeline
+from pipeline.config import PipelineConfig
+from pipeline.runner import PipelineError
 from pipeline.sinks import OutputConfig, SinkError
 from pipeline.sources import SourceConfig, SourceError
 from tests.conftest import StubDetector, decoded_frames, write_video
@@ -24,7 +26,7 @@ def test_end_to_end_hog_on_sample(tmp_path: Path, sample_video: Path) -> None:
     from engines.hog import HogDetector
 
     cfg = config(tmp_path, sources=SourceConfig(max_frames=12))
-    metrics = Pipeline([str(sample_video)], HogDetector(), cfg).run()
+    metrics = build_pipeline([str(sample_video)], HogDetector(), cfg).run()
     counts = metrics.sources["vtest"]
     assert counts.read == counts.processed == counts.written == 12
     out = tmp_path / "out"
@@ -51,7 +53,7 @@ def test_file_source_never_drops_even_when_slow(
 ) -> None:
     detector = StubDetector(delay=0.01)
     cfg = config(tmp_path, queue_size=1)
-    metrics = Pipeline([str(small_video)], detector, cfg).run()
+    metrics = build_pipeline([str(small_video)], detector, cfg).run()
     counts = next(iter(metrics.sources.values()))
     assert counts.read == counts.written == 30 and counts.dropped == 0
     mot = (tmp_path / "out" / "small_clip.mot.txt").read_text().splitlines()
@@ -63,7 +65,7 @@ def test_live_source_drops_oldest_and_counts(tmp_path: Path) -> None:
     video = write_video(tmp_path / "live.mp4", frames=40, fps=100.0)
     detector = StubDetector(delay=0.05)  # 20 FPS against a 100 FPS "camera"
     cfg = config(tmp_path, queue_size=2, sources=SourceConfig(realtime=True))
-    metrics = Pipeline([str(video)], detector, cfg).run()
+    metrics = build_pipeline([str(video)], detector, cfg).run()
     c = metrics.sources["live"]
     assert c.read == 40
     assert c.dropped > 0
@@ -73,7 +75,7 @@ def test_live_source_drops_oldest_and_counts(tmp_path: Path) -> None:
 
 def test_stride_skips_are_counted(tmp_path: Path, small_video: Path) -> None:
     cfg = config(tmp_path, sources=SourceConfig(stride=3))
-    metrics = Pipeline([str(small_video)], StubDetector(), cfg).run()
+    metrics = build_pipeline([str(small_video)], StubDetector(), cfg).run()
     c = next(iter(metrics.sources.values()))
     assert (c.read, c.skipped, c.written) == (30, 20, 10)
     frames = [
@@ -87,7 +89,7 @@ def test_several_sources_batched_and_routed(tmp_path: Path) -> None:
     videos = [str(write_video(tmp_path / f"v{i}.mp4", frames=20 + i)) for i in range(3)]
     detector = StubDetector(delay=0.02, max_batch=4)
     cfg = config(tmp_path, batch=4, max_wait_ms=20)
-    metrics = Pipeline(videos, detector, cfg).run()
+    metrics = build_pipeline(videos, detector, cfg).run()
     for i in range(3):
         assert metrics.sources[f"v{i}"].written == 20 + i
         frames = [
@@ -117,7 +119,7 @@ def test_model_calls_overlap_on_files_and_results_keep_their_frames(
         tmp_path: Path) -> None:
     videos = [str(write_video(tmp_path / f"v{i}.mp4", frames=24 + i)) for i in range(2)]
     detector = SquareFinder(max_batch=2, in_flight=2)
-    metrics = Pipeline(videos, detector, config(tmp_path, batch=2)).run()
+    metrics = build_pipeline(videos, detector, config(tmp_path, batch=2)).run()
     assert detector.most_at_once == 2
     for i in range(2):
         assert metrics.sources[f"v{i}"].written == 24 + i
@@ -132,7 +134,7 @@ def test_live_sources_keep_one_model_call_at_a_time(tmp_path: Path) -> None:
     video = write_video(tmp_path / "live.mp4", frames=30, fps=100.0)
     detector = SquareFinder(max_batch=2, in_flight=2)
     cfg = config(tmp_path, batch=2, sources=SourceConfig(realtime=True))
-    metrics = Pipeline([str(video)], detector, cfg).run()
+    metrics = build_pipeline([str(video)], detector, cfg).run()
     assert metrics.sources["live"].written > 0 and detector.most_at_once == 1
 
 
@@ -140,7 +142,7 @@ def test_dead_source_does_not_stop_the_others(
     tmp_path: Path, small_video: Path
 ) -> None:
     missing = tmp_path / "missing.mp4"
-    metrics = Pipeline(
+    metrics = build_pipeline(
         [str(small_video), str(missing)], StubDetector(), config(tmp_path)
     ).run()
     assert metrics.sources["small_clip"].written == 30
@@ -150,7 +152,7 @@ def test_dead_source_does_not_stop_the_others(
 
 def test_all_sources_failing_raises_named_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"missing\.mp4: file not found"):
-        Pipeline(
+        build_pipeline(
             [str(tmp_path / "missing.mp4")], StubDetector(), config(tmp_path)
         ).run()
 
@@ -180,15 +182,13 @@ def test_stage_failure_stops_everything_with_named_error(
 
         monkeypatch.setattr(VideoSource, "_read", bad_read)
     elif stage == "track":
-        import pipeline.tracking as tracking
+        import pipeline.build as build
 
         class Broken:
             def update(self, dets):
                 raise RuntimeError("injected track failure")
 
-        monkeypatch.setattr(
-            tracking, "make_tracker", lambda *a, **k: Broken(), raising=False
-        )
+        monkeypatch.setattr(build, "make_tracker", lambda *a, **k: Broken())
         cfg = config(tmp_path, tracker="sort")
     elif stage == "overlay":
         from pipeline.overlay import Overlay
@@ -200,7 +200,7 @@ def test_stage_failure_stops_everything_with_named_error(
         monkeypatch.setattr(JsonlSink, "write", lambda *a, **k: 1 / 0)
     started = time.perf_counter()
     with pytest.raises(PipelineError) as info:
-        Pipeline([str(small_video)], detector, cfg).run()
+        build_pipeline([str(small_video)], detector, cfg).run()
     assert time.perf_counter() - started < 2.0
     message = str(info.value)
     assert f"stage {stage!r}" in message
@@ -210,7 +210,7 @@ def test_stage_failure_stops_everything_with_named_error(
 
 def test_request_stop_flushes_valid_outputs(tmp_path: Path) -> None:
     video = write_video(tmp_path / "long.mp4", frames=300)
-    pipeline = Pipeline([str(video)], StubDetector(delay=0.01), config(tmp_path))
+    pipeline = build_pipeline([str(video)], StubDetector(delay=0.01), config(tmp_path))
     timer = threading.Timer(0.5, pipeline.request_stop)
     timer.start()
     started = time.perf_counter()
@@ -232,7 +232,7 @@ def test_image_folder_with_odd_images(tmp_path: Path) -> None:
     cv2.imwrite(str(folder / "d_tiny.png"), np.zeros((1, 1, 3), np.uint8))
     (folder / "e_broken.jpg").write_bytes(b"not an image")
     (folder / "notes.txt").write_text("ignored")
-    metrics = Pipeline([str(folder)], StubDetector(), config(tmp_path)).run()
+    metrics = build_pipeline([str(folder)], StubDetector(), config(tmp_path)).run()
     c = metrics.sources["imgs"]
     assert (c.read, c.written, c.unreadable) == (4, 4, 1)
     written = sorted(p.name for p in (tmp_path / "out" / "imgs").iterdir())
@@ -244,7 +244,7 @@ def test_frames_that_change_size_are_written(tmp_path: Path) -> None:
     folder.mkdir()
     for i, (w, h) in enumerate([(80, 60), (120, 90), (40, 30)]):
         cv2.imwrite(str(folder / f"{i}.png"), np.zeros((h, w, 3), np.uint8))
-    metrics = Pipeline([str(folder / "*.png")], StubDetector(), config(tmp_path)).run()
+    metrics = build_pipeline([str(folder / "*.png")], StubDetector(), config(tmp_path)).run()
     assert next(iter(metrics.sources.values())).written == 3
 
 
@@ -254,7 +254,7 @@ def test_unwritable_output_fails_at_start(tmp_path: Path, small_video: Path) -> 
     cfg = config(tmp_path, outputs=OutputConfig(out_dir=blocker / "sub"))
     detector = StubDetector()
     with pytest.raises(SinkError, match="cannot create output folder"):
-        Pipeline([str(small_video)], detector, cfg).run()
+        build_pipeline([str(small_video)], detector, cfg).run()
     assert detector.calls == 0  # nothing processed before the failure
 
 

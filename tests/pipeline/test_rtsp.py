@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from core.types import Frame
-from pipeline.runner import Pipeline, PipelineConfig
+from pipeline.build import build_pipeline
+from pipeline.config import PipelineConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig, SourceError, make_source
 from tests.conftest import ROOT, StubDetector, write_video
@@ -250,7 +251,7 @@ def test_rtsp_out_reads_back_as_h264(servers, tmp_path: Path) -> None:
         outputs=OutputConfig(out_dir=tmp_path / "out", jsonl=False,
                              rtsp_out=server.url("/in", user="")),
         progress=False)
-    metrics = Pipeline([str(clip)], StubDetector(), cfg).run()
+    metrics = build_pipeline([str(clip)], StubDetector(), cfg).run()
     written = metrics.sources["clip"].written
     assert written == 50
     time.sleep(0.5)  # the server's jitter buffer drains into the file

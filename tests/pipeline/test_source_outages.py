@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import pipeline.sources.video as sources
-from pipeline.runner import Pipeline, PipelineConfig
+from pipeline.build import build_pipeline
+from pipeline.config import PipelineConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig, SourceError, make_source
 from tests.conftest import StubDetector, write_video
@@ -84,7 +85,7 @@ def test_finite_http_video_in_a_pipeline_is_ok(http_folder, tmp_path: Path) -> N
         sources=SourceConfig(timeout_s=2.0, reconnect_attempts=2, backoff_s=0.1,
                              max_frames=200),  # bounded, should it replay
         outputs=OutputConfig(out_dir=tmp_path / "out", video=False), progress=False)
-    metrics = Pipeline([f"{base}/clip.mp4"], StubDetector(), cfg).run()
+    metrics = build_pipeline([f"{base}/clip.mp4"], StubDetector(), cfg).run()
     (counts,) = metrics.sources.values()
     assert (counts.status, counts.written, counts.dropped) == ("ok", 25, 0)
 

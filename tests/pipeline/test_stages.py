@@ -13,17 +13,15 @@ from pipeline.metrics import Metrics
 from pipeline.overlay import Overlay, OverlayConfig
 from pipeline.sinks import Sink
 from pipeline.sources import make_source
+from pipeline.scheduler import BatchInfer, Preprocess, get_batch
 from pipeline.stages import (
-    BatchInfer,
     Capture,
     Draw,
     EndOfStream,
-    Preprocess,
     RunState,
     StageThread,
     Track,
     Write,
-    get_batch,
     relay,
 )
 from pipeline.tracking import make_tracker

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.runner import Pipeline, PipelineConfig
+from pipeline.build import build_pipeline
+from pipeline.config import PipelineConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig, SourceError, make_source
 from tests.conftest import StubDetector
@@ -57,7 +58,7 @@ def test_credentials_never_logged(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     cfg = PipelineConfig(sources=SourceConfig(timeout_s=0.5, reconnect_attempts=0),
                          outputs=OutputConfig(out_dir=tmp_path), progress=False)
     with pytest.raises(SourceError) as info:
-        Pipeline([url], StubDetector(), cfg).run()
+        build_pipeline([url], StubDetector(), cfg).run()
     assert "hunter2" not in str(info.value)
     assert "hunter2" not in caplog.text
     assert not any("hunter2" in p.name for p in tmp_path.rglob("*"))

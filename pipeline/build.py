@@ -1,0 +1,186 @@
+"""Builds pipelines from typed configs: the one place in ``pipeline/`` that
+opens sources, sinks, trackers and the live view. What it builds takes its
+collaborators and does not open anything itself."""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Callable, Collection, Sequence
+
+from engines.base import Detector
+from engines.registry import runtime_info
+from pipeline.config import PipelineConfig
+from pipeline.lanes import Lane
+from pipeline.live_view import LiveView
+from pipeline.metrics import Metrics
+from pipeline.overlay import Overlay
+from pipeline.runner import Pipeline
+from pipeline.scheduler import DetectEvery, DetectPolicy, EveryFrame, Preprocess
+from pipeline.sinks import (
+    ImageSink,
+    JsonlSink,
+    MotSink,
+    OutputConfig,
+    Sink,
+    TxtSink,
+    WindowSink,
+    output_path,
+)
+from pipeline.sources import (
+    ImageFolderSource,
+    Source,
+    SourceConfig,
+    make_source,
+    safe_name,
+)
+from pipeline.stages import Capture, Draw, Track, Write
+from pipeline.tracking import make_tracker
+from pipeline.tracking.flow import FlowRefiner
+from pipeline.video_writer import AvVideoSink
+
+log = logging.getLogger(__name__)
+
+LIVE_QUEUE_SIZE = 2  # live frames only age in queues: keep them short
+
+# Builds one more sink for a source (e.g. a live-view stream, a result callback).
+SinkFactory = Callable[[Source], Sink]
+
+
+def build_sources(specs: Sequence[str | Source], config: SourceConfig | None = None,
+                  taken: Collection[str] = ()) -> list[Source]:
+    """Sources for paths, camera indices, URLs, image folders and globs (objects
+    already built pass through), each with a distinct safe id (``name``,
+    ``name_2``, ...) that no id in ``taken`` uses."""
+    used = set(taken) | {s.source_id for s in specs if isinstance(s, Source)}
+    sources = []
+    for spec in specs:
+        if isinstance(spec, Source):
+            sources.append(spec)
+            continue
+        base = safe_name(str(spec).strip()) if str(spec).strip() else "source"
+        sid, n = base, 1
+        while sid in used:
+            n += 1
+            sid = f"{base}_{n}"
+        used.add(sid)
+        sources.append(make_source(str(spec), config, sid))
+    return sources
+
+
+def open_sinks(config: OutputConfig, source_id: str, fps: float, size: tuple[int, int],
+               class_names: list[str], image_source: bool,
+               on_quit: Callable[[], None], rtsp_url: str = "") -> list[Sink]:
+    """All sinks for one source, opened now; on failure the opened ones are closed.
+
+    ``rtsp_url``: where this source's annotated stream is pushed ("" = nowhere).
+    """
+    sinks: list[Sink] = []
+    try:
+        out = config.out_dir
+        if config.video:
+            if image_source:
+                sinks.append(ImageSink(output_path(out, source_id, "")))
+            else:
+                sinks.append(AvVideoSink(output_path(out, source_id, ".mp4"), fps,
+                                         size, config.encoder))
+        if rtsp_url and not image_source:
+            sinks.append(AvVideoSink(rtsp_url, fps, size, config.encoder))
+        if config.jsonl:
+            sinks.append(JsonlSink(output_path(out, source_id, ".jsonl"), class_names))
+        if config.mot:
+            sinks.append(MotSink(output_path(out, source_id, ".mot.txt")))
+        if config.txt:
+            folder = output_path(out, "labels", "")
+            sinks.append(TxtSink(folder, source_id, image_source, config.txt_conf))
+        if config.show:
+            sinks.append(WindowSink(source_id, on_quit))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
+def detect_policy(config: PipelineConfig, fps: float, metrics: Metrics
+                  ) -> DetectPolicy:
+    """Which of one source's frames need the detector (``--detect-every``)."""
+    every = config.detect_every
+    if every == 1:
+        return EveryFrame()
+    return DetectEvery(None if every == "auto" else int(every), fps, metrics)
+
+
+class LaneBuilder:
+    """Builds the lane of one opened source: tracker, detect policy, overlay
+    and sinks (opened now, so an unwritable output fails before any frame is
+    processed). ``rtsp_per_source``: ``--rtsp-out`` pushes each source to
+    ``URL/SOURCE_ID`` (several sources) instead of the URL itself.
+    ``extra_sinks`` build further sinks per source (live view, callbacks)."""
+
+    def __init__(self, detector: Detector, config: PipelineConfig, metrics: Metrics,
+                 extra_sinks: Sequence[SinkFactory] = (),
+                 rtsp_per_source: bool = False) -> None:
+        self.detector, self.config, self.metrics = detector, config, metrics
+        self.extra_sinks = list(extra_sinks)
+        self.rtsp_per_source = rtsp_per_source
+
+    def rtsp_url(self, source_id: str) -> str:
+        url = self.config.outputs.rtsp_out
+        if not url or not self.rtsp_per_source:
+            return url
+        return f"{url.rstrip('/')}/{source_id}"
+
+    def __call__(self, source: Source, on_quit: Callable[[], None],
+                 on_written: Callable[[], None] | None = None) -> Lane:
+        config, metrics = self.config, self.metrics
+        names = list(getattr(self.detector, "class_names", []))
+        size = (min(config.queue_size, LIVE_QUEUE_SIZE) if source.live
+                else config.queue_size)
+        # With --stride N only every Nth frame is processed: the written video and
+        # the tracker run at the processed rate, so playback and motion stay true.
+        fps = source.fps / config.sources.stride
+        tracker = make_tracker(config.tracker, frame_rate=fps, **config.tracker_params)
+        overlay = Overlay(names, config.overlay) if config.outputs.needs_overlay else None
+        refiner = (FlowRefiner() if config.detect_every != 1 and config.flow_refine
+                   else None)
+        sinks = open_sinks(config.outputs, source.source_id, fps, source.size, names,
+                           isinstance(source, ImageFolderSource), on_quit,
+                           self.rtsp_url(source.source_id))
+        try:
+            sinks += [make(source) for make in self.extra_sinks]
+        except BaseException:
+            for sink in sinks:
+                sink.close()
+            raise
+        return Lane(source, queue.Queue(size), queue.Queue(size), queue.Queue(size),
+                    queue.Queue(size),
+                    capture=Capture(source, metrics),
+                    preprocess=Preprocess(self.detector, metrics,
+                                          detect_policy(config, fps, metrics)),
+                    track=Track(tracker, metrics, refiner),
+                    draw=Draw(overlay, metrics),
+                    write=Write(sinks, metrics, on_written))
+
+
+def build_pipeline(sources: Sequence[str | Source], detector: Detector,
+                   config: PipelineConfig | None = None, *,
+                   extra_sinks: Sequence[SinkFactory] = (),
+                   keep_alive: bool = False) -> Pipeline:
+    """A ``Pipeline`` over ``sources`` (specs or built sources) with one
+    ``detector``. ``keep_alive``: the run waits for sources to join (a server)
+    and ends only at a stop; otherwise at least one source is required."""
+    config = config or PipelineConfig()
+    built = build_sources(sources, config.sources)
+    if not built and not keep_alive:
+        raise ValueError("no sources given")
+    metrics = Metrics(runtime=runtime_info(detector))
+    live_view = None
+    factories = list(extra_sinks)
+    if config.outputs.serve:
+        live_view = LiveView(config.outputs.serve, metrics)
+        factories.append(lambda source: live_view.sink(source.source_id))
+    lanes = LaneBuilder(detector, config, metrics, factories,
+                        rtsp_per_source=len(built) > 1 or keep_alive)
+    return Pipeline(detector, built, lanes, metrics, config, live_view=live_view,
+                    keep_alive=keep_alive)

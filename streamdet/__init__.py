@@ -1,0 +1,48 @@
+"""streamdet as a library: detectors, pipelines over video sources, trackers.
+
+    import streamdet
+
+    detector = streamdet.load_detector("yolo")
+    with streamdet.open_pipeline(streamdet.SAMPLE_VIDEO, detector,
+                                 tracker="bytetrack") as pipe:
+        for result in pipe.stream():
+            print(result.frame.index, result.detections.track_ids)
+
+A thin layer over ``engines`` (detectors), ``pipeline`` (sources, threaded
+stages, trackers, sinks) and ``core`` (the data types): everything here is
+also importable from there.
+"""
+
+from core.types import Detections, Frame, Result
+from engines.base import Detector
+from engines.registry import DetectorOptions, load_detector
+from pipeline.config import PipelineConfig
+from pipeline.metrics import Metrics
+from pipeline.runner import PipelineError
+from pipeline.sinks import EncoderConfig, OutputConfig
+from pipeline.sources import FrameSource, Source, SourceConfig, SourceError
+from pipeline.tracking import TRACKERS, make_tracker
+from streamdet.api import SAMPLE_VIDEO, Stream, open_pipeline
+
+__all__ = [
+    "SAMPLE_VIDEO",
+    "TRACKERS",
+    "Detections",
+    "Detector",
+    "DetectorOptions",
+    "EncoderConfig",
+    "Frame",
+    "FrameSource",
+    "Metrics",
+    "OutputConfig",
+    "PipelineConfig",
+    "PipelineError",
+    "Result",
+    "Source",
+    "SourceConfig",
+    "SourceError",
+    "Stream",
+    "load_detector",
+    "make_tracker",
+    "open_pipeline",
+]
