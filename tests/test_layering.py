@@ -1,5 +1,6 @@
-"""The package dependency rule: core <- engines <- pipeline <- CLI; training uses
-all three; nothing at runtime imports training (function-level imports too)."""
+"""The package dependency rule: core <- engines <- pipeline <- CLI and the
+``streamdet`` API; training uses all three; nothing at runtime imports training,
+and nothing of ours imports the API (function-level imports too)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
-    "core": {"engines", "pipeline", "training", "run_stream"},
-    "engines": {"pipeline", "training", "run_stream"},
-    "pipeline": {"training", "run_stream"},
+    "core": {"engines", "pipeline", "training", "run_stream", "streamdet"},
+    "engines": {"pipeline", "training", "run_stream", "streamdet"},
+    "pipeline": {"training", "run_stream", "streamdet"},
+    "training": {"run_stream", "streamdet"},
+    "streamdet": {"training", "run_stream"},
 }
 
 
