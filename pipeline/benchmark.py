@@ -35,11 +35,11 @@ from typing import Any
 from core.types import Frame, Result
 from engines.base import Detector
 from engines.registry import runtime_info
+from pipeline.build import LaneBuilder, build_pipeline
+from pipeline.config import PipelineConfig
 from pipeline.lanes import run_plain_loop
 from pipeline.metrics import Metrics
 from pipeline.overlay import Overlay
-from pipeline.build import LaneBuilder, build_pipeline
-from pipeline.config import PipelineConfig
 from pipeline.sources import make_source
 
 WARMUP_RUNS = 3

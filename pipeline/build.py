@@ -15,8 +15,9 @@ from pipeline.lanes import Lane
 from pipeline.live_view import LiveView
 from pipeline.metrics import Metrics
 from pipeline.overlay import Overlay
+from pipeline.policy import DetectEvery, DetectPolicy, EveryFrame
 from pipeline.runner import Pipeline
-from pipeline.scheduler import DetectEvery, DetectPolicy, EveryFrame, Preprocess
+from pipeline.scheduler import Preprocess
 from pipeline.sinks import (
     ImageSink,
     JsonlSink,
@@ -141,7 +142,8 @@ class LaneBuilder:
         # the tracker run at the processed rate, so playback and motion stay true.
         fps = source.fps / config.sources.stride
         tracker = make_tracker(config.tracker, frame_rate=fps, **config.tracker_params)
-        overlay = Overlay(names, config.overlay) if config.outputs.needs_overlay else None
+        overlay = (Overlay(names, config.overlay) if config.outputs.needs_overlay
+                   else None)
         refiner = (FlowRefiner() if config.detect_every != 1 and config.flow_refine
                    else None)
         sinks = open_sinks(config.outputs, source.source_id, fps, source.size, names,

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import queue
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from typing import TypeVar
 from core.types import Detections, Frame, Result
 from engines.base import Detector, Prepared
 from pipeline.metrics import Metrics
+from pipeline.policy import DetectPolicy, EveryFrame
 from pipeline.stages.machinery import (
     POLL_S,
     EndOfStream,
@@ -47,55 +46,6 @@ class Pending:
     frame: Frame
     prepared: Prepared | None = None
     prepare_s: float = 0.0
-
-
-class DetectPolicy(ABC):
-    """Decides, frame by frame, whether one source's frame needs the detector;
-    frames it skips go to the tracker alone, which predicts them."""
-
-    @property
-    def keep(self) -> int:
-        """How many frames of a live source may wait for inference: the next
-        detect frame and the frames the tracker alone handles before it."""
-        return 1
-
-    @abstractmethod
-    def detect_now(self, frame: Frame) -> bool:
-        """Called once per processed frame, in order."""
-
-
-class EveryFrame(DetectPolicy):
-    """The detector runs on every processed frame."""
-
-    def detect_now(self, frame: Frame) -> bool:
-        return True
-
-
-class DetectEvery(DetectPolicy):
-    """The detector runs on every ``every``-th processed frame, or
-    (``every=None``) on the N that holds ``fps`` given the measured per-frame
-    inference time. Counts only frames that are processed, so a dropped frame
-    never shifts the schedule."""
-
-    def __init__(self, every: int | None, fps: float, metrics: Metrics) -> None:
-        self.every, self.fps, self.metrics = every, fps, metrics
-        self.count = self.next_detect = 0
-        self.interval = every or 1  # the N in use now
-
-    @property
-    def keep(self) -> int:
-        return self.interval
-
-    def detect_now(self, frame: Frame | None = None) -> bool:
-        k, self.count = self.count, self.count + 1
-        if self.every is not None:
-            return k % self.every == 0
-        if k < self.next_detect:
-            return False
-        infer_s = self.metrics.median("infer")
-        self.interval = max(1, math.ceil(infer_s * self.fps))
-        self.next_detect = k + self.interval
-        return True
 
 
 class Preprocess:
@@ -314,7 +264,8 @@ class Scheduler:
         dropped); a file frame waits for room. False once the run aborts."""
         route = self.routes[frame.source_id]
         if route.live:
-            dropped = self.live.put(frame.source_id, frame, route.preprocess.policy.keep)
+            keep = route.preprocess.policy.keep
+            dropped = self.live.put(frame.source_id, frame, keep)
             self.metrics.source(frame.source_id).dropped += dropped
             return True
         return put(route.inbox, frame, self.state)

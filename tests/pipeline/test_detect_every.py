@@ -13,7 +13,7 @@ from pipeline.metrics import Metrics
 from pipeline.build import build_pipeline
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig
-from pipeline.scheduler import DetectEvery
+from pipeline.policy import DetectEvery
 from tests.conftest import StubDetector, write_video
 
 
