@@ -237,8 +237,8 @@ def build_batch_parser() -> argparse.ArgumentParser:
 
 def pipeline_config(args: argparse.Namespace) -> Any:
     """Typed configs from the parsed arguments, built once here."""
-    from pipeline.overlay import OverlayConfig
     from pipeline.config import PipelineConfig
+    from pipeline.overlay import OverlayConfig
     from pipeline.sinks import EncoderConfig, OutputConfig
     from pipeline.sources import SourceConfig
     from pipeline.tracking import parse_tracker_params

@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 
 from engines.registry import load_detector
-from pipeline.config import PipelineConfig
 from pipeline.build import build_pipeline
+from pipeline.config import PipelineConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig, read_frames
 from training.evaluate_tracking import evaluate, read_mot

@@ -83,8 +83,8 @@ def child_ours(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from engines.registry import runtime_info
     from engines.yolo import YoloDetector
-    from pipeline.config import PipelineConfig
     from pipeline.build import build_pipeline
+    from pipeline.config import PipelineConfig
     from pipeline.sinks import OutputConfig
 
     if args.backend.startswith("openvino"):

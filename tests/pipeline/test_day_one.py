@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.build import LaneBuilder, build_pipeline
 from pipeline.config import PipelineConfig
 from pipeline.metrics import Metrics
-from pipeline.build import LaneBuilder, build_pipeline
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig, make_source
 from tests.conftest import StubDetector, write_video

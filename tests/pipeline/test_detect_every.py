@@ -8,12 +8,12 @@ import json
 import pytest
 
 from core.types import Detections
+from pipeline.build import build_pipeline
 from pipeline.config import PipelineConfig
 from pipeline.metrics import Metrics
-from pipeline.build import build_pipeline
+from pipeline.policy import DetectEvery
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig
-from pipeline.policy import DetectEvery
 from tests.conftest import StubDetector, write_video
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import PipelineConfig
 from pipeline.build import build_pipeline
+from pipeline.config import PipelineConfig
+from pipeline.scheduler import LatestFrames
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig, make_source
-from pipeline.scheduler import LatestFrames
 from pipeline.stages import EndOfStream
 from tests.conftest import StubDetector, write_video
 

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.live_view import LiveView, parse_address
-from pipeline.metrics import Metrics
 from pipeline.build import build_pipeline
 from pipeline.config import PipelineConfig
+from pipeline.live_view import LiveView, parse_address
+from pipeline.metrics import Metrics
+from pipeline.runner import Pipeline
 from pipeline.sinks import OutputConfig, SinkError
 from pipeline.sources import SourceConfig
 from tests.conftest import StubDetector, write_video

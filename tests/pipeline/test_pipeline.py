@@ -244,7 +244,8 @@ def test_frames_that_change_size_are_written(tmp_path: Path) -> None:
     folder.mkdir()
     for i, (w, h) in enumerate([(80, 60), (120, 90), (40, 30)]):
         cv2.imwrite(str(folder / f"{i}.png"), np.zeros((h, w, 3), np.uint8))
-    metrics = build_pipeline([str(folder / "*.png")], StubDetector(), config(tmp_path)).run()
+    metrics = build_pipeline([str(folder / "*.png")], StubDetector(),
+                             config(tmp_path)).run()
     assert next(iter(metrics.sources.values())).written == 3
 
 

@@ -11,9 +11,9 @@ import pytest
 from core.types import Detections, Frame, Result
 from pipeline.metrics import Metrics
 from pipeline.overlay import Overlay, OverlayConfig
+from pipeline.scheduler import BatchInfer, Preprocess, get_batch
 from pipeline.sinks import Sink
 from pipeline.sources import make_source
-from pipeline.scheduler import BatchInfer, Preprocess, get_batch
 from pipeline.stages import (
     Capture,
     Draw,
