@@ -38,7 +38,7 @@ from training.schedule import Budget, warmup_cosine
 
 log = logging.getLogger(__name__)
 
-CLIP_NORM = 10.0  # gradient norm cap per step: early steps on fresh heads spike
+CLIP_NORM = 10.0  # gradient norm cap: one bad batch cannot wreck the weights
 StepCallback = Callable[[int, float], None]  # (step index, total loss)
 EpochCallback = Callable[[dict[str, Any]], None]  # the epoch's history record
 
