@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from core.meta import ModelMeta
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.precision import autocast, resolve_precision, to_float
+from training.precision import autocast, channels_last, resolve_precision, to_float
 from training.schedule import Budget, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,13 @@ class Trainer:
                  on_epoch: EpochCallback | None = None) -> None:
         self.loop = loop
         self.on_step, self.on_epoch = on_step, on_epoch
-        self.precision = loop.precision
+        self.precision = loop.precision  # resolved ("auto" -> fp32/bf16) by fit
+        self.history: list[dict[str, Any]] = []
+        self.best: float | None = None  # the best score so far
+
+    def place(self, model: nn.Module) -> nn.Module:
+        """``model`` on the run's device, channels-last (what setup builds with)."""
+        return channels_last(model.to(self.loop.device))
 
     # ------------------------------------------------------------ family hooks
 
@@ -171,9 +177,7 @@ class Trainer:
         ckpt = load_checkpoint(resume) if resume else None
         self.precision = resolve_precision(loop.precision, loop.device)
         self.setup(ckpt)
-        self.history: list[dict[str, Any]] = []
-        self.best: float | None = None
-        start_epoch = 0
+        self.history, self.best, start_epoch = [], None, 0
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])

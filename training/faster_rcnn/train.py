@@ -28,7 +28,7 @@ from core.meta import ModelMeta
 from core.types import Detections
 from engines.nets.faster_rcnn import build_faster_rcnn, make_config
 from training.loop import EpochCallback, LoopConfig, StepCallback, Trainer
-from training.precision import channels_last, check_precision
+from training.precision import check_precision
 from training.schedule import WARMUP_FRACTION
 
 log = logging.getLogger(__name__)
@@ -226,10 +226,9 @@ class FasterRCNNTrainer(Trainer):
         else:
             config = self._new_config(train_ds)
         self.size = (int(config["input_size"][0]), int(config["input_size"][1]))
-        self.model = channels_last(build_faster_rcnn(
+        self.model = self.place(build_faster_rcnn(
             {**config, "weights": cfg.weights and str(cfg.weights),
-             "backbone_weights": cfg.backbone_weights and str(cfg.backbone_weights)}
-        ).to(cfg.device))
+             "backbone_weights": cfg.backbone_weights and str(cfg.backbone_weights)}))
         self.arch = "faster_rcnn"
         self.model_config = {k: v for k, v in config.items()
                              if k not in ("weights", "backbone_weights")}

@@ -30,7 +30,7 @@ from engines.nets.yolo import SCALES, YoloModel
 from engines.yolo import YoloDetector
 from training.checkpoint import load_checkpoint
 from training.loop import EpochCallback, LoopConfig, StepCallback, Trainer
-from training.precision import channels_last, check_precision
+from training.precision import check_precision
 from training.schedule import WARMUP_FRACTION
 from training.yolo.grid import GridLoss, GridYolo
 from training.yolo.loss import DetectionLoss
@@ -322,7 +322,7 @@ class YoloTrainer(Trainer):
         train_set = load_dataset(cfg.data, "train")
         self.val_set = load_dataset(cfg.data, "val")
         names = train_set.class_names
-        self.model = channels_last(build_model(cfg, len(names)).to(cfg.device))
+        self.model = self.place(build_model(cfg, len(names)))
         if cfg.weights and ckpt is None:
             load_matching(self.model, cfg.weights)
         self.arch = "yolo_grid" if cfg.head == "grid" else "yolo"
