@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-tracking": ("training.evaluate_tracking", "MOTA/IDF1/HOTA of trackers"),
     "export": ("training.export", "export a checkpoint to ONNX with a parity check"),
     "quantize": ("training.quantize", "static int8 (QDQ) ONNX, calibrated on frames"),
-    "build-engine": ("training.tensorrt_build", "build a TensorRT engine from ONNX"),
+    "build-engine": ("training.tensorrt.cli", "build a TensorRT engine from ONNX"),
     "pseudo-label": (
         "training.pseudo_label",
         "label videos/images with a teacher detector",

@@ -2,10 +2,11 @@
 
 Convolutions and matrix products run in bfloat16 under ``torch.autocast``;
 weights, optimizer state and losses stay float32 (the outputs of the network
-are cast back before the loss). On CPUs with AVX512-BF16 or AMX (oneDNN's bf16
-kernels) a step of the YOLO trainer at 416 takes about half the fp32 time; a
-CPU without them would only emulate bf16, so ``auto`` keeps fp32 there.
+are cast back before the loss). CPUs with AVX512-BF16 or AMX run oneDNN's bf16
+kernels faster than fp32 (numbers: docs/lineage.md, "Precision"); a CPU without
+them would only emulate bf16, slower than fp32, so ``auto`` keeps fp32 there.
 Models are also kept channels-last, the layout oneDNN's convolutions prefer.
+``training.loop`` applies both to every trainer.
 """
 
 from __future__ import annotations

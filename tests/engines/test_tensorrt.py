@@ -35,21 +35,18 @@ import pytest
 from core.meta import ModelError, ModelMeta, sidecar_path
 from engines.backends import cuda_memory
 from engines.backends.tensorrt import TensorRTBackend, check_engine_sidecar
-from training.tensorrt_build import (
-    CalibrationBatcher,
-    EngineBuilder,
-    batch_profile,
-    build_engine,
-    fp16_copy,
-    meta_prepare,
-    onnx_signature,
-    qdq_nodes,
-)
+from training.tensorrt.builder import EngineBuilder
+from training.tensorrt.calibration import CalibrationBatcher, meta_prepare
+from training.tensorrt.engine import build_engine
+from training.tensorrt.fp16 import fp16_copy
+from training.tensorrt.profile import batch_profile, onnx_signature
+from training.tensorrt.qdq import qdq_nodes
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
 OWN_FILES = ["engines/backends/tensorrt.py", "engines/backends/cuda_memory.py",
-             "training/tensorrt_build.py"]
+             *(str(p.relative_to(ROOT))
+               for p in sorted((ROOT / "training" / "tensorrt").glob("*.py")))]
 
 
 # ------------------------------------------------------------------ helpers

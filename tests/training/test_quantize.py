@@ -173,7 +173,7 @@ def test_rejections_name_the_problem(tmp_path: Path, frames_dir: Path) -> None:
 
 def test_symmetric_output_is_what_tensorrt_takes(tmp_path: Path, frames_dir: Path
                                                  ) -> None:
-    from training.tensorrt_build import qdq_nodes
+    from training.tensorrt.qdq import qdq_nodes
 
     src = tiny_yolo(tmp_path / "tiny.onnx")
     frames = q.read_frames(frames_dir, 12)

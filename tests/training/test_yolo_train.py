@@ -3,6 +3,7 @@ parity and metadata, and a CI-sized training run whose mAP must clear a bar."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -252,3 +253,60 @@ def test_ci_training_run_learns_and_resumes(tmp_path, precision):
     cfg.epochs = 7
     resumed = train(cfg, resume=report["last"])
     assert [r["epoch"] for r in resumed["history"]] == list(range(7))
+
+
+class Interrupted(Exception):
+    """Stands in for a run killed between two epochs."""
+
+
+def step_losses(run, stop_after_epoch: int | None = None) -> list[tuple[int, float]]:
+    """(step, loss) of every optimizer step of ``run(on_step=..., on_epoch=...)``;
+    with ``stop_after_epoch`` the run is cut once that epoch's checkpoint is
+    written."""
+    losses: list[tuple[int, float]] = []
+
+    def stop(record: dict) -> None:
+        if record["epoch"] == stop_after_epoch:
+            raise Interrupted
+
+    try:
+        run(on_step=lambda step, loss: losses.append((step, loss)), on_epoch=stop)
+    except Interrupted:
+        pass
+    return losses
+
+
+def assert_same_steps(resumed: list[tuple[int, float]],
+                      straight: list[tuple[int, float]]) -> None:
+    assert [s for s, _ in resumed] == [s for s, _ in straight]
+    np.testing.assert_allclose([v for _, v in resumed], [v for _, v in straight],
+                               rtol=0, atol=1e-4)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("head", ["modern", "grid"])
+def test_resuming_mid_run_repeats_the_uninterrupted_run(tmp_path, head):
+    """Killed after epoch 2 of 4 and resumed from last.pt, a run takes the same
+    steps with the same losses (augmentation, shuffle, optimizer state, schedule)
+    and ends with the same EMA weights."""
+    data = write_easy_dataset(tmp_path / "easy", n_train=8, n_val=2, size=64)
+
+    def config(out: str) -> TrainConfig:
+        return TrainConfig(data=str(data), head=head, imgsz=64, epochs=4, batch=4,
+                           warmup_steps=3, grid=2, val_every=100, precision="fp32",
+                           out=str(tmp_path / out))
+
+    straight = step_losses(lambda **hooks: train(config("straight"), **hooks))
+    assert len(straight) == 8
+    cut = step_losses(lambda **hooks: train(config("cut"), **hooks),
+                      stop_after_epoch=1)
+    assert len(cut) == 4
+    last = tmp_path / "cut" / "last.pt"
+    rest = step_losses(lambda **hooks: train(config("cut"), resume=last, **hooks))
+    assert_same_steps(cut + rest, straight)
+    history = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [0, 1, 2, 3]
+    ema = load_checkpoint(last)["ema"]  # the EMA does not feed back into the losses
+    straight_ema = load_checkpoint(tmp_path / "straight" / "last.pt")["ema"]
+    for name, value in straight_ema.items():
+        torch.testing.assert_close(ema[name], value, rtol=0, atol=1e-6)

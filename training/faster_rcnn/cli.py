@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         max_images=args.max_images, threads=args.threads, precision=args.precision,
         model={k: v for k, v in model.items() if v is not None})
     result = train(cfg)
-    print(f"best mAP {result['best_map']:.4f}  best {result['best']}  "
+    best = result["best_map"]
+    print(f"best mAP {'-' if best is None else f'{best:.4f}'}  best {result['best']}  "
           f"last {result['last']}")
     return 0
 

@@ -4,14 +4,13 @@ Images are stretched to the fixed network input (what ``engines.faster_rcnn``
 and the ONNX export see), flipped, colour-jittered and, with ``affine > 0``,
 zoomed and shifted. Labels cross the torchvision boundary here: dataset class
 ids 0..C-1 become labels 1..C (0 is background) in ``to_targets``, and
-predictions go back to 0-based in ``predict``. A run lasts ``epochs`` or, with
-``minutes``, a wall-clock budget over which warm-up and cosine decay are laid
-(``training.schedule``).
+predictions go back to 0-based in ``predict``. The loop (budget, schedule,
+bf16, checkpoints, history, resume) is ``training.loop``; ``FasterRCNNTrainer``
+supplies the model, its data and its validation.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,14 +27,9 @@ from core.image import to_tensor as image_tensor
 from core.meta import ModelMeta
 from core.types import Detections
 from engines.nets.faster_rcnn import build_faster_rcnn, make_config
-from training.precision import (
-    autocast,
-    channels_last,
-    check_precision,
-    resolve_precision,
-    to_float,
-)
-from training.schedule import WARMUP_FRACTION, Budget, warmup_cosine
+from training.loop import EpochCallback, LoopConfig, StepCallback, Trainer
+from training.precision import check_precision
+from training.schedule import WARMUP_FRACTION
 
 log = logging.getLogger(__name__)
 
@@ -203,28 +197,68 @@ def validate(model: nn.Module, dataset: Any, size: tuple[int, int],
             "ms_per_image": round(ms, 1)}
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train; writes ``best.pt``/``last.pt``/``history.json`` under ``cfg.out``.
+class FasterRCNNTrainer(Trainer):
+    """The Faster R-CNN family's hooks into ``training.loop.Trainer``: the four
+    torchvision losses, summed, are the loss."""
 
-    Returns ``{"best": path, "last": path, "best_map": float, "history": [...]}``
-    where each history row holds the epoch's mean of each loss and val metrics.
-    """
-    from training.checkpoint import load_checkpoint, save_checkpoint
-    from training.data.datasets import load_dataset
+    loss_names = LOSS_NAMES
 
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    train_ds = load_dataset(cfg.data, "train")
-    val_ds = load_dataset(cfg.data, "val")
-    ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
-    if ckpt is not None:  # options given now override the checkpoint's
-        config = {**ckpt["config"], **cfg.model}
-    else:
-        first = train_ds[0].image.shape[:2]
+    def __init__(self, cfg: TrainConfig, *, on_step: StepCallback | None = None,
+                 on_epoch: EpochCallback | None = None) -> None:
+        loop = LoopConfig(out=Path(cfg.out), epochs=cfg.epochs, lr=cfg.lr,
+                          warmup_steps=cfg.warmup_iters, lr_start=0.001,
+                          lr_floor=0.05, minutes=cfg.minutes,
+                          warmup_fraction=cfg.warmup_fraction, seed=cfg.seed,
+                          device=cfg.device, precision=cfg.precision)
+        super().__init__(loop, on_step=on_step, on_epoch=on_epoch)
+        self.cfg = cfg
+
+    def setup(self, ckpt: dict[str, Any] | None) -> None:
+        from training.data.datasets import load_dataset
+
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        train_ds = load_dataset(cfg.data, "train")
+        self.val_set = load_dataset(cfg.data, "val")
+        if ckpt is not None:  # options given now override the checkpoint's
+            config = {**ckpt["config"], **cfg.model}
+        else:
+            config = self._new_config(train_ds)
+        self.size = (int(config["input_size"][0]), int(config["input_size"][1]))
+        self.model = self.place(build_faster_rcnn(
+            {**config, "weights": cfg.weights and str(cfg.weights),
+             "backbone_weights": cfg.backbone_weights and str(cfg.backbone_weights)}))
+        self.arch = "faster_rcnn"
+        self.model_config = {k: v for k, v in config.items()
+                             if k not in ("weights", "backbone_weights")}
+        self.meta = ModelMeta("faster_rcnn", list(train_ds.class_names), self.size,
+                              resize="stretch", layout="torchvision",
+                              dynamic_batch=False, extra={"label_offset": 1})
+        self.epoch_data = TrainSet(train_ds, self.size, cfg.hflip, cfg.hsv, cfg.seed,
+                                   cfg.affine)
+        self.shuffle = torch.Generator()
+        per_epoch = min(cfg.max_images or len(self.epoch_data), len(self.epoch_data))
+        # ``max_images`` draws a fresh random subset every epoch (short epochs,
+        # frequent validation and checkpoints, yet the whole dataset is seen)
+        sampler = torch.utils.data.RandomSampler(self.epoch_data, num_samples=per_epoch,
+                                                 generator=self.shuffle)
+        self.loader = torch.utils.data.DataLoader(
+            self.epoch_data, batch_size=cfg.batch, sampler=sampler, collate_fn=collate,
+            drop_last=per_epoch > cfg.batch)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if cfg.optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=cfg.lr,
+                                               weight_decay=cfg.weight_decay)
+
+    def _new_config(self, train_ds: Any) -> dict[str, Any]:
+        """``build_faster_rcnn``'s config for a fresh run (k-means anchors if asked)."""
+        cfg = self.cfg
         pretrained = bool(cfg.weights or cfg.backbone_weights)
-        input_size = input_size_for(cfg.imgsz, first)
+        input_size = input_size_for(cfg.imgsz, train_ds[0].image.shape[:2])
         options = dict(cfg.model)
         if cfg.anchors == "kmeans" and "anchor_sizes" not in options:
             from engines.nets.faster_rcnn import STRIDES
@@ -234,108 +268,45 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                                         STRIDES[cfg.backbone])
             options.update(anchor_sizes=sizes, aspect_ratios=ratios)
             log.info("k-means anchors: sizes %s, aspect ratios %s", sizes, ratios)
-        config = make_config(
+        return make_config(
             len(train_ds.class_names), backbone=cfg.backbone,
             input_size=list(input_size), norm="frozen" if pretrained else "batch",
             **options)
-    size = (int(config["input_size"][0]), int(config["input_size"][1]))
-    precision = resolve_precision(cfg.precision, cfg.device)
-    model = channels_last(build_faster_rcnn(
-        {**config, "weights": cfg.weights and str(cfg.weights),
-         "backbone_weights": cfg.backbone_weights and str(cfg.backbone_weights)}
-    ).to(cfg.device))
-    meta = ModelMeta("faster_rcnn", list(train_ds.class_names), size, resize="stretch",
-                     layout="torchvision", dynamic_batch=False,
-                     extra={"label_offset": 1})
-    data = TrainSet(train_ds, size, cfg.hflip, cfg.hsv, cfg.seed, cfg.affine)
-    shuffle = torch.Generator()
-    per_epoch = min(cfg.max_images or len(data), len(data))
-    # ``max_images`` draws a fresh random subset every epoch (short epochs, frequent
-    # validation and checkpoints, yet the whole dataset is seen)
-    sampler = torch.utils.data.RandomSampler(data, num_samples=per_epoch,
-                                             generator=shuffle)
-    loader = torch.utils.data.DataLoader(
-        data, batch_size=cfg.batch, sampler=sampler, collate_fn=collate,
-        drop_last=per_epoch > cfg.batch)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(
-            params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start_epoch, best_map, history, already = 0, -1.0, [], 0.0
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        start_epoch, best_map = ckpt["epoch"] + 1, ckpt.get("best_map", -1.0)
-        history = list(ckpt.get("history", []))
-        already = float(history[-1].get("seconds", 0.0)) if history else 0.0
-        log.info("resumed %s at epoch %d", cfg.resume, start_epoch)
-    budget = Budget(cfg.epochs, len(loader), cfg.minutes * 60, already)
-    warmup = budget.warmup(cfg.warmup_iters, cfg.warmup_fraction)
-    config = {k: v for k, v in config.items()
-              if k not in ("weights", "backbone_weights")}
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    best_path, last_path = cfg.out / "best.pt", cfg.out / "last.pt"
-    span = f"{cfg.minutes:g} min" if budget.timed else str(cfg.epochs)
-    step, epoch = start_epoch * len(loader), start_epoch
-    while not budget.spent(step):
-        model.train()
-        # every epoch reseeds shuffling, augmentation and the RPN/RoI samplers,
-        # so a resumed run repeats the epochs an uninterrupted one would see
-        data.epoch = epoch
-        shuffle.manual_seed(cfg.seed * 1000 + epoch)
-        torch.manual_seed(cfg.seed * 1000 + epoch)
-        sums = dict.fromkeys(LOSS_NAMES, 0.0)
-        steps = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{span}")
-        for images, targets in bar:
-            if budget.spent(step):
-                break
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * warmup_cosine(budget.progress(step), warmup,
-                                                     start=0.001)
-            images = [im.to(cfg.device) for im in images]
-            targets = [{k: v.to(cfg.device) for k, v in t.items()} for t in targets]
-            with autocast(cfg.device, precision):
-                losses = to_float(model(images, targets))
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch "
-                                         f"{epoch + 1}; lower --lr (now {cfg.lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(params, 10.0)
-            opt.step()
-            steps += 1
-            step += 1
-            for k in LOSS_NAMES:
-                sums[k] += losses[k].item()
-            bar.set_postfix({k.removeprefix("loss_")[:8]: f"{sums[k] / steps:.3f}"
-                             for k in LOSS_NAMES})
-        if steps == 0:  # the budget ran out before this epoch's first step
-            break
-        row: dict[str, Any] = {"epoch": epoch + 1, "steps": steps,
-                               "lr": opt.param_groups[0]["lr"], "precision": precision}
-        row.update({k: round(sums[k] / steps, 5) for k in LOSS_NAMES})
-        if len(val_ds):
-            row.update(validate(model, val_ds, size, cfg.device))
-        row["seconds"] = round(budget.elapsed(), 1)
-        history.append(row)
-        log.info("epoch %d/%s: %s", epoch + 1, span, row)
-        score = row.get("map", -row["loss_classifier"])
-        state = {"optimizer": opt.state_dict(), "history": history,
-                 "train_config": _plain(cfg)}
-        if score > best_map:
-            best_map = score
-            save_checkpoint(best_path, "faster_rcnn", config, meta, model, epoch=epoch,
-                            best_map=best_map, **state)
-        save_checkpoint(last_path, "faster_rcnn", config, meta, model, epoch=epoch,
-                        best_map=best_map, **state)
-        (cfg.out / "history.json").write_text(json.dumps(history, indent=1))
-        epoch += 1
-    return {"best": best_path, "last": last_path, "best_map": best_map,
-            "history": history}
+
+    def prepare_batch(self, batch: tuple[list, list]) -> tuple[list, list]:
+        images, targets = batch
+        device = self.cfg.device
+        return ([im.to(device) for im in images],
+                [{k: v.to(device) for k, v in t.items()} for t in targets])
+
+    def forward(self, batch: tuple[list, list]) -> dict[str, torch.Tensor]:
+        return self.model(*batch)
+
+    def loss(self, outputs: dict[str, torch.Tensor], batch: tuple[list, list]
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = torch.stack([outputs[k] for k in LOSS_NAMES]).detach()
+        return sum(outputs.values()), parts
+
+    def evaluate(self) -> dict[str, float]:
+        if not len(self.val_set):
+            return {}
+        return validate(self.model, self.val_set, self.size, self.cfg.device)
+
+    def score(self, record: dict[str, Any]) -> float | None:
+        """Val mAP; without val images, the lowest classifier loss wins."""
+        return record.get("map", -record["loss"]["loss_classifier"])
+
+    def train_config(self) -> dict[str, Any]:
+        return _plain(self.cfg)
+
+
+def train(cfg: TrainConfig, *, on_step: StepCallback | None = None,
+          on_epoch: EpochCallback | None = None) -> dict[str, Any]:
+    """Train (resuming ``cfg.resume`` if set); writes ``best.pt``/``last.pt``/
+    ``history.json`` under ``cfg.out``. Returns ``Trainer.fit``'s report: paths
+    ``best``/``last``, ``best_map``, and ``history`` (per epoch: the mean of each
+    loss under ``loss``, and the val metrics)."""
+    return FasterRCNNTrainer(cfg, on_step=on_step, on_epoch=on_epoch).fit(cfg.resume)
 
 
 def _plain(cfg: TrainConfig) -> dict[str, Any]:

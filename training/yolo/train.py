@@ -1,11 +1,10 @@
-"""Training loop for both YOLO heads: AdamW, warm-up + cosine, EMA, COCO-mAP val.
+"""YOLO training (both heads): AdamW, warm-up + cosine, EMA, COCO-mAP validation.
 
-A run lasts ``epochs`` or, with ``minutes``, a wall-clock budget over which the
-warm-up and cosine decay are laid (``training.schedule``). Checkpoints
-(``last.pt`` every epoch and at the end, ``best.pt`` on the best val mAP@[.5:.95])
-hold the raw and EMA weights, the optimizer and the epoch, so ``resume`` picks up
-exactly where it stopped. Validation runs the EMA model through the same
-``engines.yolo.YoloDetector`` used at inference, so the mAP is the deployed one.
+The loop itself (budget, schedule, bf16, checkpoints, history, resume) is
+``training.loop``; here are the YOLO parts: letterboxed data and augmentation,
+the model and its loss, the EMA of the weights, and validation. Validation runs
+the EMA model through the same ``engines.yolo.YoloDetector`` used at inference,
+so the mAP is the deployed one. Checkpoints hold the raw and EMA weights.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import copy
 import json
 import logging
 import math
-import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,22 +22,16 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from core.image import letterbox, parse_imgsz, to_tensor
 from core.meta import ModelMeta
 from engines.base import Backend
 from engines.nets.yolo import SCALES, YoloModel
 from engines.yolo import YoloDetector
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.precision import (
-    autocast,
-    channels_last,
-    check_precision,
-    resolve_precision,
-    to_float,
-)
-from training.schedule import WARMUP_FRACTION, Budget, warmup_cosine
+from training.checkpoint import load_checkpoint
+from training.loop import EpochCallback, LoopConfig, StepCallback, Trainer
+from training.precision import check_precision
+from training.schedule import WARMUP_FRACTION
 from training.yolo.grid import GridLoss, GridYolo
 from training.yolo.loss import DetectionLoss
 
@@ -104,12 +97,6 @@ class TrainConfig:
         check_precision(self.precision)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 class LetterboxedSet(Dataset):
     """Samples of a ``DetectionDataset`` (optionally augmented), letterboxed.
 
@@ -163,7 +150,8 @@ class ModelEMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Blend ``model``'s weights in with one fused ``lerp`` over all float
-        tensors (a per-tensor loop costs 3x more on a small model)."""
+        tensors (it runs after every step: a Python loop per tensor would cost
+        more than the step of a small model)."""
         self.updates += 1
         d = self.decay * (1 - math.exp(-self.updates / self.tau))
         msd = model.state_dict()
@@ -245,11 +233,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_at(progress: float, warmup: float, cfg: TrainConfig) -> float:
-    """Learning rate at ``progress`` in [0, 1] of the run (``warmup``: fraction)."""
-    return cfg.lr * warmup_cosine(progress, warmup, floor=cfg.final_lr_ratio)
-
-
 def evaluate_model(model: nn.Module, meta: ModelMeta, dataset: Any, device: str,
                    max_images: int = 0, batch: int = 16) -> dict[str, Any]:
     """COCO mAP of ``model`` (switched to export form) on ``dataset``."""
@@ -313,138 +296,95 @@ def make_augmenter(cfg: TrainConfig) -> Any:
     return Augmenter(aug_cfg, size=tuple(cfg.imgsz))
 
 
-def train(cfg: TrainConfig, resume: str | Path | None = None) -> dict[str, Any]:
-    """Train; returns ``{"best_map", "best_map50", "epochs", "seconds", "history",
-    "best", "last"}``."""
-    from training.data.datasets import load_dataset
 
-    seed_everything(cfg.seed)
-    device = cfg.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for but no CUDA GPU is visible")
-    train_set = load_dataset(cfg.data, "train")
-    val_set = load_dataset(cfg.data, "val")
-    names = train_set.class_names
-    nc = len(names)
-    precision = resolve_precision(cfg.precision, device)
-    model = channels_last(build_model(cfg, nc).to(device))
-    if cfg.weights and not resume:
-        load_matching(model, cfg.weights)
-    meta = model_meta(cfg, names)
-    arch = "yolo_grid" if cfg.head == "grid" else "yolo"
-    criterion = (GridLoss(model) if cfg.head == "grid" else DetectionLoss(model))
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                  betas=(0.9, 0.999))
-    ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau)
-    start_epoch, best, history, already = 0, -1.0, [], 0.0
-    if resume:
-        ckpt = load_checkpoint(resume)
-        model.load_state_dict(ckpt["model"])
-        ema.ema.load_state_dict(ckpt["ema"])
-        ema.updates = int(ckpt.get("ema_updates", 0))
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch = int(ckpt["epoch"]) + 1
-        best = float(ckpt.get("best_map", -1.0))
-        history = json.loads(ckpt.get("history", "[]"))
-        already = float(history[-1]["seconds"]) if history else 0.0
-        log.info("resumed %s at epoch %d", resume, start_epoch)
 
-    data = LetterboxedSet(train_set, cfg.imgsz, make_augmenter(cfg), cfg.seed)
-    loader_gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(data, batch_size=cfg.batch, shuffle=True, drop_last=True,
-                        num_workers=cfg.workers, collate_fn=collate,
-                        generator=loader_gen, persistent_workers=cfg.workers > 0)
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise ValueError(f"{cfg.data}: {len(train_set)} training images is fewer than "
-                         f"one batch of {cfg.batch}")
-    budget = Budget(cfg.epochs, steps_per_epoch, cfg.minutes * 60, already)
-    warmup = budget.warmup(cfg.warmup_steps, cfg.warmup_fraction)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+class YoloTrainer(Trainer):
+    """The YOLO family's hooks into ``training.loop.Trainer``."""
 
-    part_names = (("coord", "obj", "noobj", "cls") if cfg.head == "grid"
-                  else ("box", "cls", "dfl"))
-    metrics: dict[str, Any] = {}
-    def close_epoch(record: dict[str, Any], validate: bool, best: float,
-                    metrics: dict[str, Any]) -> tuple[float, dict[str, Any]]:
-        """Validate (if asked), log, append to history, write last.pt / best.pt."""
-        if validate:
-            metrics = evaluate_model(ema.ema, meta, val_set, device, cfg.max_val_images)
-            record.update(map=metrics["map"], map50=metrics["map50"])
-        history.append(record)
-        log.info("epoch %d/%s (%.0f s) losses %s%s", record["epoch"] + 1, span,
-                 record["seconds"], {k: round(v, 4) for k, v in record["loss"].items()},
-                 f" mAP {record['map']:.4f} mAP50 {record['map50']:.4f}"
-                 if "map" in record else "")
-        improved = "map" in record and record["map"] > best
-        best = max(best, record.get("map", best))
-        state = {"ema": ema.ema.state_dict(), "ema_updates": ema.updates,
-                 "optimizer": optimizer.state_dict(), "epoch": record["epoch"],
-                 "best_map": best, "history": json.dumps(history),
-                 "train_config": json.dumps(asdict(cfg))}
-        save_checkpoint(out / "last.pt", arch, model_config(cfg, nc), meta, model,
-                        **state)
-        if improved:
-            save_checkpoint(out / "best.pt", arch, model_config(cfg, nc), meta, model,
-                            **state)
-        return best, metrics
+    def __init__(self, cfg: TrainConfig, *, on_step: StepCallback | None = None,
+                 on_epoch: EpochCallback | None = None) -> None:
+        loop = LoopConfig(out=Path(cfg.out), epochs=cfg.epochs, lr=cfg.lr,
+                          warmup_steps=cfg.warmup_steps, lr_start=0.01,
+                          lr_floor=cfg.final_lr_ratio, minutes=cfg.minutes,
+                          warmup_fraction=cfg.warmup_fraction, seed=cfg.seed,
+                          device=cfg.device, precision=cfg.precision,
+                          val_every=cfg.val_every)
+        super().__init__(loop, on_step=on_step, on_epoch=on_epoch)
+        self.cfg = cfg
+        self.loss_names = (("coord", "obj", "noobj", "cls") if cfg.head == "grid"
+                           else ("box", "cls", "dfl"))
+        self.last_metrics: dict[str, Any] = {}
 
-    step = start_epoch * steps_per_epoch
-    epoch = start_epoch
-    span = f"{cfg.minutes:g} min" if budget.timed else str(cfg.epochs)
-    lr = lr_at(budget.progress(step), warmup, cfg)
-    while not budget.spent(step):
-        model.train()
-        data.epoch = epoch
-        loader_gen.manual_seed(cfg.seed * 1000 + epoch)
-        running = torch.zeros(len(part_names))
-        done = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{span}", leave=False)
-        for images, targets in bar:
-            if budget.spent(step):
-                break
-            lr = lr_at(budget.progress(step), warmup, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images = images.to(device, non_blocking=True).contiguous(
-                memory_format=torch.channels_last)
-            with autocast(device, precision):
-                preds = to_float(model(images))
-            if cfg.head == "grid":
-                loss, parts = criterion(preds, targets, cfg.imgsz)
-            else:
-                loss, parts = criterion(preds, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            optimizer.step()
-            ema.update(model)
-            running += parts.cpu()
-            step += 1
-            done += 1
-            mean = (running / done).tolist()
-            bar.set_postfix({k: f"{v:.3f}"
-                             for k, v in zip(part_names, mean, strict=True)})
-        if done == 0:  # the budget ran out before this epoch's first step
-            break
-        mean = (running / done).tolist()
-        losses = dict(zip(part_names, mean, strict=True))
-        record: dict[str, Any] = {"epoch": epoch, "steps": done, "lr": lr,
-                                  "loss": losses, "precision": precision,
-                                  "seconds": round(budget.elapsed(), 1)}
-        last_epoch = budget.spent(step)
-        best, metrics = close_epoch(record, (epoch + 1) % cfg.val_every == 0
-                                    or last_epoch, best, metrics)
-        epoch += 1
-    if history and "map" not in history[-1]:  # time ran out between two epochs
-        best, metrics = close_epoch(history.pop(), True, best, metrics)
-    seconds = budget.elapsed()
-    best_record = max((r for r in history if "map" in r), key=lambda r: r["map"],
-                      default={})
-    (out / "history.json").write_text(json.dumps(history, indent=2))
-    return {"best_map": best_record.get("map"), "best_map50": best_record.get("map50"),
-            "epochs": epoch, "seconds": round(seconds, 1), "history": history,
-            "best": str(out / "best.pt"), "last": str(out / "last.pt"),
-            "last_metrics": metrics}
+    def setup(self, ckpt: dict[str, Any] | None) -> None:
+        from training.data.datasets import load_dataset
+
+        cfg = self.cfg
+        train_set = load_dataset(cfg.data, "train")
+        self.val_set = load_dataset(cfg.data, "val")
+        names = train_set.class_names
+        self.model = self.place(build_model(cfg, len(names)))
+        if cfg.weights and ckpt is None:
+            load_matching(self.model, cfg.weights)
+        self.arch = "yolo_grid" if cfg.head == "grid" else "yolo"
+        self.model_config = model_config(cfg, len(names))
+        self.meta = model_meta(cfg, names)
+        self.criterion: Callable[..., tuple[torch.Tensor, torch.Tensor]] = (
+            GridLoss(self.model) if cfg.head == "grid" else DetectionLoss(self.model))
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay),
+                                           lr=cfg.lr, betas=(0.9, 0.999))
+        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau)
+        self.epoch_data = LetterboxedSet(train_set, cfg.imgsz, make_augmenter(cfg),
+                                         cfg.seed)
+        self.shuffle = torch.Generator().manual_seed(cfg.seed)
+        self.loader = DataLoader(self.epoch_data, batch_size=cfg.batch, shuffle=True,
+                                 drop_last=True, num_workers=cfg.workers,
+                                 collate_fn=collate, generator=self.shuffle,
+                                 persistent_workers=cfg.workers > 0)
+        if len(self.loader) == 0:
+            raise ValueError(f"{cfg.data}: {len(train_set)} training images is fewer "
+                             f"than one batch of {cfg.batch}")
+
+    def prepare_batch(self, batch: tuple[torch.Tensor, torch.Tensor]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        images, targets = batch
+        images = images.to(self.cfg.device, non_blocking=True).contiguous(
+            memory_format=torch.channels_last)
+        return images, targets
+
+    def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> Any:
+        return self.model(batch[0])
+
+    def loss(self, outputs: Any, batch: tuple[torch.Tensor, torch.Tensor]
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cfg.head == "grid":
+            return self.criterion(outputs, batch[1], self.cfg.imgsz)
+        return self.criterion(outputs, batch[1])
+
+    def optimizer_stepped(self) -> None:
+        self.ema.update(self.model)
+
+    def evaluate(self) -> dict[str, float]:
+        self.last_metrics = evaluate_model(self.ema.ema, self.meta, self.val_set,
+                                           self.cfg.device, self.cfg.max_val_images)
+        return {"map": self.last_metrics["map"], "map50": self.last_metrics["map50"]}
+
+    def train_config(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self.cfg)))
+
+    def state(self) -> dict[str, Any]:
+        return {"ema": self.ema.ema.state_dict(), "ema_updates": self.ema.updates}
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        self.ema.ema.load_state_dict(ckpt["ema"])
+        self.ema.updates = int(ckpt.get("ema_updates", 0))
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None, *,
+          on_step: StepCallback | None = None,
+          on_epoch: EpochCallback | None = None) -> dict[str, Any]:
+    """Train (``resume``: a ``last.pt`` to continue); returns ``Trainer.fit``'s
+    report plus ``last_metrics``, the last validation's full COCO metrics."""
+    trainer = YoloTrainer(cfg, on_step=on_step, on_epoch=on_epoch)
+    report = trainer.fit(resume)
+    report["last_metrics"] = trainer.last_metrics
+    return report
