@@ -29,12 +29,12 @@ import numpy as np
 from tqdm import tqdm
 
 from core.boxes import iou_matrix
+from core.formats import MOT_COLUMNS, mot_line, mot_rows
 from core.types import Detections
-from pipeline.tracking import TRACKERS, make_tracker
+from pipeline.tracking import TRACKERS, make_tracker, parse_tracker_params_for
 
 log = logging.getLogger(__name__)
 
-MOT_COLUMNS = 10  # frame, id, x, y, w, h, conf, class, visibility, (unused)
 SUMMARY = ("MOTA", "IDF1", "HOTA", "IDSW", "MT", "ML")
 
 
@@ -71,9 +71,7 @@ def write_mot(path: str | Path, rows: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = np.asarray(rows, dtype=np.float64)
     with open(path, "w") as f:
-        for r in rows:
-            f.write(f"{int(r[0])},{int(r[1])},{r[2]:.2f},{r[3]:.2f},{r[4]:.2f},"
-                    f"{r[5]:.2f},{r[6]:.4f},-1,-1,-1\n")
+        f.writelines(mot_line(*r[:7]) for r in rows)
     return path
 
 
@@ -318,7 +316,8 @@ def detector_detections(video: str | Path, detector: str, device: str = "cpu",
 
 def run_tracker(name: str, detections: list[Detections], frame_rate: float = 30.0,
                 **params: Any) -> tuple[np.ndarray, float]:
-    """Track a sequence of per-frame detections (frame 1 first).
+    """Track a sequence of per-frame detections (frame 1 first, one frame period
+    of ``frame_rate`` apart).
 
     Returns MOT rows (N, 7) ``frame, id, x, y, w, h, score`` and the mean
     milliseconds per frame spent in ``tracker.update``.
@@ -330,42 +329,12 @@ def run_tracker(name: str, detections: list[Detections], frame_rate: float = 30.
     spent = 0.0
     for frame, dets in enumerate(detections, start=1):
         start = time.perf_counter()
-        tracked = tracker.update(dets)
+        tracked = tracker.update(dets, timestamp=(frame - 1) / frame_rate)
         spent += time.perf_counter() - start
-        xywh = np.concatenate([tracked.xyxy[:, :2],
-                               tracked.xyxy[:, 2:] - tracked.xyxy[:, :2]], axis=1)
-        rows.append(np.column_stack([np.full(len(tracked), frame), tracked.track_ids,
-                                     xywh, tracked.scores]))
+        rows.append(mot_rows(frame, tracked.xyxy, tracked.track_ids,
+                             tracked.scores)[:, :7])
     rows_arr = np.concatenate(rows) if rows else np.zeros((0, 7))
     return rows_arr, 1000.0 * spent / max(len(detections), 1)
-
-
-def tracker_params(trackers: list[str], pairs: list[str]) -> dict[str, dict[str, Any]]:
-    """``["track_high_thresh=0.3", "sort.max_age=5"]`` -> parameters per tracker.
-
-    A bare name goes to every tracker whose config has that field; ``tracker.name``
-    to one. Values take the type of the field's default."""
-    from dataclasses import fields
-
-    out: dict[str, dict[str, Any]] = {name: {} for name in trackers}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        target, _, field_name = key.rpartition(".")
-        if not sep or (target and target not in trackers):
-            raise ValueError(f"--param {pair!r}: expected NAME=VALUE or "
-                             f"TRACKER.NAME=VALUE with TRACKER in {trackers}")
-        used = False
-        for name in [target] if target else trackers:
-            known = {f.name: f.default for f in fields(TRACKERS[name][1])}
-            if field_name in known:
-                kind = type(known[field_name])
-                out[name][field_name] = (text.lower() in ("1", "true", "yes")
-                                         if kind is bool else kind(text))
-                used = True
-        if not used:
-            raise ValueError(f"--param {pair!r}: no tracker among {trackers} has a "
-                             f"parameter {field_name!r}")
-    return out
 
 
 def _video_info(video: Path) -> tuple[int, float, tuple[int, int]]:
@@ -472,7 +441,7 @@ def run(args: argparse.Namespace) -> int:
         detections = detector_detections(args.video, args.detector, args.device,
                                          args.conf)
     trackers = list(TRACKERS) if args.tracker == "all" else [args.tracker]
-    params = tracker_params(trackers, args.param)
+    params = parse_tracker_params_for(trackers, args.param)
     table = []
     for tracker in trackers:
         rows, ms = run_tracker(tracker, detections, frame_rate, **params[tracker])

@@ -183,7 +183,7 @@ def test_stage_failure_stops_everything_with_named_error(
         import pipeline.tracking as tracking
 
         class Broken:
-            def update(self, dets):
+            def update(self, dets, **kwargs):
                 raise RuntimeError("injected track failure")
 
         monkeypatch.setattr(
