@@ -28,51 +28,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from core.boxes import iou_matrix
-from core.formats import MOT_COLUMNS, mot_line, mot_rows
+from core.boxes import iou_matrix, xywh_to_xyxy
+from core.formats import MOT_COLUMNS, mot_rows, read_mot, write_mot
 from core.types import Detections
 from pipeline.tracking import TRACKERS, make_tracker, parse_tracker_params_for
 
 log = logging.getLogger(__name__)
 
 SUMMARY = ("MOTA", "IDF1", "HOTA", "IDSW", "MT", "ML")
-
-
-def read_mot(path: str | Path) -> np.ndarray:
-    """A MOTChallenge text file -> (N, 10) float64 rows
-    ``frame, id, x, y, w, h, conf, class, visibility, z`` (missing columns = -1).
-
-    Boxes are top-left x, y, width, height in pixels; frames are 1-based. Comma or
-    whitespace separated.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MOT file not found: {path}")
-    text = path.read_text().replace(",", " ").strip()
-    if not text:
-        return np.zeros((0, MOT_COLUMNS))
-    try:
-        rows = np.loadtxt(text.splitlines(), ndmin=2, dtype=np.float64)
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a MOTChallenge file ({exc})") from exc
-    if rows.shape[1] < 6:
-        raise ValueError(f"{path}: needs at least 6 columns "
-                         f"(frame,id,x,y,w,h), found {rows.shape[1]}")
-    out = np.full((len(rows), MOT_COLUMNS), -1.0)
-    out[:, : min(MOT_COLUMNS, rows.shape[1])] = rows[:, :MOT_COLUMNS]
-    if rows.shape[1] < 7:
-        out[:, 6] = 1.0
-    return out
-
-
-def write_mot(path: str | Path, rows: np.ndarray) -> Path:
-    """Write tracker output rows (N, >=7) as ``frame,id,x,y,w,h,conf,-1,-1,-1``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = np.asarray(rows, dtype=np.float64)
-    with open(path, "w") as f:
-        f.writelines(mot_line(*r[:7]) for r in rows)
-    return path
 
 
 def find_sequences(gt: str | Path, pred: str | Path | None = None
@@ -118,10 +81,6 @@ def _relabel(ids: np.ndarray) -> tuple[np.ndarray, int]:
     return inverse.astype(np.int64), len(unique)
 
 
-def _xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
-    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]], axis=1)
-
-
 # MOTChallenge classes whose boxes a tracker may report without penalty:
 # person on vehicle, non-MOT vehicle, static person, distractor, reflection.
 MOT_DISTRACTORS = (2, 6, 7, 8, 12)
@@ -138,7 +97,7 @@ def mot_pedestrians(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.nd
     for frame in np.intersect1d(gt[:, 0], pred[:, 0]):
         g = np.flatnonzero(gt[:, 0] == frame)
         p = np.flatnonzero(pred[:, 0] == frame)
-        iou = iou_matrix(_xywh_to_xyxy(gt[g, 2:6]), _xywh_to_xyxy(pred[p, 2:6]))
+        iou = iou_matrix(xywh_to_xyxy(gt[g, 2:6]), xywh_to_xyxy(pred[p, 2:6]))
         iou[iou < 0.5 - 1e-6] = 0
         rows, cols = linear_sum_assignment(-iou)
         hit = iou[rows, cols] > 1e-6
@@ -173,7 +132,7 @@ def sequence_data(gt: np.ndarray, pred: np.ndarray, name: str = "seq"
         "num_tracker_dets": len(pred), "gt_ids": [], "tracker_ids": [],
         "similarity_scores": [],
     }
-    gt_boxes, pred_boxes = _xywh_to_xyxy(gt[:, 2:6]), _xywh_to_xyxy(pred[:, 2:6])
+    gt_boxes, pred_boxes = xywh_to_xyxy(gt[:, 2:6]), xywh_to_xyxy(pred[:, 2:6])
     for t in range(n_frames):
         g = slice(gt_cut[t], gt_cut[t + 1])
         p = slice(pred_cut[t], pred_cut[t + 1])

@@ -117,18 +117,18 @@ def parse_tracker_params_for(trackers: list[str], pairs: list[str]
     keys = {_key(t): t for t in trackers}
     grouped: dict[str, list[str]] = {t: [] for t in trackers}
     for pair in pairs:
-        target, dot, rest = pair.partition("=")[0].partition(".")
+        target, dot, field_name = pair.partition("=")[0].strip().rpartition(".")
         if dot:
             if _key(target) not in keys:
                 raise ValueError(f"tracker parameter {pair!r}: {target!r} is not "
                                  f"one of the trackers run, {trackers}")
-            grouped[keys[_key(target)]].append(pair.partition(".")[2])
+            grouped[keys[_key(target)]].append(pair.split(".", 1)[1])
             continue
-        having = [t for t in trackers if _key(t) in TRACKERS and target.strip() in
+        having = [t for t in trackers if _key(t) in TRACKERS and field_name in
                   {f.name for f in fields(TRACKERS[_key(t)][1])}]
         if not having:
             raise ValueError(f"tracker parameter {pair!r}: none of {trackers} has "
-                             f"a parameter {target.strip()!r}")
+                             f"a parameter {field_name!r}")
         for t in having:
             grouped[t].append(pair)
     return {t: parse_tracker_params(t, p) for t, p in grouped.items()}

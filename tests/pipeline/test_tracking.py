@@ -22,7 +22,7 @@ from tests.conftest import make_detections
 from tests.pipeline.tracking_helpers import regular
 
 # SORT's reference defaults drop a track after one missed frame; the occlusion
-# tests give it a longer memory so both trackers face the same sequences.
+# tests give it a longer memory so all three trackers face the same sequences.
 TRACKERS = {
     "bytetrack": {},
     "ocsort": {},
