@@ -290,9 +290,9 @@ def run_ours(seq: Sequence, name: str, params: dict[str, Any]) -> np.ndarray:
 
     tracker = make_tracker(name, frame_rate=seq.fps, **params)
     assert tracker is not None
-    # Only trackers with camera-motion compensation look at the pixels, and
-    # rendering them is what costs: the others get no image.
-    wants_image = tracker.config.cmc != "none"
+    # Only camera-motion compensation looks at the pixels, and rendering them is
+    # what costs: without it the tracker gets no image.
+    wants_image = params.get("cmc", "none") != "none"
     rows = []
     for t, (xyxy, scores, classes) in enumerate(seq.dets):
         out = tracker.update(Detections(xyxy, scores, classes), timestamp=t / seq.fps,

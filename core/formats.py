@@ -1,7 +1,8 @@
 """File formats shared by the runtime and training: media suffixes, MOTChallenge
-rows and YOLO label lines. Every reader and writer of these formats goes through
-here, so a file written by the pipeline, the evaluator or the benchmarks is the
-same byte for byte."""
+tracker rows and YOLO label lines. Each is written and read by one function
+here, so the pipeline, the evaluator, the dataset tools and the benchmarks agree
+byte for byte. (Ground truth with class and visibility columns is written by
+``training.data.generate``, the one place that knows them.)"""
 
 from __future__ import annotations
 

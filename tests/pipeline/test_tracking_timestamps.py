@@ -192,3 +192,23 @@ def test_kalman_prediction_spans_fractional_periods():
     whole, whole_cov = kf.multi_predict(mean, cov)
     assert half[0, 0] == pytest.approx(103.0) and whole[0, 0] == pytest.approx(106.0)
     assert half_cov[0, 0, 0] < whole_cov[0, 0, 0]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_irregular_intervals_predict_where_the_object_is(name):
+    # Frames at irregular intervals of 0.5 to 2.5 periods (a live source under
+    # load); the object moves 180 px/s. A prediction a quarter second after the
+    # last frame lands where the object is then.
+    rng = np.random.default_rng(0)
+    fps, speed = 30.0, 180.0
+    stamps = np.cumsum(np.r_[0.0, rng.uniform(0.5, 2.5, 40)]) / fps
+    tracker = make_tracker(name, frame_rate=fps, **({"max_age": 5}
+                                                    if name == "sort" else {}))
+    ids = matched_ids(tracker, list(stamps),
+                      [box(100 + speed * t, 200, 60, 120) for t in stamps])
+    assert ids == [[1]] * len(stamps)
+    later = stamps[-1] + 0.25
+    predicted = tracker.predict(timestamp=later)
+    assert predicted.track_ids.tolist() == [1]
+    centre = (predicted.xyxy[0, 0] + predicted.xyxy[0, 2]) / 2
+    assert centre == pytest.approx(100 + speed * later, abs=3)
