@@ -482,7 +482,10 @@ def main(argv: list[str] | None = None) -> int:
     bad = sorted(set(trackers) - set(TRACKERS))
     if bad:
         parser.error(f"unknown trackers {bad}; choose from {list(TRACKERS)}")
-    params = parse_tracker_params_for(trackers, args.param)
+    try:
+        params = parse_tracker_params_for(trackers, args.param)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.with_paper:
         trackers.append("bytetrack-mot17")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
