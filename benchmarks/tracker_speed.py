@@ -43,11 +43,12 @@ def moving_boxes(n_objects: int, n_frames: int, seed: int = 0) -> list[Detection
 def time_tracker(name: str, frames: list[Detections], warmup: int = 10) -> float:
     """Mean ms per ``update`` over ``frames`` after ``warmup`` untimed frames."""
     tracker = make_tracker(name)
-    for dets in frames[:warmup]:
-        tracker.update(dets)
+    assert tracker is not None
+    for t, dets in enumerate(frames[:warmup]):
+        tracker.update(dets, timestamp=t / 30)
     start = time.perf_counter()
-    for dets in frames[warmup:]:
-        tracker.update(dets)
+    for t, dets in enumerate(frames[warmup:], start=warmup):
+        tracker.update(dets, timestamp=t / 30)
     return 1000 * (time.perf_counter() - start) / max(len(frames) - warmup, 1)
 
 

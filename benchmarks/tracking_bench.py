@@ -284,32 +284,21 @@ def _covered(boxes: np.ndarray) -> np.ndarray:
 
 def run_ours(seq: Sequence, name: str, params: dict[str, Any]) -> np.ndarray:
     """MOT rows (N, 10) of one of our trackers on ``seq``."""
+    from core.formats import mot_rows
     from core.types import Detections
     from pipeline.tracking import make_tracker
 
     tracker = make_tracker(name, frame_rate=seq.fps, **params)
-    wants_image = getattr(tracker, "uses_image", False)
+    assert tracker is not None
+    # Only camera-motion compensation looks at the pixels, and rendering them is
+    # what costs: without it the tracker gets no image.
+    wants_image = params.get("cmc", "none") != "none"
     rows = []
     for t, (xyxy, scores, classes) in enumerate(seq.dets):
-        dets = Detections(xyxy, scores, classes)
-        if wants_image:
-            out = tracker.update(dets, image=seq.image(t))
-        else:
-            out = tracker.update(dets)
-        rows.append(_mot_rows(t + 1, out.xyxy, out.track_ids, out.scores))
+        out = tracker.update(Detections(xyxy, scores, classes), timestamp=t / seq.fps,
+                             image=seq.image(t) if wants_image else None)
+        rows.append(mot_rows(t + 1, out.xyxy, out.track_ids, out.scores))
     return np.concatenate(rows)
-
-
-def _mot_rows(frame: int, xyxy: np.ndarray, ids: np.ndarray,
-              scores: np.ndarray) -> np.ndarray:
-    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
-    out = np.full((len(xyxy), 10), -1.0)
-    out[:, 0] = frame
-    out[:, 1] = ids
-    out[:, 2:4] = xyxy[:, :2]
-    out[:, 4:6] = xyxy[:, 2:] - xyxy[:, :2]
-    out[:, 6] = scores
-    return out
 
 
 def run_reference(python: str, seqs: list[Sequence]
@@ -344,6 +333,9 @@ def reference_worker(src: str, dst: str) -> None:
     import supervision as sv
     import trackers
 
+    sys.path.insert(0, str(ROOT))  # core needs only NumPy, which that venv has
+    from core.formats import mot_rows
+
     makers = {
         "rf-bytetrack": trackers.ByteTrackTracker,
         "rf-sort": trackers.SORTTracker,
@@ -367,9 +359,9 @@ def reference_worker(src: str, dst: str) -> None:
                         class_id=data[f"{i}_class"][a:b].astype(int))
                     res = tracker.update(dets)
                     keep = res.tracker_id >= 0
-                    rows.append(_mot_rows(t + 1, res.xyxy[keep],
-                                          res.tracker_id[keep] + 1,
-                                          res.confidence[keep]))
+                    rows.append(mot_rows(t + 1, res.xyxy[keep],
+                                         res.tracker_id[keep] + 1,
+                                         res.confidence[keep]))
                 out[f"{name}_{i}"] = np.concatenate(rows)
     np.savez(dst, **out)
 
@@ -386,20 +378,6 @@ def score(seqs: list[Sequence], pred: dict[str, np.ndarray]) -> dict[str, float]
             "MOTA": combined["MOTA"], "AssA": combined["AssA"],
             "DetA": combined["DetA"],
             "IDSW": float(np.mean([res[s.name]["IDSW"] for s in seqs]))}
-
-
-def parse_params(pairs: list[str], names: list[str]) -> dict[str, dict[str, Any]]:
-    """``["ocsort.max_age=40", "bytetrack.cmc=sparse"]`` -> parameters per tracker."""
-    from pipeline.tracking import parse_tracker_params
-
-    grouped: dict[str, list[str]] = {n: [] for n in names}
-    for pair in pairs:
-        target, dot, rest = pair.partition(".")
-        if not dot or target not in grouped:
-            raise ValueError(f"--param {pair!r}: expected TRACKER.NAME=VALUE with "
-                             f"TRACKER one of {names}")
-        grouped[target].append(rest)
-    return {n: parse_tracker_params(n, p) for n, p in grouped.items()}
 
 
 def print_table(family: Family, n_seqs: int, results: dict[str, dict[str, float]],
@@ -491,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sys.path.insert(0, str(ROOT))
-    from pipeline.tracking import TRACKERS
+    from pipeline.tracking import TRACKERS, parse_tracker_params_for
 
     families = list(FAMILIES) if "all" in args.families else args.families
     unknown = sorted(set(families) - set(FAMILIES))
@@ -504,7 +482,10 @@ def main(argv: list[str] | None = None) -> int:
     bad = sorted(set(trackers) - set(TRACKERS))
     if bad:
         parser.error(f"unknown trackers {bad}; choose from {list(TRACKERS)}")
-    params = parse_params(args.param, trackers)
+    try:
+        params = parse_tracker_params_for(trackers, args.param)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.with_paper:
         trackers.append("bytetrack-mot17")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.boxes import xywh_to_xyxy
 from engines.backends.onnxruntime import OnnxRuntimeBackend
 from engines.base import Detector
 from engines.yolo import YoloDetector
@@ -47,7 +48,7 @@ def video_dataset(video: Path, class_names: list[str], out_dir: Path,
             break
         index += 1
         rows = gt[(gt[:, 0] == index) & (gt[:, 8] >= MIN_VISIBILITY)]
-        xyxy = np.concatenate([rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]], 1)
+        xyxy = xywh_to_xyxy(rows[:, 2:6])
         path = out_dir / f"{index:06d}.png"
         cv2.imwrite(str(path), frame)
         paths.append(path)

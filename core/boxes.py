@@ -16,6 +16,7 @@ def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
 
 
 def xyxy_to_cxcywh(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) x1 y1 x2 y2 -> (N, 4) centre-x, centre-y, width, height (YOLO)."""
     boxes = np.asarray(boxes, dtype=np.float32)
     wh = boxes[:, 2:4] - boxes[:, :2]
     return np.concatenate([boxes[:, :2] + wh / 2, wh], axis=1)

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
 
-from core.boxes import xyxy_to_cxcywh
+from core.formats import mot_lines, yolo_label_lines
 from core.types import Result
 
 log = logging.getLogger(__name__)
@@ -207,12 +206,8 @@ class MotSink(Sink):
         d = result.detections
         if not len(d):
             return
-        xywh = np.concatenate([d.xyxy[:, :2], d.xyxy[:, 2:] - d.xyxy[:, :2]], axis=1)
-        frame = result.frame.index + 1
         self.file.writelines(
-            f"{frame},{t},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.4f},-1,-1,-1\n"
-            for (x, y, w, h), s, t in zip(xywh, d.scores, d.track_ids, strict=True)
-        )
+            mot_lines(result.frame.index + 1, d.xyxy, d.track_ids, d.scores))
         self.file.flush()
 
     def close(self) -> None:
@@ -239,15 +234,11 @@ class TxtSink(Sink):
         d = result.detections
         if not len(d):
             return
-        h, w = result.frame.image.shape[:2]
-        cxcywh = xyxy_to_cxcywh(d.xyxy) / np.array([w, h, w, h], np.float32)
         name = (Path(result.frame.name).stem if self.per_image and result.frame.name
                 else f"{self.stem}_{result.frame.index + 1}")
-        lines = []
-        for (cx, cy, bw, bh), c, s in zip(cxcywh, d.class_ids, d.scores, strict=True):
-            line = f"{int(c)} {cx:.6g} {cy:.6g} {bw:.6g} {bh:.6g}"
-            lines.append(f"{line} {s:.6g}\n" if self.conf else f"{line}\n")
-        (self.folder / f"{name}.txt").write_text("".join(lines))
+        text = yolo_label_lines(d.xyxy, d.class_ids, result.frame.image.shape[:2],
+                                d.scores if self.conf else None)
+        (self.folder / f"{name}.txt").write_text(text)
 
 
 class WindowSink(Sink):

@@ -28,53 +28,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from core.boxes import iou_matrix
+from core.boxes import iou_matrix, xywh_to_xyxy
+from core.formats import MOT_COLUMNS, mot_rows, read_mot, write_mot
 from core.types import Detections
-from pipeline.tracking import TRACKERS, make_tracker
+from pipeline.tracking import TRACKERS, make_tracker, parse_tracker_params_for
 
 log = logging.getLogger(__name__)
 
-MOT_COLUMNS = 10  # frame, id, x, y, w, h, conf, class, visibility, (unused)
 SUMMARY = ("MOTA", "IDF1", "HOTA", "IDSW", "MT", "ML")
-
-
-def read_mot(path: str | Path) -> np.ndarray:
-    """A MOTChallenge text file -> (N, 10) float64 rows
-    ``frame, id, x, y, w, h, conf, class, visibility, z`` (missing columns = -1).
-
-    Boxes are top-left x, y, width, height in pixels; frames are 1-based. Comma or
-    whitespace separated.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MOT file not found: {path}")
-    text = path.read_text().replace(",", " ").strip()
-    if not text:
-        return np.zeros((0, MOT_COLUMNS))
-    try:
-        rows = np.loadtxt(text.splitlines(), ndmin=2, dtype=np.float64)
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a MOTChallenge file ({exc})") from exc
-    if rows.shape[1] < 6:
-        raise ValueError(f"{path}: needs at least 6 columns "
-                         f"(frame,id,x,y,w,h), found {rows.shape[1]}")
-    out = np.full((len(rows), MOT_COLUMNS), -1.0)
-    out[:, : min(MOT_COLUMNS, rows.shape[1])] = rows[:, :MOT_COLUMNS]
-    if rows.shape[1] < 7:
-        out[:, 6] = 1.0
-    return out
-
-
-def write_mot(path: str | Path, rows: np.ndarray) -> Path:
-    """Write tracker output rows (N, >=7) as ``frame,id,x,y,w,h,conf,-1,-1,-1``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = np.asarray(rows, dtype=np.float64)
-    with open(path, "w") as f:
-        for r in rows:
-            f.write(f"{int(r[0])},{int(r[1])},{r[2]:.2f},{r[3]:.2f},{r[4]:.2f},"
-                    f"{r[5]:.2f},{r[6]:.4f},-1,-1,-1\n")
-    return path
 
 
 def find_sequences(gt: str | Path, pred: str | Path | None = None
@@ -120,10 +81,6 @@ def _relabel(ids: np.ndarray) -> tuple[np.ndarray, int]:
     return inverse.astype(np.int64), len(unique)
 
 
-def _xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
-    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]], axis=1)
-
-
 # MOTChallenge classes whose boxes a tracker may report without penalty:
 # person on vehicle, non-MOT vehicle, static person, distractor, reflection.
 MOT_DISTRACTORS = (2, 6, 7, 8, 12)
@@ -140,7 +97,7 @@ def mot_pedestrians(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.nd
     for frame in np.intersect1d(gt[:, 0], pred[:, 0]):
         g = np.flatnonzero(gt[:, 0] == frame)
         p = np.flatnonzero(pred[:, 0] == frame)
-        iou = iou_matrix(_xywh_to_xyxy(gt[g, 2:6]), _xywh_to_xyxy(pred[p, 2:6]))
+        iou = iou_matrix(xywh_to_xyxy(gt[g, 2:6]), xywh_to_xyxy(pred[p, 2:6]))
         iou[iou < 0.5 - 1e-6] = 0
         rows, cols = linear_sum_assignment(-iou)
         hit = iou[rows, cols] > 1e-6
@@ -175,7 +132,7 @@ def sequence_data(gt: np.ndarray, pred: np.ndarray, name: str = "seq"
         "num_tracker_dets": len(pred), "gt_ids": [], "tracker_ids": [],
         "similarity_scores": [],
     }
-    gt_boxes, pred_boxes = _xywh_to_xyxy(gt[:, 2:6]), _xywh_to_xyxy(pred[:, 2:6])
+    gt_boxes, pred_boxes = xywh_to_xyxy(gt[:, 2:6]), xywh_to_xyxy(pred[:, 2:6])
     for t in range(n_frames):
         g = slice(gt_cut[t], gt_cut[t + 1])
         p = slice(pred_cut[t], pred_cut[t + 1])
@@ -318,7 +275,8 @@ def detector_detections(video: str | Path, detector: str, device: str = "cpu",
 
 def run_tracker(name: str, detections: list[Detections], frame_rate: float = 30.0,
                 **params: Any) -> tuple[np.ndarray, float]:
-    """Track a sequence of per-frame detections (frame 1 first).
+    """Track a sequence of per-frame detections (frame 1 first, one frame period
+    of ``frame_rate`` apart).
 
     Returns MOT rows (N, 7) ``frame, id, x, y, w, h, score`` and the mean
     milliseconds per frame spent in ``tracker.update``.
@@ -330,42 +288,12 @@ def run_tracker(name: str, detections: list[Detections], frame_rate: float = 30.
     spent = 0.0
     for frame, dets in enumerate(detections, start=1):
         start = time.perf_counter()
-        tracked = tracker.update(dets)
+        tracked = tracker.update(dets, timestamp=(frame - 1) / frame_rate)
         spent += time.perf_counter() - start
-        xywh = np.concatenate([tracked.xyxy[:, :2],
-                               tracked.xyxy[:, 2:] - tracked.xyxy[:, :2]], axis=1)
-        rows.append(np.column_stack([np.full(len(tracked), frame), tracked.track_ids,
-                                     xywh, tracked.scores]))
+        rows.append(mot_rows(frame, tracked.xyxy, tracked.track_ids,
+                             tracked.scores)[:, :7])
     rows_arr = np.concatenate(rows) if rows else np.zeros((0, 7))
     return rows_arr, 1000.0 * spent / max(len(detections), 1)
-
-
-def tracker_params(trackers: list[str], pairs: list[str]) -> dict[str, dict[str, Any]]:
-    """``["track_high_thresh=0.3", "sort.max_age=5"]`` -> parameters per tracker.
-
-    A bare name goes to every tracker whose config has that field; ``tracker.name``
-    to one. Values take the type of the field's default."""
-    from dataclasses import fields
-
-    out: dict[str, dict[str, Any]] = {name: {} for name in trackers}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        target, _, field_name = key.rpartition(".")
-        if not sep or (target and target not in trackers):
-            raise ValueError(f"--param {pair!r}: expected NAME=VALUE or "
-                             f"TRACKER.NAME=VALUE with TRACKER in {trackers}")
-        used = False
-        for name in [target] if target else trackers:
-            known = {f.name: f.default for f in fields(TRACKERS[name][1])}
-            if field_name in known:
-                kind = type(known[field_name])
-                out[name][field_name] = (text.lower() in ("1", "true", "yes")
-                                         if kind is bool else kind(text))
-                used = True
-        if not used:
-            raise ValueError(f"--param {pair!r}: no tracker among {trackers} has a "
-                             f"parameter {field_name!r}")
-    return out
 
 
 def _video_info(video: Path) -> tuple[int, float, tuple[int, int]]:
@@ -472,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
         detections = detector_detections(args.video, args.detector, args.device,
                                          args.conf)
     trackers = list(TRACKERS) if args.tracker == "all" else [args.tracker]
-    params = tracker_params(trackers, args.param)
+    params = parse_tracker_params_for(trackers, args.param)
     table = []
     for tracker in trackers:
         rows, ms = run_tracker(tracker, detections, frame_rate, **params[tracker])

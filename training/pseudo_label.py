@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from core.formats import yolo_label_lines
 from core.types import Detections
 from engines.base import Detector
 
@@ -53,13 +54,8 @@ def _yolo_text(dets: Detections, size: tuple[int, int]) -> str:
     xyxy = dets.xyxy.copy()
     xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, w)
     xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, h)
-    wh = xyxy[:, 2:] - xyxy[:, :2]
-    keep = (wh > 1).all(axis=1)
-    c = (xyxy[keep, :2] + wh[keep] / 2) / (w, h)
-    n = wh[keep] / (w, h)
-    lines = [f"{k} {x:.6f} {y:.6f} {bw:.6f} {bh:.6f}" for k, (x, y), (bw, bh) in
-             zip(dets.class_ids[keep].tolist(), c.tolist(), n.tolist(), strict=True)]
-    return "\n".join(lines) + ("\n" if lines else "")
+    keep = (xyxy[:, 2:] - xyxy[:, :2] > 1).all(axis=1)
+    return yolo_label_lines(xyxy[keep], dets.class_ids[keep], size, spec=".6f")
 
 
 def _val_chunks(n: int, val_fraction: float, rng: np.random.Generator) -> np.ndarray:

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from threading import Event
-from typing import Any
 
 from core.types import Detections, Frame, Result
 from pipeline.metrics import Metrics
 from pipeline.overlay import Overlay
 from pipeline.sinks import Sink
 from pipeline.sources import Source, SourceError
+from pipeline.tracking.base import Tracker
 from pipeline.tracking.flow import FlowRefiner
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class Track:
     On a frame the detector skipped, the tracker predicts; with a ``refiner`` it
     is updated with the previous boxes moved by optical flow instead."""
 
-    def __init__(self, tracker: object | None, metrics: Metrics,
+    def __init__(self, tracker: Tracker | None, metrics: Metrics,
                  refiner: FlowRefiner | None = None) -> None:
         self.tracker, self.metrics, self.refiner = tracker, metrics, refiner
 
@@ -83,22 +83,18 @@ class Track:
         if self.tracker is None:
             return result
         started = time.perf_counter()
-        tracker: Any = self.tracker
-        image = result.frame.image
-        # Only trackers with camera-motion compensation look at the pixels.
+        frame = result.frame
         found: Detections | None = result.detections
         if result.predicted:  # no flow boxes at all: the motion model predicts
-            moved = self.refiner.propagate(image) if self.refiner else None
+            moved = self.refiner.propagate(frame.image) if self.refiner else None
             found = moved if moved is not None and len(moved) else None
         if self.refiner is not None and found is not None:
-            self.refiner.observe(image, found)
-        if getattr(tracker, "uses_image", False):
-            detections: Detections = (
-                tracker.predict(image) if found is None
-                else tracker.update(found, image=image))
-        else:
-            detections = (tracker.predict() if found is None
-                          else tracker.update(found))
+            self.refiner.observe(frame.image, found)
+        detections = (
+            self.tracker.predict(timestamp=frame.timestamp, image=frame.image)
+            if found is None
+            else self.tracker.update(found, timestamp=frame.timestamp,
+                                     image=frame.image))
         return _timed(result, "track", self.metrics, started, detections=detections)
 
 

@@ -1,7 +1,10 @@
-"""The tracker interface and the track table both trackers keep their state in."""
+"""The tracker interface, and the track table and clock the Kalman-filter
+trackers (ByteTrack, OC-SORT, SORT) share."""
 
 from __future__ import annotations
 
+import logging
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 
@@ -15,9 +18,17 @@ from pipeline.tracking.kalman import (
     xyxy_to_xyah,
 )
 
+log = logging.getLogger(__name__)
+
 # Track states (ByteTrack's): a tentative track waits for a second hit before it is
 # reported; a lost one is kept, unreported, for a while so it can be re-found.
 TENTATIVE, TRACKED, LOST = 0, 1, 2
+
+# An interval within this fraction of a frame period of a whole number of periods
+# counts as exactly that many: container clocks round (1 ms is 3% of a 30 FPS
+# period) and wall clocks jitter, and a regular stream should track exactly as a
+# frame counter would.
+SNAP_PERIODS = 0.1
 
 
 class Tracker(ABC):
@@ -26,23 +37,26 @@ class Tracker(ABC):
     One instance per source, used from one thread. ``update`` takes the frame's
     detections (xyxy pixels) and returns a NEW ``Detections`` of the objects
     tracked in this frame, with ``track_ids`` >= 1; the input is never modified.
-    ``image`` (H x W x 3 BGR) is used only by trackers built with camera-motion
-    compensation (``uses_image``); others ignore it.
+    ``timestamp`` is the frame's time in seconds on the source's clock: motion is
+    predicted, and lost tracks age, by the time that really passed, so frames a
+    live source dropped or an outage do not slow the tracks down. ``image``
+    (H x W x 3 BGR) is used by trackers built with camera-motion compensation and
+    ignored by the others.
     """
 
-    uses_image: bool = False
+    @abstractmethod
+    def update(self, detections: Detections, *, timestamp: float,
+               image: np.ndarray | None = None) -> Detections:
+        """Advance to the frame at ``timestamp`` and match its detections; call
+        once per frame, also when nothing was detected."""
 
     @abstractmethod
-    def update(self, detections: Detections, image: np.ndarray | None = None
-               ) -> Detections:
-        """Advance one frame; call once per frame, also when nothing was detected."""
-
-    @abstractmethod
-    def predict(self, image: np.ndarray | None = None) -> Detections:
-        """Advance one frame without detections (a frame the detector skipped):
-        the tracks move on with their motion model and their predicted boxes come
-        back with ``track_ids`` set (scores and classes from their last match).
-        The next ``update`` continues from there."""
+    def predict(self, *, timestamp: float, image: np.ndarray | None = None
+                ) -> Detections:
+        """Advance to the frame at ``timestamp`` without detections (a frame the
+        detector skipped): the tracks move on with their motion model and their
+        predicted boxes come back with ``track_ids`` set (scores and classes from
+        their last match). The next ``update`` continues from there."""
 
     @abstractmethod
     def reset(self) -> None:
@@ -86,12 +100,12 @@ class TrackTable:
             boxes=np.zeros((0, 4), np.float32),
             scores=np.zeros(0, np.float32),
             class_ids=np.zeros(0, np.int32),
-            start_frame=np.zeros(0, np.int64),
-            last_frame=np.zeros(0, np.int64),
+            start_frame=np.zeros(0),
+            last_frame=np.zeros(0),
             hits=np.zeros(0, np.int32),
             streak=np.zeros(0, np.int32),
             hist=np.zeros((0, history, 4)),
-            hist_frame=np.zeros((0, history), np.int64),
+            hist_frame=np.zeros((0, history)),
             saved_mean=np.zeros((0, 8)),
             saved_cov=np.zeros((0, 8, 8)),
         )
@@ -114,7 +128,7 @@ class TrackTable:
         )
 
     def match(
-        self, rows: np.ndarray, dets: Detections, cols: np.ndarray, frame: int
+        self, rows: np.ndarray, dets: Detections, cols: np.ndarray, frame: float
     ) -> None:
         """Record that tracks ``rows`` were matched to detections ``cols`` this frame
         (box, score and class come from the detection; Kalman update is separate)."""
@@ -179,17 +193,18 @@ def new_tracks(
     dets: Detections,
     cols: np.ndarray,
     first_id: int,
-    frame: int,
+    frame: float,
     state: int,
     history: int = 1,
 ) -> TrackTable:
-    """Tracks started from detections ``cols``, ids ``first_id, first_id + 1, ...``."""
+    """Tracks started from detections ``cols``, ids ``first_id, first_id + 1, ...``,
+    at clock time ``frame``."""
     n = len(cols)
     mean, cov = kalman.initiate(xyxy_to_xyah(dets.xyxy[cols]))
-    frames = np.full(n, frame, np.int64)
+    frames = np.full(n, float(frame))
     hist = np.zeros((n, history, 4))
     hist[:, -1] = dets.xyxy[cols]
-    hist_frame = np.full((n, history), -1, np.int64)
+    hist_frame = np.full((n, history), -1.0)
     hist_frame[:, -1] = frame
     return TrackTable(
         ids=np.arange(first_id, first_id + n, dtype=np.int64),
@@ -211,15 +226,22 @@ def new_tracks(
 
 
 class KalmanTracker(Tracker):
-    """What the Kalman-filter trackers share: the track table, frame counter and id
+    """What the Kalman-filter trackers share: the track table, the clock and the id
     counter, camera-motion compensation and the predict step.
 
-    Subclasses set ``config`` (with a ``cmc`` field) before calling
-    ``_setup``, and implement ``update`` by calling ``_advance`` first. A track
-    whose ``state`` is TRACKED is reported by ``predict``.
+    The clock ``now`` counts nominal frame periods (1 / ``frame_rate``) from 1 on
+    the first frame, advanced by each frame's timestamp: on a regular stream it
+    is the frame number, and the frame counts in the configs (lost-track buffers,
+    coasting, OC-SORT's ``delta_t``) are times at the nominal rate.
+
+    Subclasses set ``config`` (with a ``cmc`` field) and ``max_time_lost`` (clock
+    periods a track may go unmatched) before calling ``_setup``, and implement
+    ``update`` by calling ``_advance`` first. A track whose ``state`` is TRACKED is
+    reported by ``predict``.
     """
 
     history = 1  # observations kept per track (OC-SORT needs more)
+    max_time_lost: float
 
     def _setup(self, frame_rate: float, kalman: KalmanFilterXYAH | None) -> None:
         from pipeline.tracking.cmc import CameraMotion
@@ -240,25 +262,57 @@ class KalmanTracker(Tracker):
         )
         cmc = getattr(self.config, "cmc", "none")
         self.camera = None if cmc == "none" else CameraMotion(cmc)
-        self.uses_image = self.camera is not None
         self.reset()
 
     def reset(self) -> None:
         self.tracks = TrackTable.empty(self.history)
-        self.frame_id = 0
+        self.now = 0.0
+        self.last_timestamp: float | None = None
+        self.clock_warned = False
         self.next_id = 1
         self.updates = 0  # update calls so far (predict-only frames not counted)
-        self.previous_update = 0  # frame number of the last update call
+        self.frames_since_update = 0
+        self.previous_update = 0.0  # clock time of the last update call
         if self.camera is not None:
             self.camera.reset()
 
-    def _advance(self, image: np.ndarray | None, boxes: np.ndarray | None) -> int:
-        """Next frame: compensate camera motion, then predict every track one frame
-        ahead (``_before_predict`` may adjust lost tracks first). Returns the new
-        frame number. ``boxes`` is None for a predict-only frame."""
-        self.frame_id += 1
+    def _elapsed(self, timestamp: float) -> float:
+        """Nominal frame periods since the previous frame: 1 on the first frame,
+        and when the clock did not move forward (a camera clock reset or a
+        repeated timestamp), so the tracker still advances."""
+        if not math.isfinite(timestamp):
+            raise ValueError(f"timestamp must be a finite number of seconds, "
+                             f"got {timestamp!r}")
+        last, self.last_timestamp = self.last_timestamp, float(timestamp)
+        if last is None:
+            return 1.0
+        periods = (timestamp - last) * self.frame_rate
+        if periods <= 0:
+            if not self.clock_warned:
+                log.warning("tracker: timestamp %.6f s is not after the previous "
+                            "one (%.6f s); counting one frame period", timestamp,
+                            last)
+                self.clock_warned = True
+            return 1.0
+        whole = round(periods)
+        if whole >= 1 and abs(periods - whole) <= SNAP_PERIODS:
+            return float(whole)
+        return periods
+
+    def _advance(self, timestamp: float, image: np.ndarray | None,
+                 boxes: np.ndarray | None) -> float:
+        """Next frame: move the clock by the frame's timestamp, forget tracks a
+        gap in time made too old (on an update), compensate camera motion, then
+        predict every track to this frame (``_before_predict`` may adjust lost
+        tracks first). Returns the new clock time. ``boxes`` is None for a
+        predict-only frame."""
+        dt = self._elapsed(timestamp)
+        self.now += dt
+        self.frames_since_update += 1
         if boxes is not None:
             self.updates += 1
+            self._forget_after_gap()
+            self.frames_since_update = 0
         t = self.tracks
         if self.camera is not None:
             affine = self.camera.estimate(image, boxes)
@@ -272,16 +326,28 @@ class KalmanTracker(Tracker):
                 b = t.boxes.astype(np.float64).reshape(-1, 2, 2)
                 t.boxes = (b @ affine[:, :2].T + affine[:, 2]).reshape(-1, 4).astype(
                     np.float32)
-        self._before_predict()
-        t.mean, t.cov = self.kalman.multi_predict(t.mean, t.cov)
-        return self.frame_id
+        self._before_predict(dt)
+        t.mean, t.cov = self.kalman.multi_predict(t.mean, t.cov, dt)
+        return self.now
 
-    def _before_predict(self) -> None:
-        """Hook: change track states before the Kalman prediction (no-op)."""
+    def _forget_after_gap(self) -> None:
+        """Before matching: drop tracks that a gap in time took past their lost
+        time. The previous update kept tracks lost for at most ``max_time_lost``;
+        time beyond one period per frame since then (an outage, frames a live
+        source dropped) is lost time too. On a regular stream there is none, and
+        frames the detector skipped count as they always did."""
+        t = self.tracks
+        lost = self.now - t.last_frame - self.frames_since_update
+        expired = lost > self.max_time_lost
+        if expired.any():
+            self.tracks = t.take(~expired)
 
-    def _margins(self, rows: np.ndarray, predicted: np.ndarray, frame: int
+    def _before_predict(self, dt: float) -> None:
+        """Hook: change track states before a prediction ``dt`` periods ahead."""
+
+    def _margins(self, rows: np.ndarray, predicted: np.ndarray, frame: float
                  ) -> np.ndarray | None:
-        """Buffered-IoU margins (px) of tracks ``rows``: grow with frames lost."""
+        """Buffered-IoU margins (px) of tracks ``rows``: grow with time lost."""
         if not getattr(self.config, "lost_buffer", 0.0):
             return None
         t = self.tracks
@@ -289,10 +355,10 @@ class KalmanTracker(Tracker):
         size = (predicted[rows, 2:] - predicted[rows, :2]).sum(1) / 2
         return self.config.lost_buffer * missed * size
 
-    def _report(self, frame: int) -> Detections:
+    def _report(self, frame: float) -> Detections:
         """Tracks matched this frame (their detection boxes, or the filter's
         corrected ones with ``smooth_boxes``), then confirmed tracks missing for at
-        most ``report_lost`` frames (their predicted boxes)."""
+        most ``report_lost`` periods (their predicted boxes)."""
         t = self.tracks
         shown = np.flatnonzero((t.state == TRACKED) & (t.last_frame == frame))
         smooth = getattr(self.config, "smooth_boxes", False)
@@ -311,14 +377,15 @@ class KalmanTracker(Tracker):
         """(T,) bool: tracks not matched in the previous update (predict-only frames
         in between do not break a streak)."""
         broken = self.tracks.last_frame != self.previous_update
-        self.previous_update = self.frame_id
+        self.previous_update = self.now
         return broken
 
-    def predict(self, image: np.ndarray | None = None) -> Detections:
+    def predict(self, *, timestamp: float, image: np.ndarray | None = None
+                ) -> Detections:
         """The tracks ``update`` would report (tracked, and confirmed ones coasting
-        for at most ``report_lost`` frames), all at their predicted boxes, so a
+        for at most ``report_lost`` periods), all at their predicted boxes, so a
         track does not flicker off on the frames the detector skips."""
-        frame = self._advance(image, None)
+        frame = self._advance(timestamp, image, None)
         t = self.tracks
         keep = t.state == TRACKED
         report_lost = getattr(self.config, "report_lost", 0)

@@ -53,7 +53,7 @@ class ByteTrackConfig:
     ``second_match_thresh``: the same for low detections (0.5, i.e. IoU >= 0.5).
     ``unconfirmed_match_thresh``: the same for tentative tracks (0.6) [0.7].
     ``track_buffer``: frames a lost track is kept at 30 FPS, scaled by the actual
-    frame rate (30).
+    frame rate (30), i.e. ``track_buffer / 30`` seconds, however many frames come.
     ``fuse_score``: multiply IoU by detection score in the high-score costs (True).
     ``min_hits``: matches (in consecutive frames) before a tentative track is
     confirmed and reported (3) [2].
@@ -63,9 +63,9 @@ class ByteTrackConfig:
     grown by this fraction of the track's (w + h) / 2 per frame lost, on each side,
     before IoU (buffered IoU) (0.05) [0].
     ``lost_velocity_decay``: a lost track's velocity is multiplied by this every
-    frame [1].
-    ``report_lost``: frames a confirmed track that lost its detection is still
-    reported, at its predicted box (8) [0].
+    frame period [1].
+    ``report_lost``: frame periods a confirmed track that lost its detection is
+    still reported, at its predicted box (8) [0].
     ``smooth_boxes``: report the Kalman filter's corrected box instead of the
     matched detection's, which removes much of a detector's jitter (True) [False].
     ``kalman_position_noise`` / ``kalman_velocity_noise``: process noise per frame
@@ -134,19 +134,19 @@ class ByteTracker(KalmanTracker):
         self.max_time_lost = int(frame_rate / 30.0 * self.config.track_buffer)
         self._setup(frame_rate, kalman)
 
-    def _before_predict(self) -> None:
+    def _before_predict(self, dt: float) -> None:
         # A lost track keeps drifting with a damped velocity but stops growing or
         # shrinking: its last motion is less and less likely to still hold.
         t = self.tracks
         lost = t.state == LOST
         t.mean[lost, 7] = 0.0
-        t.mean[lost, 4:7] *= self.config.lost_velocity_decay
+        t.mean[lost, 4:7] *= self.config.lost_velocity_decay ** dt
 
-    def update(self, detections: Detections, image: np.ndarray | None = None
-               ) -> Detections:
+    def update(self, detections: Detections, *, timestamp: float,
+               image: np.ndarray | None = None) -> Detections:
         cfg = self.config
         dets = detections
-        frame = self._advance(image, dets.xyxy)
+        frame = self._advance(timestamp, image, dets.xyxy)
         t = self.tracks
         scores = dets.scores
         valid = valid_boxes(dets.xyxy)

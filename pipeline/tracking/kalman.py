@@ -1,9 +1,11 @@
 """Constant-velocity Kalman filter over boxes, vectorised over all tracks.
 
 The state is (cx, cy, a, h, vcx, vcy, va, vh): box centre, aspect ratio w/h and
-height, and their velocities per frame, as in DeepSORT and ByteTrack. Process and
-measurement noise scale with the box height, so a small far-away object and a big
-near one are equally certain relative to their size.
+height, and their velocities per nominal frame period, as in DeepSORT and
+ByteTrack. A prediction step may span any number of periods, fractional too, so a
+source that drops frames or stalls is predicted as far as time really moved.
+Process and measurement noise scale with the box height, so a small far-away
+object and a big near one are equally certain relative to their size.
 """
 
 from __future__ import annotations
@@ -51,8 +53,6 @@ class KalmanFilterXYAH:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
         self.w_pos = float(std_weight_position)
         self.w_vel = float(std_weight_velocity)
-        self.motion = np.eye(8)
-        self.motion[:4, 4:] = np.eye(4)  # x' = x + v (dt = one frame)
 
     @staticmethod
     def _std(h: np.ndarray, weight: float, aspect_std: float) -> np.ndarray:
@@ -77,9 +77,12 @@ class KalmanFilterXYAH:
         return mean, cov
 
     def multi_predict(
-        self, mean: np.ndarray, cov: np.ndarray
+        self, mean: np.ndarray, cov: np.ndarray, dt: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One frame ahead for every track."""
+        """``dt`` frame periods ahead for every track (x' = x + v dt). The process
+        noise variance grows linearly with ``dt``, as a random walk's does."""
+        motion = np.eye(8)
+        motion[:4, 4:] = dt * np.eye(4)
         h = mean[:, 3]
         std = np.concatenate(
             [
@@ -88,9 +91,9 @@ class KalmanFilterXYAH:
             ],
             axis=1,
         )
-        mean = mean @ self.motion.T
-        cov = self.motion @ cov @ self.motion.T
-        cov[:, np.arange(8), np.arange(8)] += std**2
+        mean = mean @ motion.T
+        cov = motion @ cov @ motion.T
+        cov[:, np.arange(8), np.arange(8)] += std**2 * dt
         return mean, cov
 
     def multi_update(

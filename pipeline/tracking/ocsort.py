@@ -16,7 +16,8 @@ Per frame, after the Kalman prediction (and camera-motion compensation, if on):
    path to the new one, so the error it accumulated while coasting is undone;
 5. unmatched confident detections start tentative tracks, confirmed after
    ``min_hits`` consecutive matches; tracks unseen for longer than ``max_age``
-   (at 30 FPS, scaled by the frame rate) are dropped.
+   frames at 30 FPS (``max_age / 30`` seconds, however many frames come) are
+   dropped.
 
 Unlike the reference implementation, a confirmed track is reported again as soon
 as it is re-found (the reference waits for ``min_hits`` new consecutive matches).
@@ -24,6 +25,7 @@ as it is re-found (the reference waits for ``min_hits`` new consecutive matches)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,7 +59,8 @@ class OCSortConfig:
     ``iou_threshold``: smallest IoU accepted in every association (0.3); below
     30 FPS multiplied by sqrt(fps / 30).
     ``inertia``: weight of the momentum (direction) term in the cost (0.2).
-    ``delta_t``: frames back to the observation directions are measured from (3).
+    ``delta_t``: frame periods back to the observation directions are measured
+    from (3).
     ``max_age``: frames a track is kept without a match, at 30 FPS, scaled by the
     frame rate (30). ``min_hits``: consecutive matches before a track is
     reported; during the first ``min_hits`` frames of a source tracks are
@@ -65,8 +68,8 @@ class OCSortConfig:
     ``use_byte``: second association with low-score detections (True) [False].
     ``oru``: observation-centric re-update after a gap (True).
     ``lost_buffer``: as ByteTrack's: buffered IoU growing per frame lost [0].
-    ``report_lost``: frames a confirmed track is still reported at its predicted
-    box after losing its detection (8) [0].
+    ``report_lost``: frame periods a confirmed track is still reported at its
+    predicted box after losing its detection (8) [0].
     ``smooth_boxes``: report the Kalman filter's corrected box instead of the
     matched detection's, which removes much of a detector's jitter (True) [False].
     ``kalman_position_noise`` / ``kalman_velocity_noise``: process noise per frame
@@ -126,7 +129,7 @@ class OCSortTracker(KalmanTracker):
         self.max_time_lost = int(frame_rate / 30.0 * self.config.max_age)
         self._setup(frame_rate, kalman)
 
-    def _reference(self, rows: np.ndarray, frame: int | np.ndarray,
+    def _reference(self, rows: np.ndarray, frame: float | np.ndarray,
                    skip_last: bool) -> np.ndarray:
         """(len(rows), 4): each track's observation from ``delta_t`` frames before
         ``frame`` (one per row, or one for all): the oldest kept one within that
@@ -156,26 +159,29 @@ class OCSortTracker(KalmanTracker):
         return np.where(norm > 1e-6, delta / np.maximum(norm, 1e-6), 0.0)
 
     def _re_update(self, rows: np.ndarray, cols: np.ndarray, dets: Detections,
-                   frame: int) -> None:
+                   frame: float) -> None:
         """ORU: rewind tracks re-found after a gap to their last observation and
-        run the filter along a straight path of virtual observations to the new
-        one (the final real update happens with the others)."""
+        run the filter along a straight path of virtual observations, one per
+        frame period, to the new one (the final real update happens with the
+        others)."""
         t, kf = self.tracks, self.kalman
         for r, c in zip(rows, cols, strict=True):
-            gap = int(frame - t.last_frame[r])
+            gap = float(frame - t.last_frame[r])
+            steps = math.ceil(gap) - 1  # virtual observations strictly inside
             start = xyxy_to_xyah(t.boxes[r:r + 1])[0]
             end = xyxy_to_xyah(dets.xyxy[c:c + 1])[0]
             mean, cov = t.saved_mean[r:r + 1], t.saved_cov[r:r + 1]
-            for k in range(1, gap):
+            for k in range(1, steps + 1):
                 mean, cov = kf.multi_predict(mean, cov)
                 virtual = start + (end - start) * k / gap
                 mean, cov = kf.multi_update(mean, cov, virtual[None])
-            t.mean[r:r + 1], t.cov[r:r + 1] = kf.multi_predict(mean, cov)
+            t.mean[r:r + 1], t.cov[r:r + 1] = kf.multi_predict(mean, cov,
+                                                               gap - steps)
 
-    def update(self, detections: Detections, image: np.ndarray | None = None
-               ) -> Detections:
+    def update(self, detections: Detections, *, timestamp: float,
+               image: np.ndarray | None = None) -> Detections:
         cfg, dets = self.config, detections
-        frame = self._advance(image, dets.xyxy)
+        frame = self._advance(timestamp, image, dets.xyxy)
         t = self.tracks
         scores = dets.scores
         valid = valid_boxes(dets.xyxy)

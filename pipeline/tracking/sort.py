@@ -30,7 +30,7 @@ from pipeline.tracking.matching import iou_cost, linear_assignment
 class SortConfig:
     """SORT parameters (defaults: the reference implementation's).
 
-    ``max_age``: missed frames after which a track is deleted (1).
+    ``max_age``: missed frame periods after which a track is deleted (1).
     ``min_hits``: consecutive matches before a track is reported; during the
     first ``min_hits`` frames of a source tracks are reported at once (3).
     ``iou_threshold``: smallest IoU accepted as a match (0.3).
@@ -54,8 +54,8 @@ class SortConfig:
 
 class SortTracker(KalmanTracker):
     """SORT over ``Detections``. Reported boxes are the matched detections' (as
-    ByteTrack's), not the filter's estimate. ``frame_rate`` is accepted for a
-    uniform factory signature; ``max_age`` counts frames."""
+    ByteTrack's), not the filter's estimate. ``max_age`` counts periods of
+    ``frame_rate``, not scaled from 30 FPS as the reference counts frames."""
 
     def __init__(
         self,
@@ -64,12 +64,13 @@ class SortTracker(KalmanTracker):
         kalman: KalmanFilterXYAH | None = None,
     ) -> None:
         self.config = config or SortConfig()
+        self.max_time_lost = self.config.max_age
         self._setup(frame_rate, kalman)
 
-    def update(self, detections: Detections, image: np.ndarray | None = None
-               ) -> Detections:
+    def update(self, detections: Detections, *, timestamp: float,
+               image: np.ndarray | None = None) -> Detections:
         cfg, dets = self.config, detections
-        frame = self._advance(image, dets.xyxy)
+        frame = self._advance(timestamp, image, dets.xyxy)
         t = self.tracks
         usable = np.flatnonzero(valid_boxes(dets.xyxy) & (dets.scores >= cfg.min_score))
         cost = iou_cost(xyah_to_xyxy(t.mean), dets.xyxy[usable])

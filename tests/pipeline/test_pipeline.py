@@ -185,7 +185,7 @@ def test_stage_failure_stops_everything_with_named_error(
         import pipeline.build as build
 
         class Broken:
-            def update(self, dets):
+            def update(self, dets, **kwargs):
                 raise RuntimeError("injected track failure")
 
         monkeypatch.setattr(build, "make_tracker", lambda *a, **k: Broken())

@@ -19,9 +19,10 @@ from pipeline.tracking import (
 )
 from pipeline.tracking.kalman import KalmanFilterXYAH, xyah_to_xyxy, xyxy_to_xyah
 from tests.conftest import make_detections
+from tests.pipeline.tracking_helpers import regular
 
 # SORT's reference defaults drop a track after one missed frame; the occlusion
-# tests give it a longer memory so both trackers face the same sequences.
+# tests give it a longer memory so all three trackers face the same sequences.
 TRACKERS = {
     "bytetrack": {},
     "ocsort": {},
@@ -187,7 +188,7 @@ def test_track_buffer_scales_with_frame_rate():
 
 @pytest.mark.parametrize("name", TRACKERS)
 def test_input_not_mutated_and_new_object_returned(name):
-    tracker = make_tracker(name, **TRACKERS[name])
+    tracker = regular(make_tracker(name, **TRACKERS[name]))
     for step in range(4):
         dets = make_detections([box(100 + 4 * step, 100), box(300, 200)],
                                scores=np.array([0.9, 0.8], np.float32))
@@ -206,7 +207,7 @@ def test_input_not_mutated_and_new_object_returned(name):
 
 @pytest.mark.parametrize("name", TRACKERS)
 def test_empty_frames(name):
-    tracker = make_tracker(name, **TRACKERS[name])
+    tracker = regular(make_tracker(name, **TRACKERS[name]))
     out = tracker.update(Detections.empty())
     assert isinstance(out, Detections) and len(out) == 0
     assert out.xyxy.shape == (0, 4) and out.track_ids.dtype == np.int32
@@ -222,7 +223,7 @@ def test_empty_frames(name):
 
 
 def test_bytetrack_ignores_detections_below_thresholds():
-    tracker = make_tracker("bytetrack")
+    tracker = regular(make_tracker("bytetrack"))
     cfg = tracker.config
     weak = make_detections([box(100, 100), box(300, 100)],
                            scores=np.array([cfg.track_low_thresh / 2,
@@ -233,14 +234,14 @@ def test_bytetrack_ignores_detections_below_thresholds():
 
 
 def test_degenerate_boxes_are_ignored():
-    tracker = make_tracker("bytetrack")
+    tracker = regular(make_tracker("bytetrack"))
     dets = make_detections([[10, 10, 10, 50], [5, 5, 40, 80], [np.nan, 0, 5, 5]])
     out = tracker.update(dets)
     np.testing.assert_array_equal(out.xyxy, [[5, 5, 40, 80]])
 
 
 def test_class_and_score_come_from_matched_detection():
-    tracker = make_tracker("bytetrack", smooth_boxes=False)
+    tracker = regular(make_tracker("bytetrack", smooth_boxes=False))
     for step, (score, cls) in enumerate([(0.9, 2), (0.8, 2), (0.3, 5)]):
         b = box(100 + 3 * step, 100)
         out = tracker.update(make_detections([b], scores=np.array([score], np.float32),
@@ -255,7 +256,7 @@ def test_class_and_score_come_from_matched_detection():
 def test_ids_kept_through_crossing(name):
     # Two people walk towards each other on the same line and pass through.
     frames = [[box(100 + 8 * t, 200), box(400 - 8 * t, 205)] for t in range(40)]
-    seen = ids_by_object(make_tracker(name, **TRACKERS[name]), frames)
+    seen = ids_by_object(regular(make_tracker(name, **TRACKERS[name])), frames)
     assert seen[0] == {1} and seen[1] == {2}
 
 
@@ -265,7 +266,7 @@ def test_ids_kept_through_short_occlusion(name):
     for t in range(30):
         hidden = 10 <= t < 13  # three frames without a detection
         frames.append([None if hidden else box(100 + 6 * t, 200), box(500, 300)])
-    seen = ids_by_object(make_tracker(name, **TRACKERS[name]), frames)
+    seen = ids_by_object(regular(make_tracker(name, **TRACKERS[name])), frames)
     assert seen[0] == {1} and seen[1] == {2}
 
 
@@ -273,17 +274,18 @@ def test_bytetrack_low_score_boxes_keep_track_alive():
     # While occluded the object is still detected, at a low score only.
     frames = [[box(100 + 6 * t, 200)] for t in range(30)]
     scores = [[0.3 if 10 <= t < 20 else 0.9] for t in range(30)]
-    tracker = make_tracker("bytetrack", track_buffer=1)  # no help from lost tracks
+    # No help from lost tracks.
+    tracker = regular(make_tracker("bytetrack", track_buffer=1))
     seen = ids_by_object(tracker, frames, scores)
     assert seen[0] == {1}
     # SORT with a score floor loses it: the object reappears as a new track.
-    sort = make_tracker("sort", max_age=1, min_hits=1, min_score=0.5)
+    sort = regular(make_tracker("sort", max_age=1, min_hits=1, min_score=0.5))
     assert ids_by_object(sort, frames, scores)[0] == {1, 2}
 
 
 @pytest.mark.parametrize("name", TRACKERS)
 def test_removed_track_id_never_reused(name):
-    tracker = make_tracker(name, frame_rate=30, **TRACKERS[name])
+    tracker = regular(make_tracker(name, frame_rate=30, **TRACKERS[name]))
     for _ in range(5):
         first = tracker.update(make_detections([box(100, 100)]))
     assert first.track_ids.tolist() == [1]
@@ -298,18 +300,18 @@ def test_removed_track_id_never_reused(name):
 
 @pytest.mark.parametrize("name", TRACKERS)
 def test_reset_restarts_ids_and_clears_tracks(name):
-    tracker = make_tracker(name, **TRACKERS[name])
+    tracker = regular(make_tracker(name, **TRACKERS[name]))
     for t in range(5):
         tracker.update(make_detections([box(100 + t, 100), box(300, 100)]))
     assert len(tracker.tracks) == 2 and tracker.next_id == 3
     tracker.reset()
-    assert len(tracker.tracks) == 0 and tracker.frame_id == 0
+    assert len(tracker.tracks) == 0 and tracker.now == 0
     out = tracker.update(make_detections([box(500, 300)]))
     assert out.track_ids.tolist() == [1]
 
 
 def test_instances_do_not_share_id_counters():
-    a, b = make_tracker("bytetrack"), make_tracker("bytetrack")
+    a, b = regular(make_tracker("bytetrack")), regular(make_tracker("bytetrack"))
     a.update(make_detections([box(100, 100), box(300, 100)]))
     assert b.update(make_detections([box(100, 100)])).track_ids.tolist() == [1]
 
@@ -323,7 +325,7 @@ def test_ids_kept_on_generated_video(generated_sequence):
     gt = gt[gt[:, 8] >= 0.1]
     # Coasting boxes (reported without a detection) can't be told apart from the
     # occluder they hide behind by position: this test looks at matched ones.
-    tracker = make_tracker("bytetrack", frame_rate=15, report_lost=0)
+    tracker = regular(make_tracker("bytetrack", frame_rate=15, report_lost=0))
     seen: dict[int, set[int]] = {}
     for f in range(1, int(gt[:, 0].max()) + 1):
         rows = gt[gt[:, 0] == f]

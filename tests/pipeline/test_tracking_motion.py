@@ -10,6 +10,7 @@ from core.types import Detections
 from pipeline.tracking import make_tracker, parse_tracker_params
 from pipeline.tracking.cmc import CameraMotion
 from tests.conftest import make_detections
+from tests.pipeline.tracking_helpers import regular
 
 NAMES = ("bytetrack", "ocsort", "sort")
 
@@ -20,7 +21,8 @@ def box(cx: float, cy: float, w: float = 40, h: float = 80) -> list[float]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_predict_moves_tracks_on_and_update_continues(name):
-    tracker = make_tracker(name, max_age=10) if name == "sort" else make_tracker(name)
+    tracker = regular(make_tracker(name, max_age=10) if name == "sort"
+                      else make_tracker(name))
     for t in range(15):
         out = tracker.update(make_detections([box(100 + 5 * t, 200)]))
     assert out.track_ids.tolist() == [1]
@@ -32,12 +34,12 @@ def test_predict_moves_tracks_on_and_update_continues(name):
         assert pred.scores.tolist() == pytest.approx([0.9])
     out = tracker.update(make_detections([box(100 + 5 * 18, 200)]))
     assert out.track_ids.tolist() == [1]
-    assert tracker.frame_id == 19
+    assert tracker.now == 19
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_predict_without_tracks_and_on_a_fresh_tracker(name):
-    tracker = make_tracker(name)
+    tracker = regular(make_tracker(name))
     pred = tracker.predict()
     assert isinstance(pred, Detections) and len(pred) == 0
     assert pred.xyxy.shape == (0, 4) and pred.track_ids.dtype == np.int32
@@ -57,8 +59,8 @@ def test_ocsort_recovers_id_across_a_gap_where_sort_loses_it():
             seen |= set(tracker.update(dets).track_ids.tolist())
         return seen
 
-    assert ids(make_tracker("ocsort")) == {1}
-    assert ids(make_tracker("sort", max_age=30, min_hits=1)) == {1, 2}
+    assert ids(regular(make_tracker("ocsort"))) == {1}
+    assert ids(regular(make_tracker("sort", max_age=30, min_hits=1))) == {1, 2}
 
 
 def _texture(seed: int = 0, size: tuple[int, int] = (400, 700)) -> np.ndarray:
@@ -100,13 +102,12 @@ def test_camera_motion_compensation_keeps_ids_through_a_jerky_pan():
             reported += len(out)
         return seen, reported
 
-    assert run(make_tracker("bytetrack", cmc="sparse")) == ({1, 2}, 2 * len(offsets))
+    assert run(regular(make_tracker("bytetrack", cmc="sparse"))) == (
+        {1, 2}, 2 * len(offsets))
     # Without compensation the objects are lost at the jumps: new ids, or frames
     # where they are not reported (coasting turned off to make that visible).
-    ids, reported = run(make_tracker("bytetrack", report_lost=0))
+    ids, reported = run(regular(make_tracker("bytetrack", report_lost=0)))
     assert len(ids) > 2 or reported < 2 * len(offsets)
-    assert make_tracker("ocsort", cmc="ecc").uses_image
-    assert not make_tracker("bytetrack").uses_image
 
 
 def test_camera_motion_rejects_bad_input():
@@ -125,37 +126,51 @@ def test_parse_tracker_params():
                                               "fuse_score=false", "lost_buffer=0.1"]
                                 ) == {"min_hits": 3, "cmc": "sparse",
                                       "fuse_score": False, "lost_buffer": 0.1}
-    with pytest.raises(ValueError, match="max_agee"):
-        parse_tracker_params("sort", ["max_agee=3"])
-    with pytest.raises(ValueError, match="'x' is not a int"):
-        parse_tracker_params("ocsort", ["max_age=x"])
-    with pytest.raises(ValueError, match="none"):
-        parse_tracker_params("none", ["max_age=3"])
-    with pytest.raises(ValueError, match="cmc"):
-        make_tracker("ocsort", **parse_tracker_params("ocsort", ["cmc=orb"]))
+    assert parse_tracker_params("OC-SORT", ["use_byte=Yes", "oru=0"]) == {
+        "use_byte": True, "oru": False}
 
 
-def test_track_stage_gives_the_frame_only_to_trackers_that_use_it():
+@pytest.mark.parametrize(("name", "pairs", "message"), [
+    ("sort", ["max_agee=3"], r"'max_agee=3'.*sort's parameters \['cmc', 'iou_thr"),
+    ("sort", ["max_age"], "expected NAME=VALUE"),
+    ("ocsort", ["max_age=x"], "'x' is not a valid int"),
+    ("ocsort", ["max_age=2.5"], "'2.5' is not a valid int"),
+    ("bytetrack", ["fuse_score=maybe"], "'maybe' is not a bool"),
+    ("bytetrack", ["match_thresh=high"], "'high' is not a valid float"),
+    ("ocsort", ["cmc=orb"], "cmc must be one of .*'orb'"),
+    ("bytetrack", ["track_high_thresh=1.5"], "track_high_thresh must be in"),
+    ("none", ["max_age=3"], "'none', which takes none"),
+    ("deepsort", [], "'deepsort'"),
+])
+def test_parse_tracker_params_rejects_with_the_value(name, pairs, message):
+    with pytest.raises(ValueError, match=message):
+        parse_tracker_params(name, pairs)
+
+
+def test_track_stage_gives_the_frame_and_its_timestamp_to_the_tracker():
     from core.types import Frame, Result
     from pipeline.metrics import Metrics
     from pipeline.stages import Track
+    from pipeline.tracking import Tracker
 
     image = np.zeros((48, 64, 3), np.uint8)
-    result = Result(Frame("s", 0, 0.0, image), make_detections([box(20, 20, 10, 10)]),
-                    {})
-    seen = []
+    frame = Frame("s", 0, 12.5, image)
+    found = Result(frame, make_detections([box(20, 20, 10, 10)]), {})
+    skipped = Result(frame, make_detections([]), {}, predicted=True)
+    calls = []
 
-    class Plain:  # the tracker interface before CMC: update(detections)
-        def update(self, detections):
+    class Recording(Tracker):
+        def update(self, detections, *, timestamp, image=None):
+            calls.append(("update", timestamp, image))
             return detections
 
-    class WithCMC:
-        uses_image = True
+        def predict(self, *, timestamp, image=None):
+            calls.append(("predict", timestamp, image))
+            return Detections.empty()
 
-        def update(self, detections, image=None):
-            seen.append(image)
-            return detections
+        def reset(self):
+            calls.clear()
 
-    Track(Plain(), Metrics())(result)
-    Track(WithCMC(), Metrics())(result)
-    assert len(seen) == 1 and seen[0] is image
+    Track(Recording(), Metrics())(found)
+    Track(Recording(), Metrics())(skipped)
+    assert calls == [("update", 12.5, image), ("predict", 12.5, image)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.tracking import parse_tracker_params_for
+
 pytest.importorskip("trackeval", reason="pip install --no-deps 'trackeval>=1.3'")
 
 from training.__main__ import main
@@ -14,7 +16,6 @@ from training.evaluate_tracking import (
     noisy_detections,
     read_mot,
     run_tracker,
-    tracker_params,
     write_mot,
 )
 
@@ -91,12 +92,17 @@ def test_pedestrian_rules_forgive_distractors():
 
 
 def test_tracker_params_from_cli_pairs():
-    params = tracker_params(["bytetrack", "sort"],
-                            ["track_buffer=60", "sort.max_age=5", "fuse_score=no"])
+    params = parse_tracker_params_for(
+        ["bytetrack", "sort"], ["track_buffer=60", "sort.max_age=5", "fuse_score=no"])
     assert params == {"bytetrack": {"track_buffer": 60, "fuse_score": False},
                       "sort": {"max_age": 5}}
     with pytest.raises(ValueError, match="max_agee"):
-        tracker_params(["sort"], ["max_agee=3"])
+        parse_tracker_params_for(["sort"], ["max_agee=3"])
+    # evaluate-tracking once read any word but 1/true/yes as False
+    with pytest.raises(ValueError, match="'maybe' is not a bool"):
+        parse_tracker_params_for(["bytetrack"], ["fuse_score=maybe"])
+    with pytest.raises(ValueError, match="'ocsort' is not one of"):
+        parse_tracker_params_for(["sort"], ["ocsort.max_age=3"])
 
 
 def test_read_mot_whitespace_and_six_columns(tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.formats import IMAGE_SUFFIXES
+from core.boxes import cxcywh_to_xyxy
+from core.formats import IMAGE_SUFFIXES, read_yolo_labels
 
 log = logging.getLogger(__name__)
 
-COORD_TOLERANCE = 0.01  # normalised coordinates may overshoot [0, 1] by rounding
 
 
 @dataclass
@@ -82,8 +81,7 @@ class DetectionDataset:
         boxes, class_ids = self.labels[i]
         if self.normalized and len(boxes):
             h, w = size
-            c, wh = boxes[:, :2], boxes[:, 2:]
-            boxes = np.concatenate([c - wh / 2, c + wh / 2], axis=1) * (w, h, w, h)
+            boxes = cxcywh_to_xyxy(boxes) * (w, h, w, h)
             boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
             boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
         return boxes.astype(np.float32).reshape(-1, 4), class_ids.copy()
@@ -91,44 +89,6 @@ class DetectionDataset:
     @property
     def num_objects(self) -> int:
         return sum(len(c) for _, c in self.labels)
-
-
-def parse_yolo_label(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """``class cx cy w h`` lines (normalised) -> (N, 4) float32 cxcywh, (N,) int64.
-
-    Raises ValueError naming the file and 1-based line for anything malformed.
-    """
-    boxes, classes = [], []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        where = f"{path}:{lineno}"
-        if len(parts) != 5:
-            raise ValueError(f"{where}: expected 5 columns 'class cx cy w h', got "
-                             f"{len(parts)}: {line.strip()!r}")
-        try:
-            values = [float(v) for v in parts]
-            if not all(math.isfinite(v) for v in values):
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"{where}: non-numeric value in {line.strip()!r}"
-                             ) from None
-        cls = values[0]
-        if cls != int(cls) or not 0 <= cls < num_classes:
-            raise ValueError(f"{where}: class id {parts[0]} is not an integer in "
-                             f"[0, {num_classes - 1}]")
-        cx, cy, w, h = values[1:]
-        lo, hi = -COORD_TOLERANCE, 1 + COORD_TOLERANCE
-        if not (all(lo <= v <= hi for v in values[1:]) and
-                cx - w / 2 >= lo and cx + w / 2 <= hi and
-                cy - h / 2 >= lo and cy + h / 2 <= hi):
-            raise ValueError(f"{where}: box {parts[1:]} is outside [0, 1] (YOLO labels "
-                             "are normalised cx cy w h)")
-        boxes.append(values[1:])
-        classes.append(int(cls))
-    return (np.asarray(boxes, np.float32).reshape(-1, 4),
-            np.asarray(classes, np.int64))
 
 
 def _names(raw: object, where: Path) -> list[str]:
@@ -195,7 +155,7 @@ def load_yolo(yaml_path: Path, split: str) -> DetectionDataset:
     labels = []
     for img in images:
         lp = label_path(img)
-        labels.append(parse_yolo_label(lp, len(names)) if lp.is_file() else
+        labels.append(read_yolo_labels(lp, len(names)) if lp.is_file() else
                       (np.zeros((0, 4), np.float32), np.zeros(0, np.int64)))
     return DetectionDataset(images, labels, names, normalized=True)
 

@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from core.formats import yolo_label_lines
+
 log = logging.getLogger(__name__)
 
 CLASS_NAMES: tuple[str, ...] = ("disc", "square", "triangle", "star")
@@ -307,16 +309,6 @@ def render_scene(rng: np.random.Generator, size: tuple[int, int] = (360, 640),
     return image, mask_boxes(visible), np.asarray(classes, np.int64)
 
 
-def _yolo_lines(boxes: np.ndarray, class_ids: np.ndarray, size: tuple[int, int]
-                ) -> str:
-    h, w = size
-    lines = []
-    for (x1, y1, x2, y2), c in zip(boxes, class_ids, strict=True):
-        lines.append(f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
-                     f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
 def generate_dataset(out_dir: str | Path, n_train: int, n_val: int,
                      size: tuple[int, int] = (360, 640), seed: int = 0,
                      coco: bool = False, backgrounds: str | Path | None = None,
@@ -357,7 +349,7 @@ def generate_dataset(out_dir: str | Path, n_train: int, n_val: int,
             cv2.imwrite(str(out / "images" / split / f"{name}.jpg"), image,
                         [cv2.IMWRITE_JPEG_QUALITY, 92])
             (out / "labels" / split / f"{name}.txt").write_text(
-                _yolo_lines(boxes, class_ids, size))
+                yolo_label_lines(boxes, class_ids, size, spec=".6f"))
             images.append({"id": i + 1, "file_name": f"{name}.jpg",
                            "height": size[0], "width": size[1]})
             for (x1, y1, x2, y2), c in zip(boxes.tolist(), class_ids.tolist(),
