@@ -167,3 +167,17 @@ def test_a_source_added_after_the_run_ended_is_refused(tmp_path):
 
 def test_the_sample_video_ships_with_the_package():
     assert Path(streamdet.SAMPLE_VIDEO).is_file()
+
+
+@pytest.mark.parametrize("name", sorted(streamdet.TRACKERS))
+def test_trackers_work_alone_in_a_callers_loop(name):
+    """A box moving right keeps one id frame after frame, with the caller's
+    timestamps (here 20 fps, one frame missing)."""
+    tracker = streamdet.make_tracker(name, frame_rate=20)
+    ids = []
+    for i in [0, 1, 2, 3, 5, 6, 7, 8]:
+        x = 10.0 + 4 * i
+        dets = streamdet.Detections([[x, 20, x + 30, 80]], [0.9], [0])
+        ids.append(tracker.update(dets, timestamp=i / 20).track_ids.tolist())
+    assert ids[-1] != [] and ids[-1][0] >= 1
+    assert all(i == ids[-1] for i in ids[3:])
