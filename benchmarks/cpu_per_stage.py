@@ -108,7 +108,8 @@ def fused_letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("clip")
     p.add_argument("--model", default="yolo")
     p.add_argument("--frames", type=int, default=200)

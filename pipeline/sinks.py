@@ -19,12 +19,13 @@ import cv2
 import numpy as np
 
 from core.boxes import xyxy_to_cxcywh
+from core.errors import InputError
 from core.types import Result
 
 log = logging.getLogger(__name__)
 
 
-class SinkError(RuntimeError):
+class SinkError(InputError):
     """An output that cannot be opened or written; names the path."""
 
 
