@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -258,3 +260,37 @@ def argparse_calls_allowing_abbreviations() -> list[str]:
 
 def test_no_parser_in_the_repository_abbreviates() -> None:
     assert argparse_calls_allowing_abbreviations() == []
+
+
+@pytest.mark.slow
+def test_installed_package_runs_from_another_folder(tmp_path: Path) -> None:
+    """``pip install .`` (not editable) ships the models and the sample clip: the
+    default source and a shipped model resolve inside site-packages."""
+    clone = tmp_path / "clone"  # what a clone holds, so no build files land here
+    clone.mkdir()
+    for name in ("pyproject.toml", "requirements.txt", "README.md", "run_stream.py"):
+        shutil.copy2(ROOT / name, clone / name)
+    for name in ("core", "engines", "pipeline", "training", "streamdet", "models",
+                 "samples"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, clone / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+    site = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+         "--no-build-isolation", "--target", str(site), str(clone)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert install.returncode == 0, install.stderr
+    assert (site / "models" / "yolo_demo.onnx").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = subprocess.run(
+        [sys.executable, "-m", "run_stream", "--model", "yolo", "--max-frames", "3",
+         "--no-progress", "--no-video", "--out", str(elsewhere / "out")],
+        capture_output=True, text=True, timeout=120, cwd=elsewhere,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
+    assert out.returncode == 0, out.stderr
+    assert str(site / "samples" / "vtest.mp4") in out.stderr  # the shipped sample
+    assert len((elsewhere / "out" / "vtest.jsonl").read_text().splitlines()) == 3
