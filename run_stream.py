@@ -512,7 +512,7 @@ def exit_now(code: int) -> None:
 
 
 def cli() -> None:
-    """The ``streamdet`` command (``pip install -e .``): same as ``run_stream.py``."""
+    """The ``streamdet`` command (after ``pip install .``): same as ``run_stream.py``."""
     exit_now(main())
 
 
