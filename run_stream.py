@@ -512,7 +512,8 @@ def exit_now(code: int) -> None:
 
 
 def cli() -> None:
-    """The ``streamdet`` command (after ``pip install .``): same as ``run_stream.py``."""
+    """The ``streamdet`` command installed by ``pip install .``: ``main`` as a
+    process, exiting without interpreter finalisation (see ``exit_now``)."""
     exit_now(main())
 
 

@@ -9,7 +9,8 @@ alternatives for each, on one clip (each variant run alone, process CPU time):
 * preprocess: the detector's ``prepare`` vs one ``cv2.dnn.blobFromImageWithParams``
   call doing resize + letterbox + BGR->RGB + /255 (checked equal within 1/255);
 * draw: ``Overlay.draw`` (copies the frame) vs drawing on the frame in place;
-* encode: OpenCV ``mp4v`` (the default sink) vs PyAV libx264 presets.
+* encode: OpenCV ``mp4v`` (the former writer, kept for comparison) vs PyAV
+  libx264 presets (the pipeline writes H.264 through PyAV, ``ultrafast`` by default).
 """
 
 from __future__ import annotations
