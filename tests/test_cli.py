@@ -294,3 +294,14 @@ def test_installed_package_runs_from_another_folder(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert str(site / "samples" / "vtest.mp4") in out.stderr  # the shipped sample
     assert len((elsewhere / "out" / "vtest.jsonl").read_text().splitlines()) == 3
+
+
+def test_batch_without_videos_is_bad_input(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "run_stream.py"), "batch",
+         str(tmp_path / "none*.mp4"), "--out", str(tmp_path), "--no-progress"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "no video files found" in out.stderr
+    assert "Traceback" not in out.stderr
