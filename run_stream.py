@@ -294,14 +294,16 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     from pipeline.runner import PipelineConfig
     from pipeline.sinks import EncoderConfig, OutputConfig
     from pipeline.sources import SourceConfig
-    from pipeline.tracking import parse_tracker_params
+    from pipeline.tracking import make_tracker, parse_tracker_params
 
+    tracker_params = (parse_tracker_params(args.tracker, args.tracker_param)
+                      if args.tracker_param else {})
+    # The tracker's config checks the values: a bad one fails here, not mid-run.
+    make_tracker(args.tracker, **tracker_params)
     return PipelineConfig(
         batch=args.batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
         tracker=args.tracker, detect_every=args.detect_every,
-        flow_refine=args.detect_flow,
-        tracker_params=(parse_tracker_params(args.tracker, args.tracker_param)
-                        if args.tracker_param else {}),
+        flow_refine=args.detect_flow, tracker_params=tracker_params,
         sources=SourceConfig(timeout_s=args.timeout,
                              reconnect_attempts=args.reconnect,
                              realtime=args.realtime, stride=args.stride,
