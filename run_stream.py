@@ -193,9 +193,18 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
+def rtsp_url(text: str) -> str:
+    """``--rtsp-out``: an ``rtsp://`` or ``rtsps://`` URL (anything else would be
+    taken for a file name by the writer); empty: no push."""
+    if text and not text.lower().startswith(("rtsp://", "rtsps://")):
+        raise argparse.ArgumentTypeError(
+            f"expected rtsp://host:port/path, got {text!r}")
+    return text
+
+
 def add_live_args(p: argparse.ArgumentParser) -> None:
     live = p.add_argument_group("live outputs")
-    live.add_argument("--rtsp-out", metavar="URL", default="",
+    live.add_argument("--rtsp-out", metavar="URL", default="", type=rtsp_url,
                      help="also push the annotated stream as H.264 to this RTSP "
                           "server (rtsp://host:port/path; several sources: "
                           "path/SOURCE)")

@@ -89,6 +89,7 @@ def test_former_benchmark_flag_points_to_the_command(capsys) -> None:
         (["--tracker", "bytetrack", "--tracker-param", "min_hits=0"], "min_hits"),
         (["--serve", "host:port"], "--serve expects HOST:PORT"),
         (["--codec", "nope"], "codec 'nope'"),
+        (["--rtsp-out", "http://nvr/x"], "expected rtsp://host:port/path"),
         (["--conf", "0", "--model", "lineage-dpm"], "got 0.0"),
         (["--model", "yolo", "--classes", "nope"], "no class named 'nope'"),
         (["--out", "pyproject.toml/sub", "--max-frames", "2"], "pyproject.toml"),
