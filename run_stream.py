@@ -1,32 +1,55 @@
 #!/usr/bin/env python3
-"""Run a detector over videos, webcams, streams or image folders.
+"""streamdet: run a detector over videos, webcams, streams or image folders.
+
+Commands:
+  run        one pipeline over one or more sources (the default: a command line
+             that starts with an option is a run)
+  batch      many video files, one pipeline per file, summary.csv
+  benchmark  decode-only and inference-only ceilings, a plain single-threaded
+             loop and the pipeline on one source, side by side (this replaces
+             the former --benchmark flag)
 
 Examples:
-  python run_stream.py                                  # HOG people, sample clip
-  python run_stream.py --source 0 --model yolo --show   # webcam, shipped YOLO, window
-  python run_stream.py --source rtsp://cam/stream --model model.onnx --tracker bytetrack
-  python run_stream.py --source a.mp4 --source b.mp4 --batch 4 --metrics m.json
-  python run_stream.py --model model.engine --device cuda   # TensorRT engine
-  python run_stream.py --benchmark --model yolo   # ceilings vs loop vs pipeline
-  python run_stream.py batch videos/ --workers 2 --model yolo  # many files, summary.csv
+  streamdet                                       # HOG people, sample clip
+  streamdet --source 0 --model yolo --show        # webcam, shipped YOLO, window
+  streamdet run --source rtsp://cam/stream --model model.onnx --tracker bytetrack
+  streamdet --source a.mp4 --source b.mp4 --batch 4 --metrics m.json
+  streamdet --model model.engine --device cuda    # TensorRT engine
+  streamdet benchmark --model yolo                # ceilings vs loop vs pipeline
+  streamdet batch videos/ --workers 2 --model yolo  # many files, summary.csv
+  streamdet batch --help                          # each command's own options
 
+`python run_stream.py ...` is the same command without installing the package.
 Outputs go to --out (default ./output): SOURCE.mp4 (annotated, H.264 in fragmented
 MP4: playable after a kill), SOURCE.jsonl (one record per frame) and, with --mot,
 SOURCE.mot.txt. --serve shows the live annotated streams and metrics in a browser;
 --rtsp-out pushes the annotated stream to an RTSP server. Ctrl-C stops cleanly and
 finalises every output; a second Ctrl-C forces exit.
+
+Exit status: 0 done; 2 bad input (one line naming it: an option value, a model,
+a source, an output); 1 an internal error (with its traceback) or a source that
+failed mid-run; 130 / 143 stopped by Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from core.errors import InputError
+
+if TYPE_CHECKING:
+    from engines.base import Detector
+    from engines.registry import DetectorOptions
+    from pipeline.runner import PipelineConfig
 
 ROOT = Path(__file__).resolve().parent
 SAMPLE = ROOT / "samples" / "vtest.mp4"
@@ -170,9 +193,18 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
+def rtsp_url(text: str) -> str:
+    """``--rtsp-out``: an ``rtsp://`` or ``rtsps://`` URL (anything else would be
+    taken for a file name by the writer); empty: no push."""
+    if text and not text.lower().startswith(("rtsp://", "rtsps://")):
+        raise argparse.ArgumentTypeError(
+            f"expected rtsp://host:port/path, got {text!r}")
+    return text
+
+
 def add_live_args(p: argparse.ArgumentParser) -> None:
     live = p.add_argument_group("live outputs")
-    live.add_argument("--rtsp-out", metavar="URL", default="",
+    live.add_argument("--rtsp-out", metavar="URL", default="", type=rtsp_url,
                      help="also push the annotated stream as H.264 to this RTSP "
                           "server (rtsp://host:port/path; several sources: "
                           "path/SOURCE)")
@@ -182,14 +214,31 @@ def add_live_args(p: argparse.ArgumentParser) -> None:
                           "/metrics for Prometheus (default bind 127.0.0.1:8080)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="run_stream.py", description=__doc__,
+def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """Every parser of the CLI: whole option names only (``--line 3`` must not
+    quietly become ``--line-width 3``)."""
+    return argparse.ArgumentParser(
+        prog=prog, description=description, allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", "-s", action="append", metavar="SRC",
-                   help="video file, webcam index (0), rtsp/http URL, image folder, "
-                        "glob, or a .txt list of these; repeat for several "
-                        f"(default: {SAMPLE.relative_to(ROOT)})")
+
+
+def add_source_option(p: argparse.ArgumentParser, several: bool) -> None:
+    default = SAMPLE.relative_to(ROOT)
+    if several:
+        p.add_argument("--source", "-s", action="append", metavar="SRC",
+                       help="video file, webcam index (0), rtsp/http URL, image "
+                            "folder, glob, or a .txt list of these; repeat for "
+                            f"several (default: {default})")
+    else:
+        p.add_argument("--source", "-s", metavar="SRC",
+                       help="video file, webcam index, URL or image folder to "
+                            f"measure on (default: {default})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``streamdet [run]``: one pipeline over one or more sources."""
+    p = new_parser("streamdet [run]", __doc__ or "")
+    add_source_option(p, several=True)
     add_source_args(p)
     add_model_args(p)
     add_pipeline_args(p)
@@ -197,22 +246,35 @@ def build_parser() -> argparse.ArgumentParser:
     add_live_args(p)
     p.add_argument("--show", action="store_true", help="display a window (q quits)")
     p.add_argument("--metrics", type=Path, metavar="FILE",
-                   help="write the run's metrics (or benchmark results) as JSON")
-    p.add_argument("--benchmark", action="store_true",
-                   help="measure decode-only and inference-only ceilings, a plain "
-                        "single-threaded loop and the pipeline on the first source, "
-                        "side by side")
+                   help="write the run's metrics as JSON")
+    return p
+
+
+def build_benchmark_parser() -> argparse.ArgumentParser:
+    p = new_parser(
+        "streamdet benchmark",
+        "Measure, on one source and one model in one process: the decode-only and "
+        "inference-only ceilings, a plain single-threaded loop and the pipeline, "
+        "side by side, with CPU time per stage. Takes the source, model, pipeline "
+        "and output options of `streamdet run`.")
+    add_source_option(p, several=False)
+    add_source_args(p)
+    add_model_args(p)
+    add_pipeline_args(p)
+    add_output_args(p)
+    p.add_argument("--metrics", type=Path, metavar="FILE",
+                   help="write the benchmark report as JSON")
     return p
 
 
 def build_batch_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="run_stream.py batch",
-        description="Process many video files, one pipeline per file, and write "
-                    "summary.csv / summary.json (file, status, frames read / "
-                    "processed / written, FPS, attempts). A file finished with the "
-                    "same model and settings is skipped on the next run unless "
-                    "--force; outputs appear when a file is complete.")
+    p = new_parser(
+        "streamdet batch",
+        "Process many video files, one pipeline per file, and write "
+        "summary.csv / summary.json (file, status, frames read / "
+        "processed / written, FPS, attempts). A file finished with the "
+        "same model and settings is skipped on the next run unless "
+        "--force; outputs appear when a file is complete.")
     p.add_argument("inputs", nargs="+",
                    help="video files, folders of videos, globs or .txt lists")
     p.add_argument("--workers", type=int, default=1,
@@ -235,20 +297,22 @@ def build_batch_parser() -> argparse.ArgumentParser:
     return p
 
 
-def pipeline_config(args: argparse.Namespace) -> Any:
+def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     """Typed configs from the parsed arguments, built once here."""
     from pipeline.config import PipelineConfig
     from pipeline.overlay import OverlayConfig
     from pipeline.sinks import EncoderConfig, OutputConfig
     from pipeline.sources import SourceConfig
-    from pipeline.tracking import parse_tracker_params
+    from pipeline.tracking import make_tracker, parse_tracker_params
 
+    tracker_params = (parse_tracker_params(args.tracker, args.tracker_param)
+                      if args.tracker_param else {})
+    # The tracker's config checks the values: a bad one fails here, not mid-run.
+    make_tracker(args.tracker, **tracker_params)
     return PipelineConfig(
         batch=args.batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
         tracker=args.tracker, detect_every=args.detect_every,
-        flow_refine=args.detect_flow,
-        tracker_params=(parse_tracker_params(args.tracker, args.tracker_param)
-                        if args.tracker_param else {}),
+        flow_refine=args.detect_flow, tracker_params=tracker_params,
         sources=SourceConfig(timeout_s=args.timeout,
                              reconnect_attempts=args.reconnect,
                              realtime=args.realtime, stride=args.stride,
@@ -299,18 +363,43 @@ def setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["batch"]:
-        return batch_main(argv[1:])
-    args = build_parser().parse_args(argv)
+def typed_configs(
+    args: argparse.Namespace,
+) -> tuple[PipelineConfig, DetectorOptions]:
+    """The pipeline and detector configs of a run or benchmark, checked once."""
+    from engines.registry import DetectorOptions
+
+    if args.metrics is not None and not args.metrics.parent.is_dir():
+        raise InputError(f"--metrics {args.metrics}: folder "
+                         f"{args.metrics.parent} does not exist")
+    try:
+        return pipeline_config(args), DetectorOptions(**detector_options(args))
+    except ValueError as exc:  # an option value out of range: the user's to fix
+        raise InputError(str(exc)) from exc
+
+
+def open_detector(args: argparse.Namespace, options: DetectorOptions) -> Detector:
+    """The model, loaded and checked before any source opens. Loading is where
+    the model file and the options meet, so a ``ValueError`` here names the file
+    or an option that does not fit it: bad input, as a ``ModelError`` is."""
+    from engines.registry import load_detector
+
+    try:
+        return load_detector(args.model, options, family=args.family)
+    except (ValueError, FileNotFoundError) as exc:
+        raise InputError(str(exc)) from exc
+
+
+def run_main(argv: list[str]) -> int:
+    """``streamdet [run] ...``: one pipeline over one or more sources."""
+    parser = build_parser()
+    if "--benchmark" in argv:
+        parser.error("--benchmark is now a command: streamdet benchmark [OPTIONS]")
+    args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    from core.meta import ModelError
-    from engines.registry import DetectorOptions, load_detector
     from pipeline.build import build_pipeline
     from pipeline.runner import PipelineError
-    from pipeline.sinks import SinkError
-    from pipeline.sources import SourceError, expand_sources
+    from pipeline.sources import expand_sources
 
     stop_requested: list[bool] = []
     pipeline = None
@@ -321,35 +410,21 @@ def main(argv: list[str] | None = None) -> int:
             pipeline.request_stop()
 
     received = install_signal_handlers(stop)
-    try:
-        config = pipeline_config(args)
-        specs = expand_sources(args.source or [str(SAMPLE)])
-        # The model loads (and is checked) before any source opens.
-        detector = load_detector(args.model, DetectorOptions(**detector_options(args)),
-                                 family=args.family)
-        with detector:
-            if args.benchmark:
-                from pipeline.benchmark import format_report, run_benchmark
-
-                report = run_benchmark(specs[0], detector, config)
-                print(format_report(report))
-                if args.metrics:
-                    import json
-
-                    args.metrics.write_text(json.dumps(report, indent=2))
-                return 0
-            pipeline = build_pipeline(specs, detector, config)
-            if stop_requested:
-                pipeline.request_stop()
+    config, options = typed_configs(args)
+    specs = expand_sources(args.source or [str(SAMPLE)])
+    if not specs:
+        raise InputError(f"--source {' '.join(args.source)}: lists no source")
+    with open_detector(args, options) as detector:
+        pipeline = build_pipeline(specs, detector, config)
+        if stop_requested:
+            pipeline.request_stop()
+        try:
             metrics = pipeline.run()
-    except (SourceError, SinkError, ModelError, ValueError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        return 2
-    except PipelineError as exc:
-        log.error("%s", exc)
-        if pipeline is not None:
+        except PipelineError as exc:
             print(pipeline.metrics.table(), file=sys.stderr)
-        return 1
+            if isinstance(exc.__cause__, InputError):
+                raise InputError(str(exc)) from exc
+            raise
     print(metrics.table())
     if args.metrics:
         metrics.write_json(args.metrics)
@@ -359,34 +434,82 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def benchmark_main(argv: list[str]) -> int:
+    """``streamdet benchmark ...``: ceilings, plain loop and pipeline side by side."""
+    args = build_benchmark_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    from pipeline.benchmark import format_report, run_benchmark
+    from pipeline.sources import expand_sources
+
+    config, options = typed_configs(args)
+    specs = expand_sources([args.source or str(SAMPLE)])
+    if len(specs) > 1:
+        log.info("benchmark: measuring %s, the first of %d sources", specs[0],
+                 len(specs))
+    with open_detector(args, options) as detector:
+        report = run_benchmark(specs[0], detector, config)
+    print(format_report(report))
+    if args.metrics:
+        args.metrics.write_text(json.dumps(report, indent=2))
+    return 0
+
+
 def batch_main(argv: list[str]) -> int:
-    """``run_stream.py batch ...``: many files, N workers or Ray, one summary."""
+    """``streamdet batch ...``: many files, N workers or Ray, one summary."""
     args = build_batch_parser().parse_args(argv)
     setup_logging(args.log_level)
     from pipeline.batch import BatchJob, default_threads, run_batch, summary_table
 
     if args.workers < 1:
-        log.error("--workers must be >= 1, got %d", args.workers)
-        return 2
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
     try:
         job = BatchJob(
             detector={"model": args.model, "family": args.family,
                       **detector_options(args),
                       "threads": args.threads or default_threads(args.workers)},
             pipeline=pipeline_config(args), force=args.force)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    try:
         reports = run_batch(args.inputs, job, workers=args.workers,
                             ray_address=args.ray, cpus_per_task=args.cpus_per_task,
                             gpus_per_task=args.gpus_per_task,
                             progress=not args.no_progress, retries=args.retries)
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 2
     except KeyboardInterrupt:
         log.warning("interrupted; files finished so far are recorded as done")
         return 130
     print(summary_table(reports))
     print(f"summary: {args.out / 'summary.csv'}")
     return 1 if any(r.status == "failed" for r in reports) else 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "run": run_main,
+    "batch": batch_main,
+    "benchmark": benchmark_main,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a command (``run`` when the first word is not one) and turn
+    what escapes it into the exit status: bad input 2 with one line, anything
+    else 1 with its traceback."""
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv[:1] and argv[0] in COMMANDS else "run"
+    if argv[:1] == [command]:
+        argv = argv[1:]
+    try:
+        return COMMANDS[command](argv)
+    except InputError as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.warning("interrupted")
+        return 130
+    except Exception as exc:
+        log.critical("internal error, not caused by the input (please report "
+                     "it): %s: %s", type(exc).__name__, exc, exc_info=exc)
+        return 1
 
 
 def exit_now(code: int) -> None:
@@ -401,7 +524,8 @@ def exit_now(code: int) -> None:
 
 
 def cli() -> None:
-    """The ``streamdet`` command (``pip install -e .``): same as ``run_stream.py``."""
+    """The ``streamdet`` command installed by ``pip install .``: ``main`` as a
+    process, exiting without interpreter finalisation (see ``exit_now``)."""
     exit_now(main())
 
 

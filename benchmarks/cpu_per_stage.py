@@ -9,7 +9,8 @@ alternatives for each, on one clip (each variant run alone, process CPU time):
 * preprocess: the detector's ``prepare`` vs one ``cv2.dnn.blobFromImageWithParams``
   call doing resize + letterbox + BGR->RGB + /255 (checked equal within 1/255);
 * draw: ``Overlay.draw`` (copies the frame) vs drawing on the frame in place;
-* encode: OpenCV ``mp4v`` (the default sink) vs PyAV libx264 presets.
+* encode: OpenCV ``mp4v`` (the former writer, kept for comparison) vs PyAV
+  libx264 presets (the pipeline writes H.264 through PyAV, ``ultrafast`` by default).
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def fused_letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("clip")
     p.add_argument("--model", default="yolo")
     p.add_argument("--frames", type=int, default=200)

@@ -60,7 +60,7 @@ def run(video: Path, detector, every: int, out: Path, live: bool, seconds: float
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="yolo-people")
     p.add_argument("--video", type=Path, default=ROOT / "samples" / "vtest.mp4")

@@ -106,7 +106,7 @@ def timed(fn, *args) -> tuple[float, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--source", type=Path, default=ROOT / "samples" / "vtest.mp4")
     p.add_argument("--frames", type=int, default=200)
     p.add_argument("--rounds", type=int, default=2)

@@ -22,7 +22,7 @@ log = logging.getLogger("frcnn_proposals")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="faster_rcnn .pt checkpoint")
     parser.add_argument("--data", type=Path, required=True, help="YOLO data.yaml")

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from engines.registry import load_detector
     from training.data.generate import render_scene
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=10)
     p.add_argument("--proposal-side", type=int, default=640)
     p.add_argument("--threads", type=int, default=1)

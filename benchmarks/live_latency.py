@@ -185,7 +185,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sources", type=parse_list, default=[1, 4],
                    help="numbers of live sources (default 1,4)")

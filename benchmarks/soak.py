@@ -37,7 +37,7 @@ def rss_mb() -> float:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default=str(ROOT / "samples" / "vtest.mp4"))
     p.add_argument("--model", default="yolo")

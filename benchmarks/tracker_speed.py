@@ -53,7 +53,8 @@ def time_tracker(name: str, frames: list[Detections], warmup: int = 10) -> float
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--frames", type=int, default=100,
                         help="timed frames per run (after 10 warm-up frames)")

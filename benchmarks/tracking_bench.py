@@ -442,7 +442,8 @@ def benchmark(families: list[str], seeds: list[int], trackers: list[str],
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="+", default=["all"],
                         help=f"families to run: {', '.join(FAMILIES)} or all")
     parser.add_argument("--seeds", type=int, default=8, help="sequences per family")

@@ -164,7 +164,8 @@ def run_child(python: str, kind: str, model: Path, args: argparse.Namespace,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, required=True, help="fp32 ONNX (static)")
     p.add_argument("--int8", type=Path, default=None,
                    help="QDQ int8 ONNX of the same model (python -m training quantize)")

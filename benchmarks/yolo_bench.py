@@ -69,7 +69,7 @@ def time_frames(detector: Detector, frames: list[np.ndarray]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", type=Path, help=".onnx or .pt files")
     parser.add_argument("--data", type=Path, help="data.yaml to score (val split)")

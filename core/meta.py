@@ -9,10 +9,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import InputError
+
 META_KEY = "streamdet"  # key of the JSON blob in ONNX metadata_props / sidecar
 
 
-class ModelError(ValueError):
+class ModelError(InputError):
     """A model file that cannot be used: names the path and what is wrong."""
 
 

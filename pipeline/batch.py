@@ -34,6 +34,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from core.errors import InputError
 from core.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from pipeline.config import PipelineConfig
 from pipeline.sources import expand_sources, unique_ids
@@ -328,10 +329,10 @@ def run_batch(inputs: list[str], job: BatchJob, workers: int = 1,
     folder; return the reports in input order. ``retries``: how often Ray runs a
     task again whose worker or node died."""
     if retries < 0:
-        raise ValueError(f"retries must be >= 0, got {retries}")
+        raise InputError(f"retries must be >= 0, got {retries}")
     files = find_videos(inputs)
     if not files:
-        raise ValueError(f"no video files found in {inputs}")
+        raise InputError(f"no video files found in {inputs}")
     out_dir = job.pipeline.outputs.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = unique_ids(files)

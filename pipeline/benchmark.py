@@ -1,4 +1,4 @@
-"""Benchmark mode: on one clip and one model, in one process, side by side:
+"""`streamdet benchmark`: on one clip and one model, in one process, side by side:
 
 1. decode-only ceiling: frames read and decoded, nothing else;
 2. inference-only ceiling: frames already decoded and prepared in memory, the

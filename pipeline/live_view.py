@@ -44,7 +44,7 @@ BOUNDARY = "streamdet-frame"
 
 def parse_address(address: str) -> tuple[str, int]:
     """``HOST:PORT``, ``:PORT`` or ``PORT`` → (host, port); host defaults to
-    127.0.0.1. Raises ``ValueError`` naming the value."""
+    127.0.0.1. Raises ``SinkError`` (a ``ValueError``) naming the value."""
     host, sep, port_text = address.strip().rpartition(":")
     if not sep:
         host, port_text = "", address.strip()
@@ -52,11 +52,11 @@ def parse_address(address: str) -> tuple[str, int]:
     try:
         port = int(port_text)
     except ValueError:
-        raise ValueError(
+        raise SinkError(
             f"--serve expects HOST:PORT (e.g. 127.0.0.1:8080), got {address!r}"
         ) from None
     if not 0 <= port <= 65535:
-        raise ValueError(f"--serve port must be in 0..65535, got {port}")
+        raise SinkError(f"--serve port must be in 0..65535, got {port}")
     return host, port
 
 

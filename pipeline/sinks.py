@@ -17,13 +17,14 @@ from pathlib import Path
 
 import cv2
 
+from core.errors import InputError
 from core.formats import mot_lines, yolo_label_lines
 from core.types import Result
 
 log = logging.getLogger(__name__)
 
 
-class SinkError(RuntimeError):
+class SinkError(InputError):
     """An output that cannot be opened or written; names the path."""
 
 

@@ -76,16 +76,16 @@ def resolve_codec(name: str) -> str:
         return chosen
     if name not in av.codecs_available:
         offered = [c for c in KNOWN_CODECS if c in av.codecs_available]
-        raise ValueError(
+        raise SinkError(
             f"codec {name!r} is not in this FFmpeg build; try one of "
             f"{', '.join([AUTO, *offered])}"
         )
     try:
         codec = av.Codec(name, "w")
     except Exception as exc:
-        raise ValueError(f"codec {name!r} has no encoder in this FFmpeg build") from exc
+        raise SinkError(f"codec {name!r} has no encoder in this FFmpeg build") from exc
     if codec.type != "video":
-        raise ValueError(f"codec {name!r} is a {codec.type} codec, not a video one")
+        raise SinkError(f"codec {name!r} is a {codec.type} codec, not a video one")
     return name
 
 

@@ -39,23 +39,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    """The parsed command line (the chosen command's module is imported)."""
+def build_parser(wanted: str | None) -> argparse.ArgumentParser:
+    """The parser with every command; only ``wanted``'s module is imported and
+    adds its options. Whole option names only: ``--pre 2`` must not quietly set
+    ``--preset``."""
     parser = argparse.ArgumentParser(
         prog="python -m training",
+        allow_abbrev=False,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(name, allow_abbrev=False,
+                                 help=help_text, description=help_text)
         if name == wanted:  # only the chosen command's module is imported
             module = importlib.import_module(module_name)
             module.add_arguments(command)
             command.set_defaults(handler=module.run)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The parsed command line (the chosen command's module is imported)."""
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    return build_parser(wanted).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

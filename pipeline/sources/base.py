@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
+from core.errors import InputError
 from core.types import Frame
 from pipeline.av_capture import DECODERS
 
@@ -38,7 +39,7 @@ MAX_TIMESTAMP_GAP_S = 60.0  # a larger jump is a clock reset, not a loss
 MAX_PIXELS = 8192 * 8192  # larger frames are refused rather than risk memory blowups
 
 
-class SourceError(RuntimeError):
+class SourceError(InputError):
     """A source that cannot be opened or read; the message names the source."""
 
 

@@ -29,7 +29,7 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(allow_abbrev=False)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--path", default="/cam")
     p.add_argument("--user", default="")

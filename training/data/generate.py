@@ -503,7 +503,8 @@ def generate_video(path: str | Path, n_frames: int = 150,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="what", required=True)
-    ds = sub.add_parser("dataset", help="YOLO-format images + labels (+ COCO json)")
+    ds = sub.add_parser("dataset", allow_abbrev=False,
+                        help="YOLO-format images + labels (+ COCO json)")
     ds.add_argument("--out", type=Path, required=True, help="dataset folder")
     ds.add_argument("--train", type=int, required=True, help="training images")
     ds.add_argument("--val", type=int, required=True, help="validation images")
@@ -516,7 +517,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "DIR (e.g. /usr/share/doc/opencv-doc/examples/data)")
     ds.add_argument("--max-objects", type=int, default=8,
                     help="objects per image: 1..N (1: single-object images)")
-    vid = sub.add_parser("video", help="MP4 of moving objects + MOT ground truth")
+    vid = sub.add_parser("video", allow_abbrev=False,
+                         help="MP4 of moving objects + MOT ground truth")
     vid.add_argument("--out", type=Path, required=True, help="FILE.mp4")
     vid.add_argument("--frames", type=int, default=150)
     vid.add_argument("--size", type=int, nargs=2, default=(360, 640),

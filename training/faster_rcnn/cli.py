@@ -13,7 +13,8 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    t = sub.add_parser("train", help="train on a YOLO data.yaml or COCO json")
+    t = sub.add_parser("train", allow_abbrev=False,
+                       help="train on a YOLO data.yaml or COCO json")
     t.add_argument("--data", type=Path, required=True, help="data.yaml or COCO .json")
     from engines.nets.faster_rcnn import BACKBONES
     from training.precision import add_precision_argument
@@ -59,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any build_faster_rcnn option, e.g. box_positive_fraction=0.5 "
                         "(repeatable; on --resume it overrides the checkpoint's)")
-    e = sub.add_parser("export", help="export a checkpoint to ONNX (fixed input size)")
+    e = sub.add_parser("export", allow_abbrev=False,
+                       help="export a checkpoint to ONNX (fixed input size)")
     e.add_argument("checkpoint", type=Path)
     e.add_argument("--out", type=Path, default=None)
     e.add_argument("--no-simplify", action="store_true")

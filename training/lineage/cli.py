@@ -11,7 +11,8 @@ DEFAULT_EPOCHS = {"loc": 20, "overfeat": 10, "hog": 1, "rcnn": 40, "fast-rcnn": 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
-    p = sub.add_parser("train", help="train one lineage network and export ONNX")
+    p = sub.add_parser("train", allow_abbrev=False,
+                       help="train one lineage network and export ONNX")
     p.add_argument("--model", choices=MODELS, required=True)
     p.add_argument("--data", type=Path, default=None,
                    help="data.yaml (YOLO) or COCO .json; required except for loc, "

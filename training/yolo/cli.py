@@ -11,7 +11,8 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="yolo_command", metavar="ACTION", required=True)
-    p = sub.add_parser("train", help="train from a YOLO data.yaml or COCO json")
+    p = sub.add_parser("train", allow_abbrev=False,
+                       help="train from a YOLO data.yaml or COCO json")
     p.add_argument("--data", required=True, help="data.yaml (YOLO) or COCO .json")
     p.add_argument("--head", choices=("modern", "grid"), default="modern",
                    help="anchor-free TAL head, or the YOLO v1 SxS grid")
