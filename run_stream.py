@@ -8,6 +8,8 @@ Commands:
   benchmark  decode-only and inference-only ceilings, a plain single-threaded
              loop and the pipeline on one source, side by side (this replaces
              the former --benchmark flag)
+  serve      the live view over a pipeline that runs until stopped, with no
+             source or some; sources join and leave while it runs
 
 Examples:
   streamdet                                       # HOG people, sample clip
@@ -202,14 +204,14 @@ def rtsp_url(text: str) -> str:
     return text
 
 
-def add_live_args(p: argparse.ArgumentParser) -> None:
+def add_live_args(p: argparse.ArgumentParser, serve_default: str = "") -> None:
     live = p.add_argument_group("live outputs")
     live.add_argument("--rtsp-out", metavar="URL", default="", type=rtsp_url,
                      help="also push the annotated stream as H.264 to this RTSP "
                           "server (rtsp://host:port/path; several sources: "
                           "path/SOURCE)")
     live.add_argument("--serve", metavar="HOST:PORT", nargs="?", const="127.0.0.1:8080",
-                     default="",
+                     default=serve_default,
                      help="live view in the browser: annotated streams, metrics and "
                           "/metrics for Prometheus (default bind 127.0.0.1:8080)")
 
@@ -247,6 +249,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true", help="display a window (q quits)")
     p.add_argument("--metrics", type=Path, metavar="FILE",
                    help="write the run's metrics as JSON")
+    return p
+
+
+def build_serve_parser() -> argparse.ArgumentParser:
+    """``streamdet serve``: the live view over a pipeline that waits for sources."""
+    p = new_parser(
+        "streamdet serve",
+        "Serve the live view (annotated streams, metrics, /metrics) over a pipeline "
+        "that runs until stopped (Ctrl-C / SIGTERM), with the sources given (none "
+        "by default). Takes the options of `streamdet run`; --serve defaults to "
+        "127.0.0.1:8080.")
+    p.add_argument("--source", "-s", action="append", metavar="SRC",
+                   help="video file, webcam index, rtsp/http URL, image folder, glob "
+                        "or a .txt list of these; repeat for several (default: none)")
+    add_source_args(p)
+    add_model_args(p)
+    add_pipeline_args(p)
+    add_output_args(p)
+    add_live_args(p, serve_default="127.0.0.1:8080")
+    p.add_argument("--metrics", type=Path, metavar="FILE",
+                   help="write the run's metrics as JSON when it stops")
     return p
 
 
@@ -397,9 +420,30 @@ def run_main(argv: list[str]) -> int:
         parser.error("--benchmark is now a command: streamdet benchmark [OPTIONS]")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
+    from pipeline.sources import expand_sources
+
+    specs = expand_sources(args.source or [str(SAMPLE)])
+    if not specs:
+        raise InputError(f"--source {' '.join(args.source)}: lists no source")
+    return run_pipeline(args, specs, keep_alive=False)
+
+
+def serve_main(argv: list[str]) -> int:
+    """``streamdet serve ...``: the live view, with the sources given (none by
+    default), running until stopped; sources join and leave through the API."""
+    args = build_serve_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    from pipeline.sources import expand_sources
+
+    return run_pipeline(args, expand_sources(args.source or []), keep_alive=True)
+
+
+def run_pipeline(args: argparse.Namespace, specs: list[str], keep_alive: bool
+                 ) -> int:
+    """Build and run one pipeline until its sources end (or, ``keep_alive``,
+    until Ctrl-C / SIGTERM); print its table and write ``--metrics``."""
     from pipeline.build import build_pipeline
     from pipeline.runner import PipelineError
-    from pipeline.sources import expand_sources
 
     stop_requested: list[bool] = []
     pipeline = None
@@ -411,11 +455,8 @@ def run_main(argv: list[str]) -> int:
 
     received = install_signal_handlers(stop)
     config, options = typed_configs(args)
-    specs = expand_sources(args.source or [str(SAMPLE)])
-    if not specs:
-        raise InputError(f"--source {' '.join(args.source)}: lists no source")
     with open_detector(args, options) as detector:
-        pipeline = build_pipeline(specs, detector, config)
+        pipeline = build_pipeline(specs, detector, config, keep_alive=keep_alive)
         if stop_requested:
             pipeline.request_stop()
         try:
@@ -487,6 +528,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "run": run_main,
     "batch": batch_main,
     "benchmark": benchmark_main,
+    "serve": serve_main,
 }
 
 
