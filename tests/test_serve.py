@@ -43,7 +43,7 @@ def test_serve_runs_with_no_source_until_ctrl_c(tmp_path):
         assert proc.poll() is None  # no source, and still running
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        _out, err = proc.communicate(timeout=10)
     finally:
         proc.kill()
     assert proc.returncode == 130, err
