@@ -89,14 +89,14 @@ class Zone:
         )
         if len(self.points) < 3:
             raise ValueError(f"{what}: needs at least 3 points, got {len(self.points)}")
-        if polygon_area(self.points.xy) == 0:
-            raise ValueError(
-                f"{what}: the points {self.points.xy.tolist()} enclose no area"
-            )
         if self_intersects(self.points.xy):
             raise ValueError(
                 f"{what}: the polygon {self.points.xy.tolist()} crosses itself; "
                 "give its points in order around the edge"
+            )
+        if polygon_area(self.points.xy) == 0:
+            raise ValueError(
+                f"{what}: the points {self.points.xy.tolist()} enclose no area"
             )
         self.anchor = check_anchor(anchor)
         if (
