@@ -63,7 +63,8 @@ class Zone:
     inside at which its dwell reaches ``loiter_s``; it carries the dwell.
 
     A track inside that is not seen for ``exit_after_s`` seconds is exited (its
-    ``dwell_s`` then ends at the last update it was seen inside) and forgotten.
+    ``dwell_s`` then ends at the first update it was no longer seen) and
+    forgotten.
     Event ``timestamp``/``frame`` are those of the update that decided the event.
     """
 
@@ -129,6 +130,7 @@ class Zone:
                 "first_out": (np.float64, np.nan),  # start of the run outside
                 "last_in": (np.float64, np.nan),
                 "last_seen": (np.float64, np.nan),
+                "first_missing": (np.float64, np.nan),  # first update not seen
                 "class_id": (np.int32, -1),
             }
         )
@@ -272,14 +274,18 @@ class Zone:
         since = t - self.exit_after_s
         for track_id in [k for k, seen in self._loitered.items() if seen < since]:
             del self._loitered[track_id]
+        seen = col["last_seen"] == t
+        col["first_missing"][seen] = np.nan
+        col["first_missing"][~seen & np.isnan(col["first_missing"])] = t
         gone = col["last_seen"] < since
         if not gone.any():
             return
         for row in np.flatnonzero(gone & col["entered"]):
-            # It left when first seen outside, if it was; else after its last
-            # sighting inside, which is as far as anyone knows it stayed.
+            # It left at the first update it was seen outside, if it was, else
+            # at the first update it was no longer seen: the same rule as a
+            # clean exit, so a stay is exact to a frame period either way.
             end = col["first_out"][row]
-            end = col["last_in"][row] if np.isnan(end) else end
+            end = col["first_missing"][row] if np.isnan(end) else end
             dwell = end - col["first_in"][row]
             events.append(self._event("zone_exit", row, t, frame, dwell))
         table.drop(gone)
