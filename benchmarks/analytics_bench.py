@@ -53,6 +53,7 @@ ZONES = {
     "bench": np.array([[880.0, 40.0], [1200.0, 40.0], [1220.0, 260.0], [860.0, 260.0]]),
 }
 BOX_WH = {0: (40.0, 100.0), 1: (120.0, 70.0)}  # person, car
+HALF_BOX = np.array([20.0, 100.0])  # (w / 2, h) of a person, for the cost run
 MARGIN = 0.01 * float(np.hypot(*SIZE))  # the counters' default hysteresis
 INERTIA = 3
 LOITER_S = 10.0
@@ -366,6 +367,27 @@ def run(tracks, times, noisy: bool, rng, score: Score) -> None:
     score.loiter_found += len(loiters)
 
 
+def cost_at(n_objects: int, n_frames: int = 200, seed: int = 0) -> float:
+    """CPU-ms per frame of both lines and both zones with ``n_objects`` tracked
+    boxes wandering over the frame (how the cost grows with a crowd)."""
+    rng = np.random.default_rng(seed)
+    pos = rng.uniform([0, 0], SIZE, (n_objects, 2))
+    vel = rng.uniform(-8, 8, (n_objects, 2))
+    ids = np.arange(n_objects)
+    lines = [LineCounter(p, n) for n, p in LINES.items()]
+    zones = [Zone(p, n, loiter_s=LOITER_S) for n, p in ZONES.items()]
+    cpu = 0.0
+    for i in range(n_frames):
+        pos = np.clip(pos + vel, 0, SIZE)
+        xyxy = np.concatenate([pos - HALF_BOX, pos + HALF_BOX * [1, 0]], axis=1)
+        dets = Detections(xyxy, np.full(n_objects, 0.9), ids % 2, ids)
+        c0 = time.process_time()
+        for obj in (*lines, *zones):
+            obj.update(dets, i / 30, SIZE, frame=i)
+        cpu += time.process_time() - c0
+    return 1000 * cpu / n_frames
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -405,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{score.objects / score.frames:>9.1f}"
             )
         print(f"{'':7} true crossings per setting: {int(score.count_true)}")
+    print()
+    print("CPU-ms per frame, 2 lines + 2 zones, by tracked objects in the frame:")
+    print("  " + "  ".join(f"{n} objects: {cost_at(n):.3f}" for n in (10, 100, 1000)))
     return 0
 
 
