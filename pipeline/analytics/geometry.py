@@ -27,7 +27,7 @@ FrameSize = tuple[int, int]
 _NAME = re.compile(r"^[\w.-]+$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Points:
     """Points of a line or polygon as given: fractions of the frame or pixels.
 
@@ -38,6 +38,20 @@ class Points:
 
     xy: np.ndarray
     fractional: bool
+
+    def __post_init__(self) -> None:
+        # A private read-only copy: a caller's array changing later must not
+        # move a line that is counting.
+        xy = np.array(self.xy, dtype=np.float64).reshape(-1, 2)
+        xy.setflags(write=False)
+        object.__setattr__(self, "xy", xy)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Points):
+            return NotImplemented
+        return self.fractional == other.fractional and np.array_equal(self.xy, other.xy)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def to_pixels(self, frame_size: FrameSize) -> np.ndarray:
         """(K, 2) float64 pixel coordinates for a frame of ``(width, height)``."""

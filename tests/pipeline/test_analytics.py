@@ -463,3 +463,14 @@ def test_event_rejects_bad_values(kwargs, message):
 def test_event_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match="colour"):
         Event.from_dict({"event": "source_up", "colour": "red"})
+
+
+def test_points_are_a_private_read_only_copy():
+    given = np.array([[10.0, 20.0], [300.0, 20.0]])
+    points = parse_points(given)
+    given[0, 0] = 99
+    assert points.xy[0, 0] == 10
+    with pytest.raises(ValueError):
+        points.xy[0, 0] = 5
+    assert points == parse_points([10, 20, 300, 20]) != parse_points([10, 20, 300, 21])
+    assert parse_line_spec("1,2,300,4:a") == parse_line_spec("1,2,300,4:a")
