@@ -76,7 +76,7 @@ def image_size(text: str) -> tuple[int, int]:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    from engines.registry import BACKENDS, FAMILIES, SHIPPED, SUFFIX_BACKENDS
+    from engines.build import BACKENDS, FAMILIES, SHIPPED, SUFFIX_BACKENDS
 
     mdl = p.add_argument_group("model")
     mdl.add_argument("--model", "-m", default="hog",
@@ -269,7 +269,7 @@ def pipeline_config(args: argparse.Namespace) -> Any:
 
 
 def detector_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The common detector contract (``engines.registry.DetectorOptions``): unset
+    """The common detector contract (``engines.build.DetectorOptions``): unset
     options stay None, so each family keeps its own defaults."""
     return {"conf": args.conf, "iou": args.iou, "max_det": args.max_det,
             "classes": args.classes, "threads": args.threads, "device": args.device,
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     from core.meta import ModelError
-    from engines.registry import DetectorOptions, load_detector
+    from engines.build import DetectorOptions, load_detector
     from pipeline.runner import Pipeline, PipelineError
     from pipeline.sinks import SinkError
     from pipeline.sources import SourceError, expand_sources

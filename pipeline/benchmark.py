@@ -34,7 +34,7 @@ from typing import Any
 
 from core.types import Frame, Result
 from engines.base import Detector
-from engines.registry import runtime_info
+from engines.build import runtime_info
 from pipeline.lanes import open_lane, run_plain_loop
 from pipeline.metrics import Metrics
 from pipeline.overlay import Overlay

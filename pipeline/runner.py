@@ -19,7 +19,7 @@ from typing import Any
 from tqdm import tqdm
 
 from engines.base import Detector
-from engines.registry import runtime_info
+from engines.build import runtime_info
 from pipeline.config import PipelineConfig
 from pipeline.lanes import InferFeed, Lane, open_lane, open_sources
 from pipeline.metrics import Metrics

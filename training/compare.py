@@ -36,7 +36,7 @@ from tqdm import tqdm
 from core.meta import ModelError
 from core.types import Detections
 from engines.base import Detector, Prepared
-from engines.registry import SHIPPED, load_detector
+from engines.build import SHIPPED, load_detector
 from training.data.generate import CLASS_NAMES
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from core.boxes import iou_matrix
 from core.meta import META_KEY, ModelMeta, sidecar_path
 from core.types import Detections
 from engines.base import Detector
-from engines.registry import load_detector
+from engines.build import load_detector
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import pytest
 
 from core.meta import ModelError, ModelMeta
 from core.types import Detections
-from engines.registry import (
+from engines.build import (
     FAMILIES,
     SHIPPED,
     DetectorOptions,
@@ -70,7 +70,7 @@ def test_each_option_is_used_or_refused_in_one_line(family, option):
         if option == "max_det":
             assert detector.max_det == 2
         if option == "classes":
-            assert detector.keep_classes == frozenset({0})
+            assert detector.classes == frozenset({0})
 
 
 def _family_detector(name: str):

@@ -259,8 +259,8 @@ def test_calibration_batches_from_image_folder(tmp_path):
 
 
 def test_calibration_letterbox_matches_yolo_detector_prepare(tmp_path):
-    yolo = pytest.importorskip("engines.yolo")
     from engines.base import Backend
+    from engines.build import build_detector
 
     meta = tiny_meta(input_size=(32, 32), mean=(0.0, 0.1, 0.2), std=(1.0, 0.5, 0.5))
 
@@ -275,7 +275,7 @@ def test_calibration_letterbox_matches_yolo_detector_prepare(tmp_path):
             return [np.zeros((len(batch), 6, 21), np.float32)]
 
     try:
-        detector = yolo.YoloDetector(Fixed(tmp_path / "x.onnx"))
+        detector = build_detector(Fixed(tmp_path / "x.onnx"))
     except Exception as exc:  # the YOLO helper's constructor changed
         pytest.skip(f"YoloDetector could not be built from a fixed backend: {exc}")
     image = np.random.default_rng(1).integers(0, 256, (20, 50, 3), dtype=np.uint8)
@@ -1060,7 +1060,7 @@ def engine_dir(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("model", ["yolo_demo.onnx", "faster_rcnn_demo.onnx"])
 def test_gpu_engine_matches_onnxruntime(model, precision, engine_dir):
     from core.boxes import iou_matrix
-    from engines.registry import load_detector
+    from engines.build import load_detector
 
     onnx_path = MODELS / model
     if not onnx_path.is_file():

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from core.meta import META_KEY, ModelMeta
 from core.types import Detections
-from engines.registry import load_detector
+from engines.build import load_detector
 from training import quantize as q
 from training.__main__ import main
 from training.data.generate import generate_dataset, render_scene
