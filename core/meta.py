@@ -1,15 +1,21 @@
 """What a model file carries: ``ModelMeta`` (in ONNX metadata or a ``.json``
-sidecar), and the error every loader raises for a file it cannot use."""
+sidecar), the one reader and writer of sidecars, and the error every loader
+raises for a file it cannot use."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 META_KEY = "streamdet"  # key of the JSON blob in ONNX metadata_props / sidecar
+# What an older, unwrapped sidecar holds at least: how it is recognised.
+FLAT_SIDECAR_KEYS = ("family", "class_names", "input_size")
 
 
 class ModelError(ValueError):
@@ -60,6 +66,54 @@ class ModelMeta:
 def sidecar_path(model_path: str | Path) -> Path:
     """``model.onnx`` -> ``model.json``: metadata beside a model file."""
     return Path(model_path).with_suffix(".json")
+
+
+def write_sidecar(model_path: str | Path, meta: ModelMeta) -> Path:
+    """Write ``meta`` beside ``model_path`` as ``{"streamdet": {...}}``, the form
+    readers recognise as ours (any other ``NAME.json`` there is someone else's)."""
+    path = sidecar_path(model_path)
+    path.write_text(json.dumps({META_KEY: meta.to_dict()}, sort_keys=True) + "\n")
+    return path
+
+
+def read_sidecar_data(model_path: str | Path, warn: bool = True
+                      ) -> dict[str, Any] | None:
+    """The metadata object of the sidecar beside ``model_path``, unwrapped.
+
+    Recognised: ``{"streamdet": {...}}`` (every writer) or a flat object with
+    ``family``, ``class_names`` and ``input_size`` (older files). None when there
+    is no ``NAME.json`` or it is something else (a COCO file, evaluation
+    results, ...), which is ignored, with one warning when ``warn``: a user's
+    unrelated file never changes how a model loads.
+    """
+    path = sidecar_path(model_path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        data = None
+    if isinstance(data, dict) and isinstance(data.get(META_KEY), dict):
+        return data[META_KEY]
+    if isinstance(data, dict) and all(k in data for k in FLAT_SIDECAR_KEYS):
+        return data
+    if warn:
+        log.warning("%s is not a streamdet metadata sidecar (no %r object); "
+                    "ignored", path, META_KEY)
+    return None
+
+
+def read_sidecar(model_path: str | Path) -> ModelMeta | None:
+    """``ModelMeta`` from the sidecar beside ``model_path`` (see
+    ``read_sidecar_data``); a recognised but broken one is a ``ModelError``."""
+    data = read_sidecar_data(model_path)
+    if data is None:
+        return None
+    try:
+        return ModelMeta.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{sidecar_path(model_path)}: unreadable streamdet "
+                         f"metadata: {exc}") from exc
 
 
 def file_sha256(path: str | Path) -> str:

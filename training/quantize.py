@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from core.boxes import iou_matrix
-from core.meta import META_KEY, ModelMeta, sidecar_path
+from core.meta import META_KEY, ModelMeta, read_sidecar, write_sidecar
 from core.types import Detections
 from engines.base import Detector
 from engines.build import load_detector
@@ -208,7 +208,8 @@ def agreement(reference: list[Detections], candidate: list[Detections]) -> Agree
 def copy_metadata(src: Path, dst: Path, extra: dict[str, str]) -> None:
     """The fp32 file's ``metadata_props`` (streamdet, Ultralytics' names/stride/
     imgsz, ...) on the quantized file, the streamdet meta gaining ``precision``;
-    a ``.json`` sidecar beside the source is mirrored beside the output."""
+    our sidecar beside the source (only a recognised one: ``read_sidecar``) is
+    mirrored beside the output."""
     import onnx
 
     props = {p.key: p.value for p in onnx.load(str(src), load_external_data=False)
@@ -224,10 +225,10 @@ def copy_metadata(src: Path, dst: Path, extra: dict[str, str]) -> None:
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, str(dst))
-    if sidecar_path(src).is_file():
-        meta = ModelMeta.from_json(sidecar_path(src).read_text())
-        meta.extra.update(extra)
-        sidecar_path(dst).write_text(meta.to_json())
+    sidecar = read_sidecar(src)
+    if sidecar is not None:
+        sidecar.extra.update(extra)
+        write_sidecar(dst, sidecar)
 
 
 def detect_all(detector: Detector, frames: list[np.ndarray], conf: float

@@ -171,8 +171,30 @@ def test_sidecar_missing_fields_are_listed():
 def test_backend_without_sidecar_is_a_clear_error(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"plan")
-    with pytest.raises(ModelError, match=r"no metadata sidecar .*m\.json"):
+    with pytest.raises(ModelError, match=r"sidecar .*m\.json is missing.*build-engine"):
         TensorRTBackend(engine, device="cuda")
+
+
+@pytest.mark.parametrize("text", ["{}", '{"images": [], "annotations": []}', "nope"])
+def test_backend_beside_an_unrelated_json_names_it_and_how_to_rebuild(tmp_path, text):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    sidecar_path(engine).write_text(text)
+    with pytest.raises(ModelError) as caught:
+        TensorRTBackend(engine, device="cuda")
+    message = str(caught.value)
+    assert "\n" not in message and str(sidecar_path(engine)) in message
+    assert "is not a streamdet metadata sidecar" in message
+    assert "python -m training build-engine" in message
+
+
+def test_backend_reads_a_wrapped_sidecar(tmp_path, monkeypatch):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    sidecar_path(engine).write_text(json.dumps({"streamdet": sidecar()}))
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # stops right after reading
+    with pytest.raises(ModelError, match="TensorRT is not installed"):
+        TensorRTBackend(engine, device="cuda:0")
 
 
 def test_backend_without_tensorrt_is_a_clear_error(tmp_path, monkeypatch):
