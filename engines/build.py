@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from core.imports import import_spec
-from core.meta import ModelError, ModelMeta
+from core.meta import (
+    FamilyParams,
+    FasterRCNNParams,
+    FastRCNNParams,
+    ModelError,
+    ModelMeta,
+    OverFeatParams,
+    RCNNParams,
+    YoloParams,
+)
 from engines.base import Backend, Detector, check_device
 
 log = logging.getLogger(__name__)
@@ -340,7 +349,7 @@ def runtime_info(detector: Detector) -> str:
     if backend is None:
         return ""
     meta = getattr(backend, "meta", None)
-    stored = ((meta.extra.get("precision", "") if meta else "")
+    stored = ((meta.precision if meta else "")
               or ultralytics_metadata(backend).get("precision", ""))
     # an int8 file runs int8 kernels whatever the runtime's float precision
     precision = stored if stored == "int8" else (
@@ -407,11 +416,18 @@ def _parameter_file(family: str) -> Resolver:
     return resolve
 
 
-def _meta(backend: Backend, family: str) -> ModelMeta:
-    """Lineage networks need their metadata (class names, input size, options)."""
-    if backend.meta is None:
+def _meta(backend: Backend, family: str,
+          params: type[FamilyParams] | None = None) -> ModelMeta:
+    """Lineage networks need their metadata (class names, input size, and the
+    family's ``params``)."""
+    meta = backend.meta
+    if meta is None:
         raise ModelError(f"{backend.path}: a {family} model needs streamdet metadata")
-    return backend.meta
+    if params is not None and not isinstance(meta.params, params):
+        wanted = ", ".join(f.name for f in fields(params))
+        raise ModelError(f"{backend.path}: its {family} metadata lacks some of "
+                         f"{wanted}")
+    return meta
 
 
 def _yolo(model: str, backend: Backend, given: dict[str, Any],
@@ -434,7 +450,8 @@ def _yolo(model: str, backend: Backend, given: dict[str, Any],
     named = len(names) if names else None
     layout = layout or (meta.layout if meta and meta.layout else None) or \
         yolo.guess_layout(shape, named)
-    per_cell = int((meta.extra if meta else {}).get("boxes_per_cell", 0))
+    per_cell = meta.params.boxes_per_cell if meta and isinstance(
+        meta.params, YoloParams) else 0
     count, per_cell = yolo.count_classes(backend.path, shape, layout, named, per_cell)
     if names is None:
         names = [f"class{i}" for i in range(count)]
@@ -482,9 +499,8 @@ def _faster_rcnn(model: str, backend: Backend, given: dict[str, Any],
                         [f"class{k}" for k in range((count or 91) - 1)]),
         "mean": meta.mean if meta else (0.0, 0.0, 0.0),
         "std": meta.std if meta else (1.0, 1.0, 1.0)}
-    offset = meta.extra.get("label_offset") if meta else None
-    if offset is not None:
-        resolved["label_offset"] = int(offset)
+    if meta is not None and isinstance(meta.params, FasterRCNNParams):
+        resolved["label_offset"] = meta.params.label_offset
     return resolved
 
 
@@ -496,37 +512,39 @@ def _loc(model: str, backend: Backend, given: dict[str, Any],
 
 def _overfeat(model: str, backend: Backend, given: dict[str, Any],
               opts: DetectorOptions) -> dict[str, Any]:
-    meta = _meta(backend, "lineage_overfeat")
-    return {"class_names": list(meta.class_names),
-            "window": int(meta.extra["window"]), "stride": int(meta.extra["stride"]),
-            "scales": tuple(given.get("scales") or meta.extra["scales"])}
+    meta = _meta(backend, "lineage_overfeat", OverFeatParams)
+    params = meta.params
+    assert isinstance(params, OverFeatParams)
+    return {"class_names": list(meta.class_names), "window": params.window,
+            "stride": params.stride, "scales": tuple(given.get("scales")
+                                                     or params.scales)}
 
 
 def _rcnn(model: str, backend: Backend, given: dict[str, Any],
           opts: DetectorOptions) -> dict[str, Any]:
-    meta = _meta(backend, "lineage_rcnn")
+    meta = _meta(backend, "lineage_rcnn", RCNNParams)
     return {"class_names": list(meta.class_names), "crop": int(meta.input_size[0]),
             **_proposals(meta, given)}
 
 
 def _proposals(meta: ModelMeta, given: dict[str, Any]) -> dict[str, int]:
-    return {"proposal_side": int(given.get("proposal_side")
-                                 or meta.extra["proposal_side"]),
-            "max_proposals": int(given.get("max_proposals")
-                                 or meta.extra["max_proposals"])}
+    params = meta.params
+    assert isinstance(params, RCNNParams)
+    return {"proposal_side": int(given.get("proposal_side") or params.proposal_side),
+            "max_proposals": int(given.get("max_proposals") or params.max_proposals)}
 
 
 def _fast_rcnn(model: str, backend: Backend, given: dict[str, Any],
                opts: DetectorOptions) -> dict[str, Any]:
     from engines.lineage.roi_pool import POOLINGS
 
-    meta = _meta(backend, "lineage_fast_rcnn")
-    extra = meta.extra
-    pooling = extra.get("pooling", "max")
-    if pooling not in POOLINGS:
-        raise ModelError(f"{backend.path}: unknown RoI pooling {pooling!r} "
+    meta = _meta(backend, "lineage_fast_rcnn", FastRCNNParams)
+    params = meta.params
+    assert isinstance(params, FastRCNNParams)
+    if params.pooling not in POOLINGS:
+        raise ModelError(f"{backend.path}: unknown RoI pooling {params.pooling!r} "
                          f"(expected one of {POOLINGS})")
-    head_path = backend.path.parent / extra["head"]
+    head_path = backend.path.parent / params.head
     if not head_path.is_file():
         raise ModelError(f"{backend.path}: RoI head file {head_path} not found")
     head = open_backend(head_path, backend.device, threads=opts.threads)
@@ -536,10 +554,10 @@ def _fast_rcnn(model: str, backend: Backend, given: dict[str, Any],
                          f"input of pooled features, got {head.input_shape}; "
                          "re-export it with `python -m training lineage train`")
     return {"head": head, "class_names": list(meta.class_names),
-            "imgsz": tuple(meta.input_size), "pool": int(extra.get("pool", 5)),
-            "spatial_scale": float(extra.get("spatial_scale", 1 / 8)),
-            "pooling": pooling, "sampling_ratio": int(extra.get("sampling_ratio", 1)),
-            "channels_last": extra.get("pooled_layout") == "channels_last",
+            "imgsz": tuple(meta.input_size), "pool": params.pool,
+            "spatial_scale": params.spatial_scale, "pooling": params.pooling,
+            "sampling_ratio": params.sampling_ratio,
+            "channels_last": params.pooled_layout == "channels_last",
             **_proposals(meta, given)}
 
 

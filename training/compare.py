@@ -180,7 +180,7 @@ def _train_seconds(detector: Detector) -> float | None:
         return float(detector.train_seconds)
     backend = getattr(detector, "backend", None)
     meta = getattr(backend, "meta", None)
-    value = meta.extra.get("train_seconds") if meta is not None else None
+    value = meta.train_seconds if meta is not None else None
     return float(value) if value is not None else None
 
 

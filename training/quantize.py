@@ -216,9 +216,7 @@ def copy_metadata(src: Path, dst: Path, extra: dict[str, str]) -> None:
              .metadata_props}
     props.update(extra)
     if META_KEY in props:
-        meta = ModelMeta.from_json(props[META_KEY])
-        meta.extra.update(extra)
-        props[META_KEY] = meta.to_json()
+        props[META_KEY] = ModelMeta.from_json(props[META_KEY]).updated(extra).to_json()
     model = onnx.load(str(dst))
     del model.metadata_props[:]
     for key, value in props.items():
@@ -227,8 +225,7 @@ def copy_metadata(src: Path, dst: Path, extra: dict[str, str]) -> None:
     onnx.save(model, str(dst))
     sidecar = read_sidecar(src)
     if sidecar is not None:
-        sidecar.extra.update(extra)
-        write_sidecar(dst, sidecar)
+        write_sidecar(dst, sidecar.updated(extra))
 
 
 def detect_all(detector: Detector, frames: list[np.ndarray], conf: float

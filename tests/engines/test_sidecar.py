@@ -127,7 +127,7 @@ def test_quantize_copies_only_a_recognised_sidecar(tmp_path):
     copy_metadata(src, dst, {"precision": "int8"})
     copied = read_sidecar(dst)
     assert copied is not None and copied.class_names == META.class_names
-    assert copied.extra["precision"] == "int8"
+    assert copied.precision == "int8"
 
 
 def test_openvino_ir_ignores_an_unrelated_json(tmp_path):

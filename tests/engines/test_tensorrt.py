@@ -134,7 +134,7 @@ def test_sidecar_check_accepts_matching_build():
     meta = check_engine_sidecar("m.engine", sidecar(), "10.13.0.35", "NVIDIA H100",
                                 "9.0")
     assert meta.family == "yolo" and meta.class_names == ["a", "b"]
-    assert meta.extra["precision"] == "fp16"
+    assert meta.precision == "fp16"
 
 
 def test_sidecar_version_mismatch_names_both_versions_and_rebuild():

@@ -53,7 +53,7 @@ def test_lineage_train_loc_writes_a_loadable_model(tmp_path: Path) -> None:
     assert rc == 0
     detector = load_detector(tmp_path / "lineage_loc.onnx")
     assert isinstance(detector, LocDetector)
-    assert detector.backend.meta.extra["train_seconds"] > 0
+    assert detector.backend.meta.train_seconds > 0
     assert "val_iou" in detector.backend.meta.extra
 
 
