@@ -82,14 +82,15 @@ FAMILY_PARAMS: dict[str, type[FamilyParams]] = {
     "lineage_rcnn": RCNNParams,
     "lineage_fast_rcnn": FastRCNNParams,
 }
-TYPED_EXTRA = ("precision", "train_seconds")  # ModelMeta fields older files keep
-# in ``extra``
+# ModelMeta fields that older files keep in ``extra``
+TYPED_EXTRA = ("precision", "train_seconds")
 
 
 def _family_params(cls: type[FamilyParams], values: dict[str, Any]
                    ) -> FamilyParams:
-    return cls(**{k: tuple(v) if isinstance(v, list) else v
-                  for k, v in values.items()})
+    typed: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                             for k, v in values.items()}
+    return cls(**typed)
 
 
 @dataclass

@@ -1,99 +1,42 @@
-"""Building detectors: the one place in engines/ that opens model files and reads
-their metadata (ours, Ultralytics', or a graph's shape), so the detector classes
-only store what they are given.
+"""Building detectors: where engines/ opens model files and reads their metadata
+(ours, Ultralytics', or a graph's shape), so the detector classes only store
+what they are given.
 
-Backends by runtime or file suffix (``open_backend``), the one option contract
-(``DetectorOptions``), the shipped models, and ``load_detector`` /
-``build_detector``, which resolve each family's constructor arguments.
+The one option contract (``DetectorOptions``), the shipped models, and
+``load_detector`` / ``build_detector``, which open the model (backends by
+runtime or file suffix: ``engines.backends.open_backend``) and resolve each
+family's constructor arguments (``engines.resolve``).
 """
 
 from __future__ import annotations
 
-import ast
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from core.imports import import_spec
-from core.meta import (
-    FamilyParams,
-    FasterRCNNParams,
-    FastRCNNParams,
-    ModelError,
-    ModelMeta,
-    OverFeatParams,
-    RCNNParams,
-    YoloParams,
+from core.meta import ModelError
+from engines.backends import (
+    BACKENDS,
+    CROSS_BACKENDS,
+    FOLDER_BACKENDS,
+    SUFFIX_BACKENDS,
+    backend_name,
+    open_backend,
 )
 from engines.base import Backend, Detector, check_device
+from engines.resolve import (
+    NETWORK_RESOLVERS,
+    ULTRALYTICS_DEFAULTS,
+    Resolver,
+    ultralytics_metadata,
+    ultralytics_names,
+)
 
 log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-
-
-# Runtime name -> "module:Class"; imported lazily so a CPU machine never imports
-# TensorRT. ``SUFFIX_BACKENDS`` picks the default runtime from the file.
-BACKENDS: dict[str, str] = {
-    "onnxruntime": "engines.backends.onnxruntime:OnnxRuntimeBackend",
-    "tensorrt": "engines.backends.tensorrt:TensorRTBackend",
-    "torch": "engines.backends.torch:TorchBackend",
-    "openvino": "engines.backends.openvino:OpenVINOBackend",
-}
-SUFFIX_BACKENDS: dict[str, str] = {
-    ".onnx": "onnxruntime",
-    ".engine": "tensorrt",
-    ".plan": "tensorrt",
-    ".pt": "torch",
-    ".pth": "torch",
-    ".xml": "openvino",  # OpenVINO IR (+ .bin)
-}
-# Folders that are one model: Ultralytics' OpenVINO export, NAME_openvino_model/
-FOLDER_BACKENDS: dict[str, str] = {"_openvino_model": "openvino"}
-# (suffix, runtime) pairs served by another runtime's class: an ONNX file asked
-# to run on TensorRT goes through ONNX Runtime's TensorRT execution provider.
-CROSS_BACKENDS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
-    (".onnx", "tensorrt"): ("onnxruntime", {"tensorrt": True}),
-}
-
-
-def backend_name(path: str | Path, backend: str | None = None) -> str:
-    """The runtime that opens ``path``: ``backend`` when given, else by suffix."""
-    path = Path(path)
-    if backend is not None:
-        if backend not in BACKENDS:
-            raise ModelError(f"{path}: unknown backend {backend!r}; expected one of "
-                             f"{sorted(BACKENDS)}")
-        return backend
-    if path.is_dir():
-        for ending, runtime in FOLDER_BACKENDS.items():
-            if path.name.endswith(ending):
-                return runtime
-    name = SUFFIX_BACKENDS.get(path.suffix.lower())
-    if name is None:
-        raise ModelError(
-            f"{path}: unknown model format {path.suffix!r}; "
-            f"expected one of {sorted(SUFFIX_BACKENDS)}"
-        )
-    return name
-
-
-def open_backend(
-    path: str | Path, device: str = "cpu", threads: int | None = None,
-    backend: str | None = None,
-) -> Backend:
-    """Open a model file with ``backend`` (default: the one its suffix names)."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"model file not found: {path}")
-    name = backend_name(path, backend)
-    extra: dict[str, Any] = {}
-    native = SUFFIX_BACKENDS.get(path.suffix.lower())
-    if native != name and (path.suffix.lower(), name) in CROSS_BACKENDS:
-        name, extra = CROSS_BACKENDS[(path.suffix.lower(), name)]
-    return import_spec(BACKENDS[name])(path, device=device, threads=threads, **extra)
 
 
 @dataclass(frozen=True)
@@ -292,14 +235,16 @@ def _construct(cls: type[Detector], model: str, family: str,
         raise ValueError(f"conf must be in (0, 1) for the {family} detector, "
                          f"got {opts.conf}")
     resolve = RESOLVERS.get(family, _no_file)
-    resolved = resolve(model, source, given, opts)
+    resolved = resolve(model, source, given, opts.threads)
     args = {**resolved, **given}
     names = (args.get("class_names") or getattr(args.get("model"), "class_names", None)
              or cls.class_names)
     if opts.classes is not None:
         args["classes"] = class_ids(list(names), opts.classes, model)
+    factory: Any = cls  # each family's constructor takes its own arguments
     try:
-        return cls(source, **args) if isinstance(source, Backend) else cls(**args)
+        return factory(source, **args) if isinstance(source, Backend) else factory(
+            **args)
     except BaseException:
         for value in resolved.values():  # e.g. Fast R-CNN's head network
             if isinstance(value, Backend):
@@ -357,49 +302,10 @@ def runtime_info(detector: Detector) -> str:
     return f"{type(backend).__name__} {precision}"
 
 
-# ------------------------------------------------------- Ultralytics' metadata
-
-# predict()'s defaults, so the same command gives the same boxes as Ultralytics
-ULTRALYTICS_DEFAULTS = {"conf": 0.25, "iou": 0.7}
-
-
-def ultralytics_metadata(backend: Backend) -> dict[str, str]:
-    """The ONNX file's custom metadata (Ultralytics writes ``names``, ``task``,
-    ``imgsz``, ``stride``, ...): ONNX Runtime's session, or the
-    ``custom_metadata`` a backend read itself (OpenVINO); empty otherwise."""
-    session = getattr(backend, "session", None)
-    if session is None:
-        return dict(getattr(backend, "custom_metadata", None) or {})
-    return dict(session.get_modelmeta().custom_metadata_map)
-
-
-def ultralytics_names(backend: Backend) -> list[str] | None:
-    """Class names from an ONNX file's Ultralytics ``names`` metadata, if any.
-
-    The value is a Python dict literal, e.g. ``"{0: 'person', 1: 'bicycle'}"``.
-    """
-    raw = ultralytics_metadata(backend).get("names")
-    if not raw:
-        return None
-    try:
-        names = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        log.warning("%s: unreadable 'names' metadata %r", backend.path, raw[:80])
-        return None
-    if isinstance(names, dict):
-        return [str(names[k]) for k in sorted(names)]
-    if isinstance(names, list | tuple):
-        return [str(n) for n in names]
-    return None
-
-
-# ------------------------------------------- each family's arguments, resolved
-
-Resolver = Callable[[str, Any, dict[str, Any], DetectorOptions], dict[str, Any]]
-
+# ------------------------------- families whose model is a parameter file
 
 def _no_file(model: str, source: Any, given: dict[str, Any],
-             opts: DetectorOptions) -> dict[str, Any]:
+             threads: int | None) -> dict[str, Any]:
     if source is not None:
         raise ModelError(f"{model}: this detector takes no model file, got {source}")
     return {}
@@ -407,7 +313,7 @@ def _no_file(model: str, source: Any, given: dict[str, Any],
 
 def _parameter_file(family: str) -> Resolver:
     def resolve(model: str, source: Any, given: dict[str, Any],
-                opts: DetectorOptions) -> dict[str, Any]:
+                threads: int | None) -> dict[str, Any]:
         loader, default = PARAMETER_FILES[family]
         path = MODELS_DIR / default if source is None else Path(source)
         if not path.is_file():
@@ -416,158 +322,16 @@ def _parameter_file(family: str) -> Resolver:
     return resolve
 
 
-def _meta(backend: Backend, family: str,
-          params: type[FamilyParams] | None = None) -> ModelMeta:
-    """Lineage networks need their metadata (class names, input size, and the
-    family's ``params``)."""
-    meta = backend.meta
-    if meta is None:
-        raise ModelError(f"{backend.path}: a {family} model needs streamdet metadata")
-    if params is not None and not isinstance(meta.params, params):
-        wanted = ", ".join(f.name for f in fields(params))
-        raise ModelError(f"{backend.path}: its {family} metadata lacks some of "
-                         f"{wanted}")
-    return meta
-
-
-def _yolo(model: str, backend: Backend, given: dict[str, Any],
-          opts: DetectorOptions) -> dict[str, Any]:
-    from engines import yolo
-
-    meta = backend.meta
-    external = ultralytics_metadata(backend) if meta is None else {}
-    task = external.get("task", "detect").strip().lower()
-    if task != "detect":
-        raise ModelError(f"{backend.path}: an Ultralytics '{task}' export; only "
-                         "detection exports (task 'detect') are supported")
-    layout = given.get("layout")
-    if layout is not None and layout not in yolo.LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; expected one of {yolo.LAYOUTS}")
-    imgsz = yolo.input_size(backend, meta, given.get("imgsz"))
-    names = (given.get("class_names") or (meta.class_names if meta else None)
-             or ultralytics_names(backend))
-    shape = yolo.output_shape(backend, imgsz)
-    named = len(names) if names else None
-    layout = layout or (meta.layout if meta and meta.layout else None) or \
-        yolo.guess_layout(shape, named)
-    per_cell = meta.params.boxes_per_cell if meta and isinstance(
-        meta.params, YoloParams) else 0
-    count, per_cell = yolo.count_classes(backend.path, shape, layout, named, per_cell)
-    if names is None:
-        names = [f"class{i}" for i in range(count)]
-    elif len(names) != count:
-        raise ModelError(f"{backend.path}: output {shape} ({layout}) has {count} "
-                         f"classes but the metadata names {len(names)}: {names}")
-    resolved: dict[str, Any] = {
-        "class_names": list(names), "layout": layout, "imgsz": imgsz,
-        "boxes_per_cell": per_cell,
-        # models without streamdet metadata: Ultralytics convention, RGB / 255
-        "mean": meta.mean if meta else (0.0, 0.0, 0.0),
-        "std": meta.std if meta else (1.0, 1.0, 1.0),
-        "resize": "stretch" if meta and meta.resize == "stretch" else "letterbox"}
-    if "names" in external:
-        resolved["iou"] = ULTRALYTICS_DEFAULTS["iou"]
-    return resolved
-
-
-def _faster_rcnn(model: str, backend: Backend, given: dict[str, Any],
-                 opts: DetectorOptions) -> dict[str, Any]:
-    from engines.faster_rcnn import classifier_outputs, static_input_size
-
-    meta, path = backend.meta, backend.path
-    size = static_input_size(backend)
-    if meta is not None:
-        if meta.family.replace("-", "_") != "faster_rcnn":
-            raise ModelError(f"{path}: metadata family is {meta.family!r}, "
-                             "not 'faster_rcnn'")
-        if size is not None and tuple(meta.input_size) != size:
-            raise ModelError(f"{path}: metadata input_size {tuple(meta.input_size)} "
-                             f"but the model's input is {size} (H, W)")
-    count = None
-    if path.suffix.lower() == ".onnx":
-        import onnx
-
-        try:
-            count = classifier_outputs(onnx.load(str(path), load_external_data=False))
-        except Exception:  # unreadable files are reported by the backend itself
-            count = None
-    if meta is not None and count is not None and count - 1 != len(meta.class_names):
-        raise ModelError(f"{path}: metadata names {len(meta.class_names)} classes but "
-                         f"the model predicts {count - 1} (+ background)")
-    resolved: dict[str, Any] = {
-        "class_names": (list(meta.class_names) if meta else
-                        [f"class{k}" for k in range((count or 91) - 1)]),
-        "mean": meta.mean if meta else (0.0, 0.0, 0.0),
-        "std": meta.std if meta else (1.0, 1.0, 1.0)}
-    if meta is not None and isinstance(meta.params, FasterRCNNParams):
-        resolved["label_offset"] = meta.params.label_offset
-    return resolved
-
-
-def _loc(model: str, backend: Backend, given: dict[str, Any],
-         opts: DetectorOptions) -> dict[str, Any]:
-    meta = _meta(backend, "lineage_loc")
-    return {"class_names": list(meta.class_names), "imgsz": tuple(meta.input_size)}
-
-
-def _overfeat(model: str, backend: Backend, given: dict[str, Any],
-              opts: DetectorOptions) -> dict[str, Any]:
-    meta = _meta(backend, "lineage_overfeat", OverFeatParams)
-    params = meta.params
-    assert isinstance(params, OverFeatParams)
-    return {"class_names": list(meta.class_names), "window": params.window,
-            "stride": params.stride, "scales": tuple(given.get("scales")
-                                                     or params.scales)}
-
-
-def _rcnn(model: str, backend: Backend, given: dict[str, Any],
-          opts: DetectorOptions) -> dict[str, Any]:
-    meta = _meta(backend, "lineage_rcnn", RCNNParams)
-    return {"class_names": list(meta.class_names), "crop": int(meta.input_size[0]),
-            **_proposals(meta, given)}
-
-
-def _proposals(meta: ModelMeta, given: dict[str, Any]) -> dict[str, int]:
-    params = meta.params
-    assert isinstance(params, RCNNParams)
-    return {"proposal_side": int(given.get("proposal_side") or params.proposal_side),
-            "max_proposals": int(given.get("max_proposals") or params.max_proposals)}
-
-
-def _fast_rcnn(model: str, backend: Backend, given: dict[str, Any],
-               opts: DetectorOptions) -> dict[str, Any]:
-    from engines.lineage.roi_pool import POOLINGS
-
-    meta = _meta(backend, "lineage_fast_rcnn", FastRCNNParams)
-    params = meta.params
-    assert isinstance(params, FastRCNNParams)
-    if params.pooling not in POOLINGS:
-        raise ModelError(f"{backend.path}: unknown RoI pooling {params.pooling!r} "
-                         f"(expected one of {POOLINGS})")
-    head_path = backend.path.parent / params.head
-    if not head_path.is_file():
-        raise ModelError(f"{backend.path}: RoI head file {head_path} not found")
-    head = open_backend(head_path, backend.device, threads=opts.threads)
-    if len(getattr(head, "input_shape", ())) != 4:
-        head.close()
-        raise ModelError(f"{head_path}: the RoI head must take one (K, P, P, C) "
-                         f"input of pooled features, got {head.input_shape}; "
-                         "re-export it with `python -m training lineage train`")
-    return {"head": head, "class_names": list(meta.class_names),
-            "imgsz": tuple(meta.input_size), "pool": params.pool,
-            "spatial_scale": params.spatial_scale, "pooling": params.pooling,
-            "sampling_ratio": params.sampling_ratio,
-            "channels_last": params.pooled_layout == "channels_last",
-            **_proposals(meta, given)}
-
-
 RESOLVERS: dict[str, Resolver] = {
-    "yolo": _yolo,
-    "faster_rcnn": _faster_rcnn,
-    "lineage_loc": _loc,
-    "lineage_overfeat": _overfeat,
-    "lineage_rcnn": _rcnn,
-    "lineage_fast_rcnn": _fast_rcnn,
+    **NETWORK_RESOLVERS,
     "lineage_dpm": _parameter_file("lineage_dpm"),
     "lineage_hog": _parameter_file("lineage_hog"),
 }
+
+__all__ = [  # what callers import from here, the builder's own and re-exported
+    "BACKENDS", "CROSS_BACKENDS", "FAMILIES", "FOLDER_BACKENDS", "MODELS_DIR",
+    "PARAMETER_FILES", "SHIPPED", "SUFFIX_BACKENDS", "ULTRALYTICS_DEFAULTS",
+    "DetectorOptions", "backend_name", "build_detector", "class_ids",
+    "guess_family", "load_detector", "open_backend", "runtime_info",
+    "shipped_path", "ultralytics_metadata", "ultralytics_names", "used_options",
+]
