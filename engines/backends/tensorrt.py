@@ -69,7 +69,7 @@ def parse_device(device: str) -> int:
 def _rebuild_hint(path: Path, sidecar: dict[str, Any]) -> str:
     extra = sidecar.get("extra") or {}
     onnx = extra.get("onnx_path", "<model.onnx>")
-    precision = extra.get("precision", "fp16")
+    precision = sidecar.get("precision") or extra.get("precision", "fp16")
     return (f"rebuild with: python -m training build-engine {onnx} --out {path} "
             f"--precision {precision}")
 
