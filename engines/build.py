@@ -237,12 +237,13 @@ def _construct(cls: type[Detector], model: str, family: str,
     resolve = RESOLVERS.get(family, _no_file)
     resolved = resolve(model, source, given, opts.threads)
     args = {**resolved, **given}
-    names = (args.get("class_names") or getattr(args.get("model"), "class_names", None)
-             or cls.class_names)
-    if opts.classes is not None:
-        args["classes"] = class_ids(list(names), opts.classes, model)
     factory: Any = cls  # each family's constructor takes its own arguments
     try:
+        if opts.classes is not None:
+            names = (args.get("class_names")
+                     or getattr(args.get("model"), "class_names", None)
+                     or getattr(cls, "class_names", []))
+            args["classes"] = class_ids(list(names), opts.classes, model)
         return factory(source, **args) if isinstance(source, Backend) else factory(
             **args)
     except BaseException:
