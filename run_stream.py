@@ -50,7 +50,7 @@ from core.errors import InputError
 
 if TYPE_CHECKING:
     from engines.base import Detector
-    from engines.registry import DetectorOptions
+    from engines.build import DetectorOptions
     from pipeline.runner import PipelineConfig
 
 ROOT = Path(__file__).resolve().parent
@@ -101,7 +101,7 @@ def image_size(text: str) -> tuple[int, int]:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    from engines.registry import BACKENDS, FAMILIES, SHIPPED, SUFFIX_BACKENDS
+    from engines.build import BACKENDS, FAMILIES, SHIPPED, SUFFIX_BACKENDS
 
     mdl = p.add_argument_group("model")
     mdl.add_argument("--model", "-m", default="hog",
@@ -356,7 +356,7 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
 
 
 def detector_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The common detector contract (``engines.registry.DetectorOptions``): unset
+    """The common detector contract (``engines.build.DetectorOptions``): unset
     options stay None, so each family keeps its own defaults."""
     return {"conf": args.conf, "iou": args.iou, "max_det": args.max_det,
             "classes": args.classes, "threads": args.threads, "device": args.device,
@@ -390,7 +390,7 @@ def typed_configs(
     args: argparse.Namespace,
 ) -> tuple[PipelineConfig, DetectorOptions]:
     """The pipeline and detector configs of a run or benchmark, checked once."""
-    from engines.registry import DetectorOptions
+    from engines.build import DetectorOptions
 
     if args.metrics is not None and not args.metrics.parent.is_dir():
         raise InputError(f"--metrics {args.metrics}: folder "
@@ -405,7 +405,7 @@ def open_detector(args: argparse.Namespace, options: DetectorOptions) -> Detecto
     """The model, loaded and checked before any source opens. Loading is where
     the model file and the options meet, so a ``ValueError`` here names the file
     or an option that does not fit it: bad input, as a ``ModelError`` is."""
-    from engines.registry import load_detector
+    from engines.build import load_detector
 
     try:
         return load_detector(args.model, options, family=args.family)

@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engines.registry import load_detector
+from engines.build import load_detector
 from pipeline.overlay import Overlay
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     h, w = frames[0].shape[:2]
 
     detector = load_detector(args.model)
-    size = detector.input_size
+    size = detector.imgsz
     row("preprocess", "detector.prepare", measure(n, lambda: holder.update(
         prepared=[detector.prepare(f) for f in frames])))
     fused = [fused_letterbox(f, size) for f in frames[:5]]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cv2
 
-from engines.registry import load_detector
+from engines.build import load_detector
 from pipeline.build import build_pipeline
 from pipeline.config import PipelineConfig
 from pipeline.sinks import OutputConfig

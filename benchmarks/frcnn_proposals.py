@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
 
     from engines.backends.onnxruntime import OnnxRuntimeBackend
-    from engines.faster_rcnn import FasterRCNNDetector
+    from engines.build import build_detector
     from training.checkpoint import load_model
     from training.data.datasets import DetectionDataset, load_dataset
     from training.evaluate import evaluate_detector
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(tmp) / f"frcnn_{n}.onnx"
             export_faster_rcnn(model, meta, path, images=[dataset[0].image])
             backend = OnnxRuntimeBackend(path, threads=args.threads)
-            with FasterRCNNDetector(backend, conf_threshold=args.conf) as detector:
+            with build_detector(backend, family="faster_rcnn",
+                                conf=args.conf) as detector:
                 result = evaluate_detector(detector, dataset, warmup=3)
             rows.append({"proposals": n, "map": result["map"], "map50": result["map50"],
                          "ms_per_frame": result["ms_per_image"]})

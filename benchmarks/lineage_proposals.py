@@ -23,9 +23,9 @@ COUNTS = (150, 300, 600)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engines.build import load_detector
     from engines.lineage.proposals import selective_search
     from engines.lineage.rcnn import warp_crops
-    from engines.registry import load_detector
     from training.data.generate import render_scene
 
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from engines.registry import load_detector
+from engines.build import load_detector
 from pipeline.build import build_pipeline
 from pipeline.config import PipelineConfig
 from pipeline.sinks import OutputConfig

@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with TensorRTBackend(args.engine, device=args.device) as trt_backend:
         dims = tuple(int(d) for d in trt_backend.input_shape[1:])
-        precision = (trt_backend.meta.extra.get("precision", "?")
-                     if trt_backend.meta else "?")
+        precision = (trt_backend.meta.precision or "?") if trt_backend.meta else "?"
         for b in args.batches:
             if not trt_backend.min_batch <= b <= trt_backend.max_batch:
                 log.warning("batch %d outside the engine profile [%d, %d]; skipped", b,

@@ -81,8 +81,7 @@ def child_ultralytics(args: argparse.Namespace) -> dict[str, Any]:
 def child_ours(args: argparse.Namespace) -> dict[str, Any]:
     """Our pipeline (threads per stage) with the chosen backend."""
     sys.path.insert(0, str(ROOT))
-    from engines.registry import runtime_info
-    from engines.yolo import YoloDetector
+    from engines.build import build_detector, runtime_info
     from pipeline.build import build_pipeline
     from pipeline.config import PipelineConfig
     from pipeline.sinks import OutputConfig
@@ -98,7 +97,7 @@ def child_ours(args: argparse.Namespace) -> dict[str, Any]:
 
         backend = OnnxRuntimeBackend(args.model, threads=args.threads,
                                      spin=args.backend == "onnxruntime-spin")
-    detector = YoloDetector(backend, conf_threshold=args.conf)
+    detector = build_detector(backend, family="yolo", conf=args.conf)
     precision = runtime_info(detector).split()[-1]
     detector.warmup()
     config = PipelineConfig(batch=args.batch, progress=False, outputs=OutputConfig(

@@ -25,7 +25,7 @@ import numpy as np
 from core.boxes import xywh_to_xyxy
 from engines.backends.onnxruntime import OnnxRuntimeBackend
 from engines.base import Detector
-from engines.yolo import YoloDetector
+from engines.build import build_detector
 from training.data.datasets import DetectionDataset, load_dataset
 from training.evaluate import evaluate_detector
 
@@ -88,21 +88,23 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 from engines.backends.torch import TorchBackend
                 backend = TorchBackend(model)
-            scorer = YoloDetector(backend, conf_threshold=0.001, iou_threshold=0.6)
-            row = {"model": model.name, "input": "x".join(map(str, scorer.input_size))}
+            scorer = build_detector(backend, family="yolo", conf=0.001, iou=0.6)
+            row = {"model": model.name, "input": "x".join(map(str, scorer.imgsz))}
             if args.data:
                 val = load_dataset(args.data, "val")
                 r = evaluate_detector(scorer, val)
                 row.update(val_map=r["map"], val_map50=r["map50"])
                 frames = [val[i].image for i in range(min(50, len(val)))]
-                row["ms_per_frame"] = time_frames(YoloDetector(backend), frames)
+                default = build_detector(backend, family="yolo")
+                row["ms_per_frame"] = time_frames(default, frames)
             if args.video:
                 vds = video_dataset(args.video, scorer.class_names, Path(tmp),
                                     args.frames)
                 r = evaluate_detector(scorer, vds)
                 row.update(video_map=r["map"], video_map50=r["map50"])
                 frames = [cv2.imread(str(p)) for p in vds.image_paths[:100]]
-                row["ms_per_frame"] = time_frames(YoloDetector(backend), frames)
+                default = build_detector(backend, family="yolo")
+                row["ms_per_frame"] = time_frames(default, frames)
             rows.append(row)
         if args.hog and args.data:
             from engines.hog import HogDetector

@@ -1,4 +1,4 @@
-"""Detector and Backend interfaces (``engines.registry`` builds them by name).
+"""Detector and Backend interfaces (``engines.build`` builds them by name).
 
 A detector is pre-processing + a backend that runs the network + decoding.
 The pipeline only knows ``Detector``: ``prepare`` one frame (thread-safe, runs
@@ -68,12 +68,13 @@ class Backend(ABC):
     with several threads, a batch runs as chunks, each its own single-thread
     request, all at once: one chunk per thread for a dynamic-batch model, chunks
     of its batch for a fixed-batch one (e.g. a static batch-1 export, which then
-    takes ``batch x threads`` frames per call). On 2 cores that gives 1.5x (fp32)
-    to 1.75x (int8) the throughput of one 2-thread request (ONNX Runtime, YOLOv8n
-    at 416), and 1.25x with OpenVINO bf16, wherever ``--batch`` gathers frames
-    (files, several sources). Such a backend also takes overlapping ``infer``
-    calls (``calls_in_flight``): the next call's chunks start while the caller
-    decodes the last call's outputs, so no core waits between calls.
+    takes ``batch x threads`` frames per call). Single-thread requests side by
+    side keep every core busy where one multi-thread request leaves cores waiting
+    at its synchronisation points, so this pays wherever ``--batch`` gathers
+    frames (files, several sources); docs/benchmarks.md has the measurements.
+    Such a backend also takes overlapping ``infer`` calls (``calls_in_flight``):
+    the next call's chunks start while the caller decodes the last call's
+    outputs, so no core waits between calls.
 
     Every backend is built as ``Backend(path, device="cpu", threads=None)``;
     ``threads`` caps CPU threads (so inference leaves cores for decoding and
@@ -181,18 +182,21 @@ class Prepared:
 class Detector(ABC):
     """The only thing the pipeline knows about models.
 
-    ``option_kwargs`` maps the ``DetectorOptions`` a family uses to its own
-    constructor arguments (``{"conf": "conf_threshold", ...}``). Families that
-    run a network through a ``Backend`` (``uses_backend``) also use ``device``,
-    ``threads`` and ``backend``. ``classes`` and ``max_det`` are applied to
-    every family's output by ``select``.
+    A detector stores what ``engines.build`` resolved for it (an open
+    ``Backend``, class names, sizes, thresholds) and opens no file itself.
+    ``options`` names the ``DetectorOptions`` its constructor takes under the
+    same names (``conf``, ``iou``, ``max_det``, ...). Families that run a network
+    through a ``Backend`` (``uses_backend``) also use ``device``, ``threads`` and
+    ``backend``. Every family takes ``classes`` (the class ids to keep, applied
+    by ``select``) and applies ``max_det`` itself, as its NMS cap.
     """
 
     class_names: list[str]
-    option_kwargs: ClassVar[dict[str, str]] = {}
+    options: ClassVar[tuple[str, ...]] = ()
     uses_backend: ClassVar[bool] = True
-    keep_classes: frozenset[int] | None = None
-    max_det: int | None = None
+    # Families whose threshold is a logit of ``conf`` need 0 < conf < 1.
+    conf_open_interval: ClassVar[bool] = False
+    classes: frozenset[int] | None = None
 
     @abstractmethod
     def prepare(self, image: np.ndarray) -> Prepared:
@@ -203,13 +207,9 @@ class Detector(ABC):
         """Run prepared frames; boxes come back in original-frame pixels."""
 
     def select(self, detections: Detections) -> Detections:
-        """Keep only the chosen classes and the ``max_det`` best boxes."""
-        if self.keep_classes is not None and len(detections):
-            keep = np.isin(detections.class_ids, list(self.keep_classes))
-            detections = detections[keep]
-        if self.max_det is not None and len(detections) > self.max_det:
-            order = np.argsort(-detections.scores, kind="stable")[: self.max_det]
-            detections = detections[np.sort(order)]
+        """Keep only the chosen ``classes``."""
+        if self.classes is not None and len(detections):
+            detections = detections[np.isin(detections.class_ids, list(self.classes))]
         return detections
 
     def detect(self, images: list[np.ndarray]) -> list[Detections]:

@@ -10,16 +10,15 @@ int64 and ``scores`` [N], with NMS already done inside. Labels count from 1
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from core.boxes import BoxTransform, nms
 from core.image import preprocess
-from core.meta import ModelError, ModelMeta
+from core.meta import ModelError
 from core.types import Detections
 from engines.base import Backend, Detector, Prepared
-from engines.registry import open_backend
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +27,10 @@ DEFAULT_LABEL_OFFSET = 1  # torchvision: label 0 is background
 WARMUP_SIZE = (320, 320)  # (H, W) for models with a dynamic input size
 
 
-def onnx_class_count(path: str | Path) -> int | None:
+def classifier_outputs(model: Any) -> int | None:
     """Number of classifier outputs (background included) of a torchvision Faster
-    R-CNN ONNX graph: the rows of the weight feeding its only ``Softmax``; None
-    when the graph does not have that shape."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # unreadable files are reported by the backend itself
-        return None
+    R-CNN ONNX graph (an ``onnx.ModelProto``): the rows of the weight feeding its
+    only ``Softmax``; None when the graph does not have that shape."""
     graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
     weights = {init.name: list(init.dims) for init in graph.initializer}
@@ -58,89 +51,55 @@ def onnx_class_count(path: str | Path) -> int | None:
     return None
 
 
+def static_input_size(backend: Backend) -> tuple[int, int] | None:
+    """The fixed (height, width) of a ``[3, H, W]`` / ``[1, 3, H, W]`` input,
+    None when it is dynamic."""
+    shape = tuple(backend.input_shape)
+    if len(shape) not in (3, 4):
+        raise ModelError(f"{backend.path}: expected a [3, H, W] or [1, 3, H, W] "
+                         f"input, got {list(shape)}")
+    hw = shape[-2:]
+    if all(isinstance(d, int) and d > 0 for d in hw):
+        return int(hw[0]), int(hw[1])
+    return None
+
+
 class FasterRCNNDetector(Detector):
     """torchvision-style Faster R-CNN on any ``Backend`` (one image per run).
 
-    ``backend``: an open backend or a model path. ``conf_threshold`` drops boxes
-    below that score, ``max_detections`` keeps the best. ``class_names`` and
-    ``label_offset`` override the file's metadata; without metadata the labels
-    are taken as torchvision's (offset 1) and named ``class{k}``.
+    ``class_names``, ``label_offset`` (model label of class 0) and ``mean``/``std``
+    come from the file's metadata, resolved by ``engines.build``. ``conf`` drops
+    boxes below that score, ``max_det`` keeps the best. The graph already ran
+    per-class NMS at its own threshold; a given ``iou`` runs one more
+    (class-aware) pass, which can only tighten.
     """
 
-    option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
-                     "max_det": "max_detections"}
+    options = ("conf", "iou", "max_det")
 
-    def __init__(self, backend: Backend | str | Path, conf_threshold: float = 0.5,
-                 max_detections: int = 100, class_names: list[str] | None = None,
-                 label_offset: int | None = None, device: str = "cpu",
-                 iou_threshold: float | None = None) -> None:
-        if not 0.0 <= conf_threshold <= 1.0:
-            raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
-        if max_detections < 1:
-            raise ValueError(f"max_detections must be >= 1, got {max_detections}")
-        if backend is None:
-            raise ValueError("FasterRCNNDetector needs a model file or backend")
-        if not isinstance(backend, Backend):
-            backend = open_backend(backend, device=device)
+    def __init__(self, backend: Backend, class_names: list[str], *,
+                 conf: float = 0.5, iou: float | None = None, max_det: int = 100,
+                 classes: frozenset[int] | None = None,
+                 label_offset: int = DEFAULT_LABEL_OFFSET,
+                 mean: tuple[float, float, float] = (0.0, 0.0, 0.0),
+                 std: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
         self.backend = backend
-        self.conf_threshold = float(conf_threshold)
-        # The graph already ran per-class NMS at its own threshold; a given
-        # ``iou_threshold`` runs one more (class-aware) pass, which can only tighten.
-        self.iou_threshold = iou_threshold
-        self.max_detections = int(max_detections)
-        self.path = backend.path
-        self.meta: ModelMeta | None = backend.meta
-        shape = tuple(backend.input_shape)
-        if len(shape) not in (3, 4):
-            raise ModelError(f"{self.path}: expected a [3, H, W] or [1, 3, H, W] "
-                             "input, "
-                             f"got {list(shape)}")
-        self.rank = len(shape)
-        hw = shape[-2:]
-        self.input_size: tuple[int, int] | None = (
-            (int(hw[0]), int(hw[1])) if all(isinstance(d, int) and d > 0 for d in hw)
-            else None)
-        self._check_meta()
-        count = (onnx_class_count(self.path) if self.path.suffix.lower() == ".onnx"
-                 else None)
-        named = len(self.meta.class_names) if self.meta else None
-        if named is not None and count is not None and count - 1 != named:
-            raise ModelError(f"{self.path}: metadata names {named} classes but the "
-                             f"model predicts {count - 1} (+ background)")
-        meta_offset = self.meta.extra.get("label_offset") if self.meta else None
-        self.label_offset = int(label_offset if label_offset is not None else
-                                meta_offset if meta_offset is not None else
-                                DEFAULT_LABEL_OFFSET)
-        if class_names is not None:
-            self.class_names = list(class_names)
-        elif self.meta is not None:
-            self.class_names = list(self.meta.class_names)
-        else:
-            n = (count or 91) - 1
-            self.class_names = [f"class{k}" for k in range(n)]
-        mean = self.meta.mean if self.meta else (0.0, 0.0, 0.0)
-        std = self.meta.std if self.meta else (1.0, 1.0, 1.0)
+        self.class_names = list(class_names)
+        self.conf = float(conf)
+        self.iou = iou
+        self.max_det = int(max_det)
+        self.classes = classes
+        self.label_offset = int(label_offset)
+        self.rank = len(backend.input_shape)
+        self.imgsz = static_input_size(backend)
         self._mean, self._std = tuple(mean), tuple(std)
         names = [n.lower() for n in getattr(backend, "output_names", [])]
         self._order = ([names.index(n) for n in OUTPUTS] if set(OUTPUTS) <= set(names)
                        else [0, 1, 2])
 
-    def _check_meta(self) -> None:
-        meta = self.meta
-        if meta is None:
-            return
-        if meta.family.replace("-", "_") != "faster_rcnn":
-            raise ModelError(f"{self.path}: metadata family is {meta.family!r}, "
-                             "not 'faster_rcnn'")
-        if self.input_size is not None and tuple(meta.input_size) != self.input_size:
-            raise ModelError(f"{self.path}: metadata input_size "
-                             f"{tuple(meta.input_size)} "
-                             f"but the model's input is {self.input_size} (H, W)")
-
     def prepare(self, image: np.ndarray) -> Prepared:
         """BGR uint8 frame -> [3, H, W] float32 RGB in [0, 1], stretched to the fixed
         input (or kept at frame size for dynamic-size models)."""
-        x, transform = preprocess(image, self.input_size, "stretch", self._mean,
+        x, transform = preprocess(image, self.imgsz, "stretch", self._mean,
                                   self._std)
         return Prepared(x, transform)
 
@@ -157,19 +116,19 @@ class FasterRCNNDetector(Detector):
         boxes = boxes.reshape(-1, 4)
         scores = scores.reshape(-1).astype(np.float32)
         class_ids = labels.reshape(-1).astype(np.int64) - self.label_offset
-        keep = np.flatnonzero((scores >= self.conf_threshold) & (class_ids >= 0))
+        keep = np.flatnonzero((scores >= self.conf) & (class_ids >= 0))
         keep = keep[np.argsort(-scores[keep], kind="stable")]
-        if self.iou_threshold is not None and len(keep):
-            keep = keep[nms(boxes[keep], scores[keep], class_ids[keep],
-                            self.iou_threshold, self.max_detections)]
-        keep = keep[:self.max_detections]
+        if self.iou is not None and len(keep):
+            keep = keep[nms(boxes[keep], scores[keep], class_ids[keep], self.iou,
+                            self.max_det)]
+        keep = keep[:self.max_det]
         if not len(keep):
             return Detections.empty()
         return Detections(transform.to_original(boxes[keep]), scores[keep],
                           class_ids[keep])
 
     def warmup(self) -> None:
-        h, w = self.input_size or WARMUP_SIZE
+        h, w = self.imgsz or WARMUP_SIZE
         x = np.zeros((3, h, w), np.float32)
         for _ in range(2):
             self._run(x)

@@ -7,8 +7,6 @@ a linear SVM on its HOG features says "person" or not. Uses OpenCV's pretrained
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 
@@ -18,42 +16,40 @@ from engines.base import Detector, Prepared
 
 
 class HogDetector(Detector):
-    """Multi-scale sliding-window HOG people detector.
+    """Multi-scale sliding-window HOG people detector (no model file).
 
     ``max_width``: frames wider than this are downscaled first (HOG cost grows
     with pixels; people in surveillance video stay well above 64×128).
     ``scale``: pyramid step. ``win_stride``: window step in pixels.
-    ``conf_threshold``: on the score = logistic(SVM margin), so 0.5 = margin 0.
-    ``iou_threshold``: NMS over the grouped windows.
+    ``conf``: on the score = logistic(SVM margin), so 0.5 = margin 0.
+    ``iou``: NMS over the grouped windows, keeping at most ``max_det``.
     """
 
-    option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
-                     "threads": "threads"}
+    options = ("conf", "iou", "max_det", "threads")
     uses_backend = False
 
     class_names = ["person"]
 
     def __init__(
         self,
-        backend: str | Path | None = None,
-        conf_threshold: float = 0.5,
-        iou_threshold: float = 0.45,
+        conf: float = 0.5,
+        iou: float = 0.45,
+        max_det: int = 300,
+        classes: frozenset[int] | None = None,
         max_width: int = 1024,
         scale: float = 1.05,
         win_stride: int = 8,
         group_threshold: int = 2,
         threads: int | None = None,
     ) -> None:
-        if backend is not None:
-            raise ValueError(f"the HOG detector takes no model file, got {backend}")
-        if not 0 <= conf_threshold <= 1:
-            raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
         if scale <= 1.0:
             raise ValueError(f"scale must be > 1, got {scale}")
         if max_width < 64:
             raise ValueError(f"max_width must be >= 64, got {max_width}")
-        self.conf_threshold = conf_threshold
-        self.iou_threshold = iou_threshold
+        self.conf = conf
+        self.iou = iou
+        self.max_det = max_det
+        self.classes = classes
         self.max_width = max_width
         self.scale = scale
         self.win_stride = (win_stride, win_stride)
@@ -93,8 +89,8 @@ class HogDetector(Detector):
         rects = np.asarray(rects, dtype=np.float32).reshape(-1, 4)
         xyxy = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
         scores = 1.0 / (1.0 + np.exp(-np.asarray(weights, np.float32).reshape(-1)))
-        keep = scores >= self.conf_threshold
+        keep = scores >= self.conf
         xyxy, scores = xyxy[keep], scores[keep]
-        order = nms(xyxy, scores, None, self.iou_threshold)
+        order = nms(xyxy, scores, None, self.iou, self.max_det)
         xyxy = prepared.transform.to_original(xyxy[order])
         return Detections(xyxy, scores[order], np.zeros(len(order), np.int32))

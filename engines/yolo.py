@@ -13,14 +13,12 @@ Output layouts (per batch item), all in network-input pixels:
   class probabilities. Score = confidence x class probability.
 
 Every layout is decoded vectorised to xyxy + one class per box, then filtered by
-``conf_threshold`` and class-aware NMS.
+``conf`` and class-aware NMS.
 """
 
 from __future__ import annotations
 
-import ast
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +28,6 @@ from core.image import preprocess
 from core.meta import ModelError, ModelMeta
 from core.types import Detections
 from engines.base import Backend, Detector, Prepared
-from engines.registry import open_backend
 
 log = logging.getLogger(__name__)
 
@@ -39,40 +36,6 @@ END2END_MAX_BOXES = 1000  # [B, N, 6] with N up to this is a post-NMS output
 DEFAULT_INPUT_SIZE = 640
 DYNAMIC_MAX_BATCH = 16  # batch cap when the model's batch axis is dynamic
 MAX_CANDIDATES = 3000  # boxes entering NMS, best first (bounds its cost)
-
-
-ULTRALYTICS_DEFAULTS = {"conf_threshold": 0.25, "iou_threshold": 0.7}  # predict()'s
-OUR_IOU = 0.45
-
-
-def ultralytics_metadata(backend: Backend) -> dict[str, str]:
-    """The ONNX file's custom metadata (Ultralytics writes ``names``, ``task``,
-    ``imgsz``, ``stride``, ...): ONNX Runtime's session, or the
-    ``custom_metadata`` a backend read itself (OpenVINO); empty otherwise."""
-    session = getattr(backend, "session", None)
-    if session is None:
-        return dict(getattr(backend, "custom_metadata", None) or {})
-    return dict(session.get_modelmeta().custom_metadata_map)
-
-
-def ultralytics_names(backend: Backend) -> list[str] | None:
-    """Class names from an ONNX file's Ultralytics ``names`` metadata, if any.
-
-    The value is a Python dict literal, e.g. ``"{0: 'person', 1: 'bicycle'}"``.
-    """
-    raw = ultralytics_metadata(backend).get("names")
-    if not raw:
-        return None
-    try:
-        names = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        log.warning("%s: unreadable 'names' metadata %r", backend.path, raw[:80])
-        return None
-    if isinstance(names, dict):
-        return [str(names[k]) for k in sorted(names)]
-    if isinstance(names, list | tuple):
-        return [str(n) for n in names]
-    return None
 
 
 def guess_layout(shape: tuple[int, ...], num_classes: int | None = None) -> str:
@@ -115,12 +78,12 @@ def decode_end2end(out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return out[:, :4], out[:, 4], out[:, 5].round().astype(np.int64)
 
 
-def decode_grid(out: np.ndarray, boxes_per_cell: int, input_size: tuple[int, int]
+def decode_grid(out: np.ndarray, boxes_per_cell: int, imgsz: tuple[int, int]
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``[S, S, 5K + C]`` -> xyxy (S*S*K, 4) input px, conf x class prob, class."""
     s_rows, s_cols, _ = out.shape
     k = boxes_per_cell
-    h, w = input_size
+    h, w = imgsz
     boxes = out[..., : 5 * k].reshape(s_rows, s_cols, k, 5)
     probs = out[..., 5 * k:]
     class_ids = np.broadcast_to(probs.argmax(-1)[:, :, None], (s_rows, s_cols, k))
@@ -135,117 +98,100 @@ def decode_grid(out: np.ndarray, boxes_per_cell: int, input_size: tuple[int, int
             class_ids.reshape(-1))
 
 
+def input_size(backend: Backend, meta: ModelMeta | None,
+               imgsz: int | tuple[int, int] | None) -> tuple[int, int]:
+    """The network input (height, width): the model's static one (which ``imgsz``
+    and the metadata must match), else ``imgsz``, the metadata's, or 640."""
+    dims = tuple(backend.input_shape[2:4])
+    static = len(dims) == 2 and all(isinstance(d, int) and d > 0 for d in dims)
+    meta_size = tuple(meta.input_size) if meta and all(meta.input_size) else None
+    if isinstance(imgsz, int):
+        imgsz = (imgsz, imgsz)
+    if static:
+        if meta_size and meta_size != dims:
+            raise ModelError(f"{backend.path}: input shape {dims} disagrees "
+                             f"with metadata input_size {meta_size}")
+        if imgsz and tuple(imgsz) != dims:
+            raise ValueError(f"imgsz {tuple(imgsz)} differs from the model's "
+                             f"static input {dims}")
+        return int(dims[0]), int(dims[1])
+    size = imgsz or meta_size or (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
+    return int(size[0]), int(size[1])
+
+
+def output_shape(backend: Backend, imgsz: tuple[int, int]) -> tuple[int, ...]:
+    """The first output's static shape when declared, else from one dummy run."""
+    shapes = getattr(backend, "output_shapes", None)
+    if shapes and all(isinstance(d, int) and d > 0 for d in shapes[0][1:]):
+        return tuple(shapes[0])
+    dummy = np.zeros((1, 3, *imgsz), np.float32)
+    return tuple(backend.infer(dummy)[0].shape)
+
+
+def count_classes(path: object, shape: tuple[int, ...], layout: str,
+                  named: int | None, boxes_per_cell: int = 0) -> tuple[int, int]:
+    """(classes, boxes per cell) an output of ``shape`` in ``layout`` holds;
+    ``named``: how many classes the metadata names, if it does."""
+    if layout == "anchor_free" and len(shape) == 3:
+        return shape[1] - 4, boxes_per_cell
+    if layout == "anchor_based" and len(shape) == 3:
+        return shape[2] - 5, boxes_per_cell
+    if layout == "end2end" and len(shape) == 3 and shape[2] == 6:
+        if named is None:
+            raise ModelError(f"{path}: a post-NMS output {shape} does not say how "
+                             "many classes there are; pass class names")
+        return named, boxes_per_cell
+    if layout == "grid" and len(shape) == 4:
+        depth = shape[3]
+        if not boxes_per_cell:
+            if named is None:
+                raise ModelError(f"{path}: a grid output {shape} needs class names "
+                                 "or boxes_per_cell metadata")
+            boxes_per_cell = (depth - named) // 5
+        count = depth - 5 * boxes_per_cell
+        if count < 1:
+            raise ModelError(f"{path}: grid output {shape} leaves no classes for "
+                             f"{boxes_per_cell} boxes per cell")
+        return count, boxes_per_cell
+    raise ModelError(f"{path}: output shape {shape} does not fit layout {layout!r}")
+
+
 class YoloDetector(Detector):
     """Letterbox + normalise, run the backend, decode a YOLO output, NMS.
 
-    ``backend`` is an opened ``Backend`` (or a model path). ``layout``,
-    ``class_names`` and ``input_size`` (height, width, or one int) override what
-    the model's metadata / shapes say. Boxes come back as xyxy original-frame px.
+    ``backend`` runs the network; ``class_names``, ``layout`` (one of
+    ``LAYOUTS``), ``imgsz`` (network input height, width), ``boxes_per_cell``
+    (grid layout), ``mean``/``std``/``resize`` come from the model's metadata,
+    resolved by ``engines.build``. ``conf``, ``iou``: score and NMS thresholds;
+    ``max_det`` caps the NMS; ``classes`` keeps only those ids. Boxes come back
+    as xyxy original-frame pixels.
     """
 
-    option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
-                     "max_det": "max_detections", "imgsz": "input_size"}
+    options = ("conf", "iou", "max_det", "imgsz")
 
-    def __init__(self, backend: Backend | str | Path, conf_threshold: float = 0.25,
-                 iou_threshold: float | None = None, max_detections: int = 300,
-                 layout: str | None = None, class_names: list[str] | None = None,
-                 input_size: int | tuple[int, int] | None = None) -> None:
-        if not 0 <= conf_threshold <= 1:
-            raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
-        if iou_threshold is not None and not 0 < iou_threshold <= 1:
-            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
-        if max_detections < 1:
-            raise ValueError(f"max_detections must be >= 1, got {max_detections}")
-        if layout is not None and layout not in LAYOUTS:
+    def __init__(self, backend: Backend, class_names: list[str], layout: str,
+                 imgsz: tuple[int, int], *, conf: float = 0.25, iou: float = 0.45,
+                 max_det: int = 300, classes: frozenset[int] | None = None,
+                 boxes_per_cell: int = 0,
+                 mean: tuple[float, float, float] = (0.0, 0.0, 0.0),
+                 std: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                 resize: str = "letterbox") -> None:
+        if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
-        if not isinstance(backend, Backend):
-            backend = open_backend(backend)
         self.backend = backend
-        external = ultralytics_metadata(backend) if backend.meta is None else {}
-        task = external.get("task", "detect").strip().lower()
-        if task != "detect":
-            raise ModelError(f"{backend.path}: an Ultralytics '{task}' export; only "
-                             "detection exports (task 'detect') are supported")
-        self.conf_threshold = conf_threshold
-        # an Ultralytics export gets predict()'s defaults, so the same command
-        # gives the same boxes
-        self.iou_threshold = iou_threshold or (
-            ULTRALYTICS_DEFAULTS["iou_threshold"] if "names" in external else OUR_IOU)
-        self.max_detections = max_detections
-        meta = backend.meta
-        self.input_size = self._input_size(meta, input_size)
-        names = (class_names or (meta.class_names if meta else None)
-                 or ultralytics_names(backend))
-        shape = self._output_shape()
-        self.layout = layout or (meta.layout if meta and meta.layout else None) or \
-            guess_layout(shape, len(names) if names else None)
-        self.boxes_per_cell = int((meta.extra if meta else {}).get("boxes_per_cell", 0))
-        nc = self._num_classes(shape, len(names) if names else None)
-        if names is None:
-            names = [f"class{i}" for i in range(nc)]
-        elif len(names) != nc:
-            raise ModelError(f"{backend.path}: output {shape} ({self.layout}) has {nc} "
-                             f"classes but the metadata names {len(names)}: {names}")
-        self.class_names = list(names)
-        # models without streamdet metadata: Ultralytics convention, RGB / 255
-        self.mean = np.asarray(meta.mean if meta else (0, 0, 0), np.float32)
-        self.std = np.asarray(meta.std if meta else (1, 1, 1), np.float32)
-        self.resize = "stretch" if meta and meta.resize == "stretch" else "letterbox"
+        self.class_names = list(class_names)
+        self.layout = layout
+        self.imgsz = (int(imgsz[0]), int(imgsz[1]))
+        self.conf = conf
+        self.iou = iou
+        self.max_det = max_det
+        self.classes = classes
+        self.boxes_per_cell = boxes_per_cell
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+        self.resize = resize
         log.info("YOLO %s: layout %s, input %s, %d classes", backend.path.name,
-                 self.layout, self.input_size, nc)
-
-    def _input_size(self, meta: ModelMeta | None,
-                    override: int | tuple[int, int] | None) -> tuple[int, int]:
-        dims = tuple(self.backend.input_shape[2:4])
-        static = len(dims) == 2 and all(isinstance(d, int) and d > 0 for d in dims)
-        meta_size = tuple(meta.input_size) if meta and all(meta.input_size) else None
-        if isinstance(override, int):
-            override = (override, override)
-        if static:
-            if meta_size and meta_size != dims:
-                raise ModelError(f"{self.backend.path}: input shape {dims} disagrees "
-                                 f"with metadata input_size {meta_size}")
-            if override and tuple(override) != dims:
-                raise ValueError(f"input_size {override} differs from the model's "
-                                 f"static input {dims}")
-            return dims  # type: ignore[return-value]
-        size = override or meta_size or (DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE)
-        return int(size[0]), int(size[1])
-
-    def _output_shape(self) -> tuple[int, ...]:
-        """Static output shape when declared, else from one dummy run."""
-        shapes = getattr(self.backend, "output_shapes", None)
-        if shapes and all(isinstance(d, int) and d > 0 for d in shapes[0][1:]):
-            return tuple(shapes[0])
-        dummy = np.zeros((1, 3, *self.input_size), np.float32)
-        return tuple(self.backend.infer(dummy)[0].shape)
-
-    def _num_classes(self, shape: tuple[int, ...], named: int | None) -> int:
-        path = self.backend.path
-        if self.layout == "anchor_free" and len(shape) == 3:
-            return shape[1] - 4
-        if self.layout == "anchor_based" and len(shape) == 3:
-            return shape[2] - 5
-        if self.layout == "end2end" and len(shape) == 3 and shape[2] == 6:
-            if named is None:
-                raise ModelError(f"{path}: a post-NMS output {shape} does not say how "
-                                 "many classes there are; pass class names")
-            return named
-        if self.layout == "grid" and len(shape) == 4:
-            depth = shape[3]
-            if not self.boxes_per_cell:
-                if named is None:
-                    raise ModelError(f"{path}: a grid output {shape} needs class names "
-                                     "or boxes_per_cell metadata")
-                self.boxes_per_cell = (depth - named) // 5
-            nc = depth - 5 * self.boxes_per_cell
-            if nc < 1:
-                raise ModelError(f"{path}: grid output {shape} leaves no classes for "
-                                 f"{self.boxes_per_cell} boxes per cell")
-            return nc
-        raise ModelError(f"{path}: output shape {shape} does not fit layout "
-                         f"{self.layout!r}")
-
+                 layout, self.imgsz, len(self.class_names))
     @property
     def max_batch(self) -> int:
         # the backend's own cap first: a TensorRT profile, or parallel requests
@@ -262,7 +208,7 @@ class YoloDetector(Detector):
 
     def prepare(self, image: np.ndarray) -> Prepared:
         """BGR uint8 (H, W, 3) -> (3, H, W) float32 RGB, (x/255 - mean) / std."""
-        x, transform = preprocess(image, self.input_size, self.resize, self.mean,
+        x, transform = preprocess(image, self.imgsz, self.resize, self.mean,
                                   self.std)
         return Prepared(x, transform)
 
@@ -286,30 +232,29 @@ class YoloDetector(Detector):
             return decode_anchor_based(out)
         if self.layout == "end2end":
             return decode_end2end(out)
-        return decode_grid(out, self.boxes_per_cell, self.input_size)
+        return decode_grid(out, self.boxes_per_cell, self.imgsz)
 
     def postprocess(self, out: np.ndarray, prepared: Prepared) -> Detections:
         """Decode, threshold, class-aware NMS, map back to the original frame."""
         boxes, scores, class_ids = self.decode(out)
-        keep = scores > self.conf_threshold
+        keep = scores > self.conf
         boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
         if len(scores) > MAX_CANDIDATES:
             top = np.argpartition(-scores, MAX_CANDIDATES)[:MAX_CANDIDATES]
             boxes, scores, class_ids = boxes[top], scores[top], class_ids[top]
         if self.layout == "end2end":  # the model already removed duplicates
-            idx = np.argsort(-scores, kind="stable")[: self.max_detections]
+            idx = np.argsort(-scores, kind="stable")[: self.max_det]
         else:
-            idx = nms(boxes, scores, class_ids, self.iou_threshold,
-                      self.max_detections)
+            idx = nms(boxes, scores, class_ids, self.iou, self.max_det)
         return Detections(prepared.transform.to_original(boxes[idx]), scores[idx],
                           class_ids[idx].astype(np.int32))
 
     def warmup(self) -> None:
-        self.backend.infer(np.zeros((1, 3, *self.input_size), np.float32))
+        self.backend.infer(np.zeros((1, 3, *self.imgsz), np.float32))
 
     def close(self) -> None:
         self.backend.close()
 
     def describe(self) -> dict[str, Any]:
-        return {"layout": self.layout, "input_size": self.input_size,
+        return {"layout": self.layout, "imgsz": self.imgsz,
                 "class_names": self.class_names}

@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 class BatchJob:
     """Everything a worker needs to process one file (picklable for processes/Ray).
 
-    ``detector``: arguments of ``engines.registry.load_detector``. ``threads``: ONNX
+    ``detector``: arguments of ``engines.build.load_detector``. ``threads``: ONNX
     Runtime threads per worker (default: cores / workers). ``settings``: what
     decides the outputs (``output_settings``), computed once by ``run_batch``.
     ``run_id`` names this run's folder of unfinished attempts.
@@ -106,7 +106,7 @@ def model_fingerprint(model: str) -> dict[str, Any]:
     ``.json`` sidecar. Built-in models (``hog``) are known by name alone; a file
     that does not exist gets no hash (loading it reports the error)."""
     from core.meta import file_sha256, sidecar_path
-    from engines.registry import SHIPPED, shipped_path
+    from engines.build import SHIPPED, shipped_path
 
     path = shipped_path(model) if model in SHIPPED else Path(model)
     fingerprint: dict[str, Any] = {"model": model if path is None else path.name}
@@ -172,7 +172,7 @@ def process_file(spec: str, source_id: str, job: BatchJob) -> FileReport:
     Outputs go to a folder of this attempt and are moved into the output folder
     when the file is finished; the ``.done.json`` marker is written last.
     """
-    from engines.registry import load_detector
+    from engines.build import load_detector
     from pipeline.build import build_pipeline
     from pipeline.sources import make_source
 
@@ -250,7 +250,7 @@ def ray_runtime_env(model: str) -> dict[str, Any]:
     imports and the model in use, not the training code, tests, samples, the
     virtual environment or the other shipped models. A model file outside the
     repository is read from its path on each node."""
-    from engines.registry import MODELS_DIR, SHIPPED, shipped_path
+    from engines.build import MODELS_DIR, SHIPPED, shipped_path
 
     used = Path(model).resolve()
     if model in SHIPPED:

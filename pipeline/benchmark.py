@@ -34,7 +34,7 @@ from typing import Any
 
 from core.types import Frame, Result
 from engines.base import Detector
-from engines.registry import runtime_info
+from engines.build import runtime_info
 from pipeline.build import LaneBuilder, build_pipeline
 from pipeline.config import PipelineConfig
 from pipeline.lanes import run_plain_loop

@@ -9,7 +9,7 @@ import queue
 from collections.abc import Callable, Collection, Sequence
 
 from engines.base import Detector
-from engines.registry import runtime_info
+from engines.build import runtime_info
 from pipeline.config import PipelineConfig
 from pipeline.lanes import Lane
 from pipeline.live_view import LiveView

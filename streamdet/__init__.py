@@ -15,7 +15,7 @@ also importable from there.
 
 from core.types import Detections, Frame, Result
 from engines.base import Detector
-from engines.registry import DetectorOptions, load_detector
+from engines.build import DetectorOptions, load_detector
 from pipeline.config import PipelineConfig
 from pipeline.metrics import Metrics
 from pipeline.runner import PipelineError

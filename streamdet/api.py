@@ -19,7 +19,7 @@ from typing import Any
 
 from core.types import Result
 from engines.base import Detector
-from engines.registry import load_detector
+from engines.build import load_detector
 from pipeline.build import build_pipeline, build_sources
 from pipeline.config import PipelineConfig
 from pipeline.metrics import Metrics

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 import run_stream
-from engines.registry import SHIPPED
+from engines.build import SHIPPED
 from tests.conftest import write_video
 
 FLAGS = {

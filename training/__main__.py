@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "evaluate": ("training.evaluate", "COCO mAP of any detector on a dataset"),
     "evaluate-tracking": ("training.evaluate_tracking", "MOTA/IDF1/HOTA of trackers"),
-    "export": ("training.export", "export a checkpoint to ONNX with a parity check"),
+    "export": ("training.checkpoint", "export a checkpoint to ONNX, parity-checked"),
     "quantize": ("training.quantize", "static int8 (QDQ) ONNX, calibrated on frames"),
     "build-engine": ("training.tensorrt.cli", "build a TensorRT engine from ONNX"),
     "pseudo-label": (

@@ -1,10 +1,12 @@
-"""Writing and exporting streamdet checkpoints. Their format, the builders and
-the weights-only loader live in ``engines.nets`` (inference needs them too);
-here each arch gets its exporter (module, meta, out_path, simplify -> report).
+"""Writing and exporting streamdet checkpoints, and ``python -m training
+export``. Their format, the builders and the weights-only loader live in
+``engines.nets`` (inference needs them too); here each arch gets its exporter
+(module, meta, out_path, simplify -> report).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,13 +29,7 @@ EXPORTERS: dict[str, str] = {
 
 
 def _meta_dict(meta: ModelMeta | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(meta, ModelMeta):
-        data = dict(meta.__dict__)
-        data["input_size"] = list(meta.input_size)
-        data["mean"], data["std"] = list(meta.mean), list(meta.std)
-        data["class_names"] = list(meta.class_names)
-        return data
-    return dict(meta)
+    return meta.to_dict() if isinstance(meta, ModelMeta) else dict(meta)
 
 
 def save_checkpoint(path: str | Path, arch: str, config: dict[str, Any],
@@ -62,6 +58,27 @@ def export_checkpoint(ckpt_path: str | Path, out_path: str | Path,
     model, meta = load_model(ckpt_path)
     exporter = import_spec(EXPORTERS[ckpt["arch"]])
     return exporter(model, meta, Path(out_path), simplify)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="a .pt checkpoint from training")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="ONNX path (default: checkpoint name with .onnx)",
+    )
+    parser.add_argument(
+        "--no-simplify", action="store_true", help="skip onnxslim simplification"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out or args.checkpoint.with_suffix(".onnx")
+    report = export_checkpoint(args.checkpoint, out, simplify=not args.no_simplify)
+    for key, value in report.items():
+        print(f"{key}: {value}")
+    return 0
 
 
 __all__ = ["EXPORTERS", "FORMAT", "export_checkpoint", "load_checkpoint",

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from core.meta import ModelError
 from core.types import Detections
 from engines.base import Detector, Prepared
-from engines.registry import SHIPPED, load_detector
+from engines.build import SHIPPED, load_detector
 from training.data.generate import CLASS_NAMES
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def _train_seconds(detector: Detector) -> float | None:
         return float(detector.train_seconds)
     backend = getattr(detector, "backend", None)
     meta = getattr(backend, "meta", None)
-    value = meta.extra.get("train_seconds") if meta is not None else None
+    value = meta.train_seconds if meta is not None else None
     return float(value) if value is not None else None
 
 

@@ -176,7 +176,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--image-root", type=Path, default=None,
                         help="COCO images folder (default: beside the json)")
-    from engines.registry import FAMILIES
+    from engines.build import FAMILIES
 
     parser.add_argument("--family", default=None, choices=sorted(FAMILIES),
                         help="override the model family")
@@ -189,7 +189,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engines.registry import load_detector
+    from engines.build import load_detector
     from training.data.datasets import load_dataset
 
     dataset = load_dataset(args.data, args.split, image_root=args.image_root)
@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, dict] = {}
     for model in args.model:
         with load_detector(model, device=args.device, family=args.family,
-                           conf_threshold=args.conf) as detector:
+                           conf=args.conf) as detector:
             if list(detector.class_names) != dataset.class_names:
                 log.warning("%s classes %s differ from the dataset's %s; class ids "
                             "are compared by position", model, detector.class_names,

@@ -252,7 +252,7 @@ def detector_detections(video: str | Path, detector: str, device: str = "cpu",
 
     ``conf_threshold`` overrides the detector's own score cut-off; ByteTrack wants
     boxes down to its ``track_low_thresh`` (0.1)."""
-    from engines.registry import load_detector
+    from engines.build import load_detector
     from pipeline.sources import media_info, read_frames
 
     out: list[Detections] = []

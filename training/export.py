@@ -1,12 +1,13 @@
 """ONNX export plumbing shared by every family: metadata, simplification, parity.
 
-The ``export`` command itself dispatches on the checkpoint's architecture to the
-family's exporter (``training.yolo.export`` / ``training.faster_rcnn.export``).
+The families' exporters (``training.yolo.export``, ``training.faster_rcnn.export``)
+import these; the ``export`` command, which picks an exporter by the checkpoint's
+architecture, lives in ``training.checkpoint``, so this module imports no
+exporter back.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -60,26 +61,3 @@ def max_abs_diff(expected: list[np.ndarray], actual: list[np.ndarray]) -> float:
         if e.size:
             worst = max(worst, float(np.abs(e.astype(np.float64) - a).max()))
     return worst
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="a .pt checkpoint from training")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="ONNX path (default: checkpoint name with .onnx)",
-    )
-    parser.add_argument(
-        "--no-simplify", action="store_true", help="skip onnxslim simplification"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    from training.checkpoint import export_checkpoint
-
-    out = args.out or args.checkpoint.with_suffix(".onnx")
-    report = export_checkpoint(args.checkpoint, out, simplify=not args.no_simplify)
-    for key, value in report.items():
-        print(f"{key}: {value}")
-    return 0

@@ -145,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf", type=float, default=0.5,
                         help="teacher score needed to become a label")
     parser.add_argument("--seed", type=int, default=0)
-    from engines.registry import FAMILIES
+    from engines.build import FAMILIES
 
     parser.add_argument("--family", default=None, choices=sorted(FAMILIES),
                         help="override the model family")
@@ -153,10 +153,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engines.registry import load_detector
+    from engines.build import load_detector
 
     with load_detector(args.model, device=args.device, family=args.family,
-                       conf_threshold=args.conf) as detector:
+                       conf=args.conf) as detector:
         path = pseudo_label(detector, args.source, args.out, every=args.every,
                             val_fraction=args.val_fraction, conf=args.conf,
                             seed=args.seed)

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from core.boxes import iou_matrix
-from core.meta import META_KEY, ModelMeta, sidecar_path
+from core.meta import META_KEY, ModelMeta, read_sidecar, write_sidecar
 from core.types import Detections
 from engines.base import Detector
-from engines.registry import load_detector
+from engines.build import load_detector
 
 log = logging.getLogger(__name__)
 
@@ -208,26 +208,24 @@ def agreement(reference: list[Detections], candidate: list[Detections]) -> Agree
 def copy_metadata(src: Path, dst: Path, extra: dict[str, str]) -> None:
     """The fp32 file's ``metadata_props`` (streamdet, Ultralytics' names/stride/
     imgsz, ...) on the quantized file, the streamdet meta gaining ``precision``;
-    a ``.json`` sidecar beside the source is mirrored beside the output."""
+    our sidecar beside the source (only a recognised one: ``read_sidecar``) is
+    mirrored beside the output."""
     import onnx
 
     props = {p.key: p.value for p in onnx.load(str(src), load_external_data=False)
              .metadata_props}
     props.update(extra)
     if META_KEY in props:
-        meta = ModelMeta.from_json(props[META_KEY])
-        meta.extra.update(extra)
-        props[META_KEY] = meta.to_json()
+        props[META_KEY] = ModelMeta.from_json(props[META_KEY]).updated(extra).to_json()
     model = onnx.load(str(dst))
     del model.metadata_props[:]
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, str(dst))
-    if sidecar_path(src).is_file():
-        meta = ModelMeta.from_json(sidecar_path(src).read_text())
-        meta.extra.update(extra)
-        sidecar_path(dst).write_text(meta.to_json())
+    sidecar = read_sidecar(src)
+    if sidecar is not None:
+        write_sidecar(dst, sidecar.updated(extra))
 
 
 def detect_all(detector: Detector, frames: list[np.ndarray], conf: float

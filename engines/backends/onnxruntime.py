@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from core.meta import META_KEY, ModelError, ModelMeta, sidecar_path
+from core.meta import META_KEY, ModelError, ModelMeta, read_sidecar
 from engines.base import Backend
 
 log = logging.getLogger(__name__)
@@ -96,13 +96,11 @@ def decompose_softmax(model: Any) -> int:
 
 
 def read_meta(path: Path, custom: dict[str, str]) -> ModelMeta | None:
-    """Metadata from the ONNX's ``metadata_props``, else from a ``.json`` sidecar."""
+    """Metadata from the ONNX's ``metadata_props``, else from our sidecar beside
+    it (``core.meta.read_sidecar``: any other ``.json`` there is ignored)."""
     if META_KEY in custom:
         return ModelMeta.from_json(custom[META_KEY])
-    sidecar = sidecar_path(path)
-    if sidecar.is_file():
-        return ModelMeta.from_json(sidecar.read_text())
-    return None
+    return read_sidecar(path)
 
 
 class OnnxRuntimeBackend(Backend):
@@ -170,6 +168,8 @@ class OnnxRuntimeBackend(Backend):
         custom = self.session.get_modelmeta().custom_metadata_map
         try:
             self.meta = read_meta(self.path, custom)
+        except ModelError:
+            raise
         except (ValueError, TypeError) as exc:
             raise ModelError(
                 f"{self.path}: unreadable streamdet metadata: {exc}"

@@ -12,7 +12,6 @@ in ``precision`` ("bf16", "f32", ...), so logs and metrics can state it.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 from pathlib import Path
@@ -20,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from core.meta import META_KEY, ModelError, ModelMeta, sidecar_path
+from core.meta import (
+    META_KEY,
+    ModelError,
+    ModelMeta,
+    read_sidecar,
+    write_sidecar,
+)
 from engines.base import Backend
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,13 @@ PRECISIONS = ("bf16", "f32", "f16")
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _embedded(path: Path, text: str) -> ModelMeta:
+    try:
+        return ModelMeta.from_json(text)
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"{path}: unreadable streamdet metadata: {exc}") from exc
 
 
 def ultralytics_meta(yaml_path: Path) -> ModelMeta:
@@ -105,19 +117,20 @@ class OpenVINOBackend(Backend):
             raise ModelError(f"{path}: OpenVINO takes .onnx, .xml or an "
                              f"{FOLDER_SUFFIX}/ folder, got {suffix!r}")
         meta = None
-        try:
-            if suffix == ".onnx":
-                props = onnx_props(path)
-                if META_KEY in props:
-                    meta = ModelMeta.from_json(props[META_KEY])
-                self.custom_metadata = props
-            if meta is None and sidecar_path(path).is_file():
-                meta = ModelMeta.from_json(sidecar_path(path).read_text())
-        except (ValueError, TypeError) as exc:
-            raise ModelError(f"{path}: unreadable streamdet metadata: {exc}") from exc
+        if suffix == ".onnx":
+            props = onnx_props(path)
+            if META_KEY in props:
+                meta = _embedded(path, props[META_KEY])
+            self.custom_metadata = props
+        return path, meta
+
+    def _beside(self, path: Path) -> ModelMeta | None:
+        """Metadata from files beside the model: our sidecar, else Ultralytics'
+        ``metadata.yaml``."""
+        meta = read_sidecar(path)
         if meta is None and (path.parent / "metadata.yaml").is_file():
             meta = ultralytics_meta(path.parent / "metadata.yaml")
-        return path, meta
+        return meta
 
     def load(self) -> None:
         import openvino as ov
@@ -134,8 +147,12 @@ class OpenVINOBackend(Backend):
         except Exception as exc:  # OpenVINO raises RuntimeError with a long trace
             raise ModelError(f"{model_file}: not a loadable OpenVINO/ONNX model "
                              f"({_first_line(exc)})") from exc
+        # embedded metadata (ONNX props, IR rt_info) wins over files beside it
         if meta is None and model.has_rt_info([META_KEY]):
-            meta = ModelMeta.from_json(str(model.get_rt_info([META_KEY])))
+            meta = _embedded(model_file,
+                             model.get_rt_info([META_KEY]).astype(str))
+        if meta is None and not self.path.is_dir():
+            meta = self._beside(model_file)
         if len(model.inputs) != 1:
             raise ModelError(f"{model_file}: expected one image input, found "
                              f"{[i.any_name for i in model.inputs]}")
@@ -228,5 +245,5 @@ def save_ir(onnx_path: str | Path, out_dir: str | Path, meta: ModelMeta | None =
     xml = out_dir / f"{onnx_path.stem}.xml"
     ov.save_model(model, str(xml), compress_to_fp16=False)
     if text:
-        sidecar_path(xml).write_text(json.dumps(json.loads(text)))
+        write_sidecar(xml, ModelMeta.from_json(text))
     return xml

@@ -18,7 +18,6 @@ inference open one backend per thread (each deserializes its own engine).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.meta import ModelError, ModelMeta, sidecar_path
+from core.meta import ModelError, ModelMeta, read_sidecar_data, sidecar_path
 from engines.base import Backend
 
 if TYPE_CHECKING:  # typed against tensorrt-stubs; imported for real in load()
@@ -70,7 +69,7 @@ def parse_device(device: str) -> int:
 def _rebuild_hint(path: Path, sidecar: dict[str, Any]) -> str:
     extra = sidecar.get("extra") or {}
     onnx = extra.get("onnx_path", "<model.onnx>")
-    precision = extra.get("precision", "fp16")
+    precision = sidecar.get("precision") or extra.get("precision", "fp16")
     return (f"rebuild with: python -m training build-engine {onnx} --out {path} "
             f"--precision {precision}")
 
@@ -190,16 +189,15 @@ class TensorRTBackend(Backend):
     def _load(self) -> None:
         index = self._device_index = parse_device(self.device)
         sidecar_file = sidecar_path(self.path)
-        if not sidecar_file.is_file():
-            raise ModelError(f"{self.path}: no metadata sidecar {sidecar_file}; "
-                             "engines built by 'python -m training build-engine' "
-                             "carry one (rebuild with: python -m training "
-                             f"build-engine <model.onnx> --out {self.path})")
-        try:
-            sidecar = json.loads(sidecar_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{self.path}: unreadable sidecar {sidecar_file}: "
-                             f"{exc}") from exc
+        # an engine carries no metadata of its own: the sidecar is required
+        sidecar = read_sidecar_data(self.path, warn=False)
+        if sidecar is None:
+            state = ("is not a streamdet metadata sidecar" if sidecar_file.is_file()
+                     else "is missing")
+            raise ModelError(f"{self.path}: its metadata sidecar {sidecar_file} "
+                             f"{state}; engines built by 'python -m training "
+                             "build-engine' carry one (rebuild with: python -m "
+                             f"training build-engine <model.onnx> --out {self.path})")
         version = require_tensorrt()
         import tensorrt as trt
 

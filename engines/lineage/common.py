@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.meta import ModelError
-from engines.base import Backend
-
 # R-CNN's box-regression target scaling: (dx, dy) x10 and (dw, dh) x5 keep the
 # four targets at similar magnitudes.
 DELTA_WEIGHTS = np.array([10.0, 10.0, 5.0, 5.0], np.float32)
@@ -44,8 +41,3 @@ def decode_deltas(proposals: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1).astype(
         np.float32)
 
-
-def require_meta(backend: Backend, family: str) -> None:
-    """Lineage networks need their metadata (class names, input size, options)."""
-    if backend.meta is None:
-        raise ModelError(f"{backend.path}: a {family} model needs streamdet metadata")

@@ -25,9 +25,7 @@ from core.boxes import BoxTransform, nms
 from core.meta import ModelError
 from core.types import Detections
 from engines.base import Detector, Prepared
-from engines.registry import MODELS_DIR
 
-DEFAULT_MODEL = MODELS_DIR / "inriaperson.xml"
 DEFORM_RADIUS = 4  # a part moves at most this many part-level cells from its anchor
 ORIENT_U = np.array([1.0, 0.9397, 0.7660, 0.5, 0.1736, -0.1736, -0.5, -0.7660,
                      -0.9397], np.float32)
@@ -161,42 +159,39 @@ class DPMModel:
 class DPMDetector(Detector):
     """Person detector: DPM over a HOG pyramid; class 0 = person.
 
+    ``model``: the parameters (``DPMModel``, read by ``engines.build``).
     ``score_threshold`` on the raw DPM score (the model's own threshold is
-    -0.5); reported scores are logistic(raw), and ``conf_threshold`` (the
-    pipeline's ``--conf``), when given, replaces it as a threshold on those.
+    -0.5); reported scores are logistic(raw), and ``conf`` (the pipeline's
+    ``--conf``), when given, replaces it as a threshold on those, so it must lie
+    strictly between 0 and 1.
     The root window is 120 px tall (person + context), so people under ~100 px
     need ``upscale`` > 1 (the frame is resized by ``min(upscale, max_width /
     width)`` first).
     """
 
-    option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
-                     "max_det": "max_detections"}
+    options = ("conf", "iou", "max_det")
     uses_backend = False
+    conf_open_interval = True
+    class_names = ["person"]
 
-    def __init__(self, backend: str | Path | None = None,
-                 score_threshold: float = -0.5, iou_threshold: float = 0.3,
-                 conf_threshold: float | None = None,
-                 max_width: int = 1280, upscale: float = 1.0,
-                 max_detections: int = 100) -> None:
-        path = DEFAULT_MODEL if backend is None else Path(str(backend))
-        if not path.is_file():
-            raise ModelError(f"DPM model file not found: {path}")
+    def __init__(self, model: DPMModel, *, score_threshold: float = -0.5,
+                 conf: float | None = None, iou: float = 0.3, max_det: int = 100,
+                 classes: frozenset[int] | None = None, max_width: int = 1280,
+                 upscale: float = 1.0) -> None:
         if max_width < 64:
             raise ValueError(f"max_width must be >= 64, got {max_width}")
-        if conf_threshold is not None:
-            if not 0 < conf_threshold < 1:
-                raise ValueError(
-                    f"conf_threshold must be in (0, 1), got {conf_threshold}")
-            score_threshold = math.log(conf_threshold / (1 - conf_threshold))
         if upscale <= 0:
             raise ValueError(f"upscale must be > 0, got {upscale}")
+        if conf is not None:
+            score_threshold = math.log(conf / (1 - conf))
         self.upscale = upscale
-        self.model = DPMModel(path)
-        self.class_names = ["person"]
+        self.model = model
         self.score_threshold = score_threshold
-        self.iou_threshold = iou_threshold
+        self.conf = conf
+        self.iou = iou
         self.max_width = max_width
-        self.max_detections = max_detections
+        self.max_det = max_det
+        self.classes = classes
 
     def prepare(self, image: np.ndarray) -> Prepared:
         h, w = image.shape[:2]
@@ -213,7 +208,7 @@ class DPMDetector(Detector):
             boxes, raw = self.detect_raw(p.input)
             keep = raw >= self.score_threshold
             boxes, raw = boxes[keep], raw[keep]
-            order = nms(boxes, raw, None, self.iou_threshold, self.max_detections)
+            order = nms(boxes, raw, None, self.iou, self.max_det)
             scores = 1 / (1 + np.exp(-raw[order]))
             out.append(Detections(p.transform.to_original(boxes[order]), scores,
                                   np.zeros(len(order), np.int32)))

@@ -14,64 +14,49 @@ paper's, or RoIAlign, as the metadata's ``pooling`` says.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from core.boxes import nms
 from core.image import stretch, to_tensor
-from core.meta import ModelError
 from core.types import Detections
 from engines.base import Backend, Detector, Prepared
-from engines.lineage.common import require_meta
 from engines.lineage.proposals import Proposer
 from engines.lineage.rcnn import decode_rcnn
-from engines.lineage.roi_pool import POOLINGS, roi_align, roi_max_pool
-from engines.registry import open_backend
+from engines.lineage.roi_pool import roi_align, roi_max_pool
 
 
 class FastRCNNDetector(Detector):
     """Selective Search + shared trunk + RoI-pooled heads (boxes xyxy pixels)."""
 
-    option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
-                     "max_det": "max_detections"}
+    options = ("conf", "iou", "max_det")
 
-    def __init__(self, backend: Backend | str | Path, threads: int | None = None,
-                 conf_threshold: float = 0.3, iou_threshold: float = 0.4,
-                 max_proposals: int | None = None, proposal_side: int | None = None,
-                 max_detections: int = 100) -> None:
-        self.backend = (backend if isinstance(backend, Backend)
-                        else open_backend(backend, threads=threads))
-        require_meta(self.backend, "lineage_fast_rcnn")
-        meta = self.backend.meta
-        if not 0 <= conf_threshold <= 1:
-            raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
-        head = self.backend.path.parent / meta.extra["head"]
-        if not head.is_file():
-            raise ModelError(f"{self.backend.path}: RoI head file {head} not found")
-        self.head = open_backend(head, self.backend.device, threads=threads)
-        if len(getattr(self.head, "input_shape", ())) != 4:
-            raise ModelError(f"{head}: the RoI head must take one (K, P, P, C) input "
-                             f"of pooled features, got {self.head.input_shape}; "
-                             "re-export it with `python -m training lineage train`")
-        self.pool = int(meta.extra.get("pool", 5))
-        self.spatial_scale = float(meta.extra.get("spatial_scale", 1 / 8))
-        self.pooling = meta.extra.get("pooling", "max")
-        self.sampling_ratio = int(meta.extra.get("sampling_ratio", 1))
-        self.channels_last = meta.extra.get("pooled_layout") == "channels_last"
-        if self.pooling not in POOLINGS:
-            raise ModelError(f"{self.backend.path}: unknown RoI pooling "
-                             f"{self.pooling!r} (expected one of {POOLINGS})")
-        self.class_names = list(meta.class_names)
-        self.input_size = meta.input_size
-        self.proposer = Proposer(proposal_side or meta.extra["proposal_side"],
-                                 max_proposals or meta.extra["max_proposals"])
-        self.conf_threshold = conf_threshold
-        self.iou_threshold = iou_threshold
-        self.max_detections = max_detections
+    def __init__(self, backend: Backend, head: Backend, class_names: list[str],
+                 imgsz: tuple[int, int], proposal_side: int, max_proposals: int, *,
+                 pool: int = 5, spatial_scale: float = 1 / 8, pooling: str = "max",
+                 sampling_ratio: int = 1, channels_last: bool = False,
+                 conf: float = 0.3, iou: float = 0.4, max_det: int = 100,
+                 classes: frozenset[int] | None = None) -> None:
+        """``backend`` runs the trunk, ``head`` the RoI head; ``pool`` (bins per
+        side), ``spatial_scale`` (feature cells per input pixel), ``pooling``
+        ("max" or "align"), ``sampling_ratio`` and ``channels_last`` (the head's
+        input layout) come from the model's metadata."""
+        self.backend = backend
+        self.head = head
+        self.class_names = list(class_names)
+        self.imgsz = (int(imgsz[0]), int(imgsz[1]))
+        self.proposer = Proposer(proposal_side, max_proposals)
+        self.pool = int(pool)
+        self.spatial_scale = float(spatial_scale)
+        self.pooling = pooling
+        self.sampling_ratio = int(sampling_ratio)
+        self.channels_last = channels_last
+        self.conf = conf
+        self.iou = iou
+        self.max_det = max_det
+        self.classes = classes
 
     def prepare(self, image: np.ndarray) -> Prepared:
-        resized, transform = stretch(image, self.input_size)
+        resized, transform = stretch(image, self.imgsz)
         # Proposals come from the original frame; keep it beside the tensor.
         return Prepared((to_tensor(resized), image), transform)  # type: ignore[arg-type]
 
@@ -88,8 +73,8 @@ class FastRCNNDetector(Detector):
             pooled = self.roi_features(features[0], rois_net)
             logits, deltas = self.head.infer(pooled)
             boxes, conf, cls = decode_rcnn(rois_net, logits, deltas,
-                                           self.conf_threshold)
-            keep = nms(boxes, conf, cls, self.iou_threshold, self.max_detections)
+                                           self.conf)
+            keep = nms(boxes, conf, cls, self.iou, self.max_det)
             out.append(Detections(p.transform.to_original(boxes[keep]), conf[keep],
                                   cls[keep]))
         return out
@@ -104,7 +89,7 @@ class FastRCNNDetector(Detector):
                             self.channels_last)
 
     def warmup(self) -> None:
-        h, w = self.input_size
+        h, w = self.imgsz
         self.backend.infer(np.zeros((1, 3, h, w), np.float32))
 
     def close(self) -> None:

@@ -27,9 +27,6 @@ from core.meta import ModelError
 from core.types import Detections
 from engines.base import Detector, Prepared
 from engines.lineage.dpm import correlate, hog32
-from engines.registry import MODELS_DIR
-
-DEFAULT_MODEL = MODELS_DIR / "lineage_hog.npz"
 
 
 class HogSvmModel:
@@ -71,34 +68,30 @@ def window_boxes(ys: np.ndarray, xs: np.ndarray, cells: int, sbin: int,
 class HogSvmDetector(Detector):
     """Sliding-window HOG + linear SVM over the model's pyramid; boxes xyxy px.
 
+    ``model``: the trained arrays (``HogSvmModel``, read by ``engines.build``).
     ``score_threshold`` is on the SVM margin (0 = the decision boundary; lower
     keeps more candidates for ranking); reported scores are logistic(margin), and
-    ``conf_threshold`` (the pipeline's ``--conf``), when given, replaces it as a
-    threshold on those.
+    ``conf`` (the pipeline's ``--conf``), when given, replaces it as a threshold
+    on those, so it must lie strictly between 0 and 1.
     """
 
-    option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
-                     "max_det": "max_detections"}
+    options = ("conf", "iou", "max_det")
     uses_backend = False
+    conf_open_interval = True
 
-    def __init__(self, backend: str | Path | None = None,
-                 score_threshold: float = -0.5, iou_threshold: float = 0.3,
-                 conf_threshold: float | None = None,
-                 max_detections: int = 100) -> None:
-        path = DEFAULT_MODEL if backend is None else Path(str(backend))
-        if not path.is_file():
-            raise ModelError(f"HOG + SVM model file not found: {path}")
-        if conf_threshold is not None:
-            if not 0 < conf_threshold < 1:
-                raise ValueError(
-                    f"conf_threshold must be in (0, 1), got {conf_threshold}")
-            score_threshold = float(np.log(conf_threshold / (1 - conf_threshold)))
-        self.model = HogSvmModel(path)
-        self.class_names = list(self.model.class_names)
-        self.train_seconds = self.model.train_seconds
+    def __init__(self, model: HogSvmModel, *, score_threshold: float = -0.5,
+                 conf: float | None = None, iou: float = 0.3, max_det: int = 100,
+                 classes: frozenset[int] | None = None) -> None:
+        if conf is not None:
+            score_threshold = float(np.log(conf / (1 - conf)))
+        self.model = model
+        self.class_names = list(model.class_names)
+        self.train_seconds = model.train_seconds
         self.score_threshold = score_threshold
-        self.iou_threshold = iou_threshold
-        self.max_detections = max_detections
+        self.conf = conf
+        self.iou = iou
+        self.max_det = max_det
+        self.classes = classes
 
     def prepare(self, image: np.ndarray) -> Prepared:
         return Prepared.whole(image)
@@ -110,7 +103,7 @@ class HogSvmDetector(Detector):
             h, w = p.input.shape[:2]
             boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)  # windows can overhang
             boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)  # by a rounding
-            keep = nms(boxes, margins, cls, self.iou_threshold, self.max_detections)
+            keep = nms(boxes, margins, cls, self.iou, self.max_det)
             scores = 1 / (1 + np.exp(-margins[keep]))
             out.append(Detections(boxes[keep], scores.astype(np.float32),
                                   cls[keep].astype(np.int32)))

@@ -4,13 +4,11 @@ The classifier sees a fixed ``window`` (e.g. 32x32) and its fully-connected
 layers are convolutions, so running it on a whole image yields, in one pass, a
 dense map of class scores and box offsets: cell (i, j) is the window whose
 top-left corner is ``stride * (j, i)`` in the network input. A pyramid of image
-scales covers object sizes; cells above ``conf_threshold`` become boxes and
+scales covers object sizes; cells above ``conf`` become boxes and
 per-class NMS merges the many windows that fire on one object.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,12 +17,11 @@ from core.boxes import nms
 from core.image import to_tensor
 from core.types import Detections
 from engines.base import Backend, Detector, Prepared
-from engines.lineage.common import require_meta, softmax
-from engines.registry import open_backend
+from engines.lineage.common import softmax
 
 
 def decode_dense(scores: np.ndarray, offsets: np.ndarray, window: int, stride: int,
-                 scale: float, conf_threshold: float
+                 scale: float, conf: float
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One scale's maps -> candidate boxes in image pixels (before NMS).
 
@@ -33,7 +30,7 @@ def decode_dense(scores: np.ndarray, offsets: np.ndarray, window: int, stride: i
     Returns xyxy (N, 4), scores (N,), class_ids (N,) 0-based foreground classes.
     """
     fg = scores[1:]
-    cls, ys, xs = np.nonzero(fg >= conf_threshold)
+    cls, ys, xs = np.nonzero(fg >= conf)
     if len(cls) == 0:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(
             0, np.int32)
@@ -46,28 +43,26 @@ class OverFeatDetector(Detector):
     """Multi-scale dense sliding window. Network: ``images`` (1, 3, H, W) ->
     ``scores`` (1, C+1, h, w) logits, ``offsets`` (1, 4, h, w)."""
 
-    option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
-                     "max_det": "max_detections"}
+    options = ("conf", "iou", "max_det")
 
-    def __init__(self, backend: Backend | str | Path, threads: int | None = None,
-                 conf_threshold: float = 0.3, iou_threshold: float = 0.4,
-                 scales: tuple[float, ...] | None = None,
-                 max_detections: int = 100, pre_nms_top_k: int = 1000) -> None:
-        self.backend = (backend if isinstance(backend, Backend)
-                        else open_backend(backend, threads=threads))
-        require_meta(self.backend, "lineage_overfeat")
-        meta = self.backend.meta
-        if not 0 <= conf_threshold <= 1:
-            raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
-        self.class_names = list(meta.class_names)
-        self.window = int(meta.extra["window"])
-        self.stride = int(meta.extra["stride"])
-        self.scales = tuple(scales or meta.extra["scales"])
+    def __init__(self, backend: Backend, class_names: list[str], window: int,
+                 stride: int, scales: tuple[float, ...], *, conf: float = 0.3,
+                 iou: float = 0.4, max_det: int = 100,
+                 classes: frozenset[int] | None = None,
+                 pre_nms_top_k: int = 1000) -> None:
+        """``window``, ``stride`` (input pixels) and ``scales`` (image resize
+        factors of the pyramid) come from the model's metadata."""
+        self.backend = backend
+        self.class_names = list(class_names)
+        self.window = int(window)
+        self.stride = int(stride)
+        self.scales = tuple(scales)
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"scales must be positive, got {self.scales}")
-        self.conf_threshold = conf_threshold
-        self.iou_threshold = iou_threshold
-        self.max_detections = max_detections
+        self.conf = conf
+        self.iou = iou
+        self.max_det = max_det
+        self.classes = classes
         self.pre_nms_top_k = pre_nms_top_k  # bounds the NMS cost of dense maps
 
     def prepare(self, image: np.ndarray) -> Prepared:
@@ -93,7 +88,7 @@ class OverFeatDetector(Detector):
                 sx = max(self.window, round(w * scale)) / w
                 sy = max(self.window, round(h * scale)) / h
                 boxes, conf, cls = decode_dense(scores, offsets, self.window,
-                                                self.stride, 1.0, self.conf_threshold)
+                                                self.stride, 1.0, self.conf)
                 boxes = boxes / np.float32([sx, sy, sx, sy])
                 parts.append((boxes, conf, cls))
             boxes = np.concatenate([b for b, _, _ in parts])
@@ -102,7 +97,7 @@ class OverFeatDetector(Detector):
             if len(conf) > self.pre_nms_top_k:
                 top = np.argpartition(-conf, self.pre_nms_top_k)[:self.pre_nms_top_k]
                 boxes, conf, cls = boxes[top], conf[top], cls[top]
-            keep = nms(boxes, conf, cls, self.iou_threshold, self.max_detections)
+            keep = nms(boxes, conf, cls, self.iou, self.max_det)
             xyxy = p.transform.to_original(boxes[keep])
             out.append(Detections(xyxy, conf[keep], cls[keep]))
         return out

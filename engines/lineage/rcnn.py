@@ -10,8 +10,6 @@ convolutions.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 
@@ -19,9 +17,8 @@ from core.boxes import nms
 from core.image import to_tensors
 from core.types import Detections
 from engines.base import Backend, Detector, Prepared
-from engines.lineage.common import decode_deltas, require_meta, softmax
+from engines.lineage.common import decode_deltas, softmax
 from engines.lineage.proposals import Proposer
-from engines.registry import open_backend
 
 
 def warp_crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
@@ -40,11 +37,11 @@ def warp_crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
 
 
 def decode_rcnn(proposals: np.ndarray, logits: np.ndarray, deltas: np.ndarray,
-                conf_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                conf: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-proposal (C+1) logits and (C*4) class-specific deltas -> candidate
-    boxes: every (proposal, class) pair scoring >= ``conf_threshold``."""
+    boxes: every (proposal, class) pair scoring >= ``conf``."""
     probs = softmax(logits)[:, 1:]
-    idx, cls = np.nonzero(probs >= conf_threshold)
+    idx, cls = np.nonzero(probs >= conf)
     d = deltas.reshape(len(proposals), -1, 4)[idx, cls]
     boxes = decode_deltas(proposals[idx], d)
     return boxes, probs[idx, cls], cls.astype(np.int32)
@@ -54,26 +51,22 @@ class RCNNDetector(Detector):
     """Selective Search + per-crop CNN. Network: ``crops`` (N, 3, S, S) ->
     ``logits`` (N, C+1), ``deltas`` (N, 4C)."""
 
-    option_kwargs = {"conf": "conf_threshold", "iou": "iou_threshold",
-                     "max_det": "max_detections"}
+    options = ("conf", "iou", "max_det")
 
-    def __init__(self, backend: Backend | str | Path, threads: int | None = None,
-                 conf_threshold: float = 0.3, iou_threshold: float = 0.4,
-                 max_proposals: int | None = None, proposal_side: int | None = None,
-                 max_detections: int = 100) -> None:
-        self.backend = (backend if isinstance(backend, Backend)
-                        else open_backend(backend, threads=threads))
-        require_meta(self.backend, "lineage_rcnn")
-        meta = self.backend.meta
-        if not 0 <= conf_threshold <= 1:
-            raise ValueError(f"conf_threshold must be in [0, 1], got {conf_threshold}")
-        self.class_names = list(meta.class_names)
-        self.crop = int(meta.input_size[0])
-        self.proposer = Proposer(proposal_side or meta.extra["proposal_side"],
-                                 max_proposals or meta.extra["max_proposals"])
-        self.conf_threshold = conf_threshold
-        self.iou_threshold = iou_threshold
-        self.max_detections = max_detections
+    def __init__(self, backend: Backend, class_names: list[str], crop: int,
+                 proposal_side: int, max_proposals: int, *, conf: float = 0.3,
+                 iou: float = 0.4, max_det: int = 100,
+                 classes: frozenset[int] | None = None) -> None:
+        """``crop``: the network's square input side; ``proposal_side`` and
+        ``max_proposals`` configure Selective Search (``Proposer``)."""
+        self.backend = backend
+        self.class_names = list(class_names)
+        self.crop = int(crop)
+        self.proposer = Proposer(proposal_side, max_proposals)
+        self.conf = conf
+        self.iou = iou
+        self.max_det = max_det
+        self.classes = classes
 
     def prepare(self, image: np.ndarray) -> Prepared:
         return Prepared.whole(image)
@@ -88,8 +81,8 @@ class RCNNDetector(Detector):
             logits, deltas = self.backend.infer(warp_crops(p.input, proposals,
                                                            self.crop))
             boxes, conf, cls = decode_rcnn(proposals, logits, deltas,
-                                           self.conf_threshold)
-            keep = nms(boxes, conf, cls, self.iou_threshold, self.max_detections)
+                                           self.conf)
+            keep = nms(boxes, conf, cls, self.iou, self.max_det)
             out.append(Detections(p.transform.to_original(boxes[keep]), conf[keep],
                                   cls[keep]))
         return out

@@ -9,7 +9,7 @@ import pytest
 
 from core.meta import ModelError, ModelMeta
 from core.types import Detections
-from engines.registry import (
+from engines.build import (
     FAMILIES,
     SHIPPED,
     DetectorOptions,
@@ -70,7 +70,7 @@ def test_each_option_is_used_or_refused_in_one_line(family, option):
         if option == "max_det":
             assert detector.max_det == 2
         if option == "classes":
-            assert detector.keep_classes == frozenset({0})
+            assert detector.classes == frozenset({0})
 
 
 def _family_detector(name: str):
@@ -131,3 +131,31 @@ def test_torch_backend_runs_every_family_checkpoint(tmp_path, arch, frame):
         assert type(detector.backend).__name__ == "TorchBackend"
         [dets] = detector.detect([frame])
     assert isinstance(dets, Detections) and len(dets) <= 5
+
+
+@pytest.mark.parametrize("conf", [0.0, 1.0])
+def test_a_family_with_a_narrower_conf_range_refuses_its_ends(conf):
+    for name in ("lineage-dpm", "lineage-hog"):
+        with pytest.raises(ValueError, match=r"conf must be in \(0, 1\)") as caught:
+            load_detector(name, conf=conf)
+        assert "\n" not in str(caught.value)
+    with load_detector("yolo", conf=conf) as detector:  # the common range
+        assert detector.conf == conf
+
+
+def test_conf_zero_for_dpm_exits_2_in_one_line(caplog):
+    from run_stream import main
+
+    assert main(["--model", "lineage-dpm", "--conf", "0", "--max-frames", "1"]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "conf must be in (0, 1)" in errors[0]
+    assert "\n" not in errors[0]
+
+
+def test_max_det_is_the_nms_cap_and_select_keeps_only_classes(frame):
+    with load_detector("yolo", conf=0.01) as many, \
+            load_detector("yolo", conf=0.01, max_det=2) as capped:
+        [all_boxes], [two] = many.detect([frame]), capped.detect([frame])
+        assert len(all_boxes) > 2 and len(two) == 2
+        np.testing.assert_array_equal(two.xyxy, all_boxes.xyxy[:2])
+        assert len(capped.select(all_boxes)) == len(all_boxes)  # not cut again

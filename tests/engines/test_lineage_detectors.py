@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from core.boxes import iou_matrix
+from engines.build import load_detector
 from engines.lineage.dpm import DPMDetector
 from engines.lineage.fast_rcnn import FastRCNNDetector
 from engines.lineage.loc import LocDetector
 from engines.lineage.overfeat import OverFeatDetector
 from engines.lineage.rcnn import RCNNDetector
-from engines.registry import load_detector
 from tests.conftest import SAMPLE_VIDEO
 from training.data.generate import mask_boxes, paste, random_shape
 
@@ -43,8 +43,8 @@ def test_shipped_names_load_their_families(detectors: dict) -> None:
         assert isinstance(detectors[name], kind)
         assert detectors[name].class_names == ["disc", "square", "triangle", "star"]
     assert isinstance(load_detector("lineage-dpm"), DPMDetector)
-    with pytest.raises(ValueError, match="conf_threshold"):
-        load_detector("lineage-rcnn", conf_threshold=2.0)
+    with pytest.raises(ValueError, match="conf must be in"):
+        load_detector("lineage-rcnn", conf=2.0)
 
 
 @pytest.mark.parametrize("class_id", [0, 1, 2, 3])
@@ -83,14 +83,14 @@ def test_dpm_finds_a_pedestrian_in_the_sample_clip() -> None:
     cap.release()
     assert ok
     crop = frame[80:320, 400:620]  # around a walking person in an early frame
-    dpm = DPMDetector(upscale=1.5)
+    dpm = load_detector("lineage-dpm", upscale=1.5)
     (dets,) = dpm.detect([crop])
     assert len(dets) >= 1 and (dets.class_ids == 0).all()
     w, h = (dets.xyxy[:, 2:] - dets.xyxy[:, :2]).T
     assert ((h > 1.5 * w) & (h > 50)).any()  # upright, person-sized
     assert len(dpm.detect([np.full((240, 220, 3), 128, np.uint8)])[0]) == 0
     with pytest.raises(ValueError, match="upscale"):
-        DPMDetector(upscale=0)
+        load_detector("lineage-dpm", upscale=0)
 
 
 @pytest.mark.parametrize("name", ["lineage-rcnn", "lineage-fast-rcnn"])

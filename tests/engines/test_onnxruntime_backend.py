@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from core.meta import ModelError, ModelMeta, sidecar_path
 from engines.backends.onnxruntime import OnnxRuntimeBackend
-from engines.registry import open_backend
+from engines.build import open_backend
 from training.export import embed_metadata
 
 
@@ -170,8 +170,7 @@ def test_run_chunks_pads_the_last_chunk_and_keeps_order() -> None:
 def test_yolo_on_a_static_batch_export_batches_across_threads(tmp_path: Path) -> None:
     """The shipped YOLO with its batch axis fixed to 1 (as Ultralytics exports by
     default): the detector takes 2 frames per call on 2 threads, same boxes."""
-    from engines.registry import MODELS_DIR
-    from engines.yolo import YoloDetector
+    from engines.build import MODELS_DIR, build_detector
     from training.data.generate import render_scene
 
     model = onnx.load(str(MODELS_DIR / "yolo_demo.onnx"))
@@ -179,7 +178,7 @@ def test_yolo_on_a_static_batch_export_batches_across_threads(tmp_path: Path) ->
         value.type.tensor_type.shape.dim[0].dim_value = 1
     path = tmp_path / "static.onnx"
     onnx.save(model, str(path))
-    detector = YoloDetector(OnnxRuntimeBackend(path, threads=2))
+    detector = build_detector(OnnxRuntimeBackend(path, threads=2))
     assert detector.max_batch == 2
     rng = np.random.default_rng(0)
     frames = [render_scene(rng)[0] for _ in range(3)]

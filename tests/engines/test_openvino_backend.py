@@ -12,8 +12,7 @@ from core.boxes import iou_matrix
 from core.meta import ModelError, ModelMeta
 from engines.backends.onnxruntime import OnnxRuntimeBackend
 from engines.backends.openvino import OpenVINOBackend, save_ir
-from engines.registry import MODELS_DIR, open_backend
-from engines.yolo import YoloDetector
+from engines.build import MODELS_DIR, build_detector, open_backend
 from tests.engines.test_onnxruntime_backend import check_overlapping_calls, tiny_model
 from training.export import embed_metadata
 
@@ -77,8 +76,8 @@ def test_yolo_parity_with_onnxruntime() -> None:
     scale = float(np.abs(b).max())
     assert float(np.abs(a - b).max()) <= tolerance(ov) * scale
     frame = (np.random.default_rng(2).random((240, 320, 3)) * 255).astype(np.uint8)
-    d_ov = YoloDetector(ov, conf_threshold=0.01).detect([frame])[0]
-    d_ort = YoloDetector(ort, conf_threshold=0.01).detect([frame])[0]
+    d_ov = build_detector(ov, conf=0.01).detect([frame])[0]
+    d_ort = build_detector(ort, conf=0.01).detect([frame])[0]
     if ov.precision == "f32":
         assert len(d_ov) == len(d_ort)
         np.testing.assert_allclose(d_ov.scores, d_ort.scores, atol=1e-3)
@@ -134,7 +133,7 @@ def test_unknown_device_rejected(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["yolo", "faster-rcnn"])
 def test_shipped_families_run_on_openvino_like_onnxruntime(name: str) -> None:
-    from engines.registry import load_detector
+    from engines.build import load_detector
     from training.data.generate import render_scene
 
     # The models' own kind of input (shape scenes): on footage they were not
@@ -149,7 +148,7 @@ def test_shipped_families_run_on_openvino_like_onnxruntime(name: str) -> None:
     # bf16 rounds every activation to 8 bits of mantissa: through a two-stage
     # network a score moves by up to ~0.05 (0.01 on average) on these scenes
     tol = 0.1 if ov.backend.precision == "bf16" else 1e-3
-    borderline = ort.conf_threshold + tol  # may fall on either side in bf16
+    borderline = ort.conf + tol  # may fall on either side in bf16
     assert sum(len(y) for y in b), "no detections to compare"
     for x, y in zip(a, b, strict=True):
         # Near-equal scores may swap places in bf16: pair the boxes by overlap.
@@ -168,7 +167,7 @@ def test_shipped_families_run_on_openvino_like_onnxruntime(name: str) -> None:
 
 
 def test_metrics_name_the_runtime_and_precision(tmp_path: Path) -> None:
-    from engines.registry import load_detector
+    from engines.build import load_detector
     from pipeline.build import build_pipeline
     from pipeline.config import PipelineConfig
     from pipeline.sinks import OutputConfig

@@ -131,7 +131,7 @@ def test_sidecar_check_accepts_matching_build():
     meta = check_engine_sidecar("m.engine", sidecar(), "10.13.0.35", "NVIDIA H100",
                                 "9.0")
     assert meta.family == "yolo" and meta.class_names == ["a", "b"]
-    assert meta.extra["precision"] == "fp16"
+    assert meta.precision == "fp16"
 
 
 def test_sidecar_version_mismatch_names_both_versions_and_rebuild():
@@ -168,8 +168,30 @@ def test_sidecar_missing_fields_are_listed():
 def test_backend_without_sidecar_is_a_clear_error(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"plan")
-    with pytest.raises(ModelError, match=r"no metadata sidecar .*m\.json"):
+    with pytest.raises(ModelError, match=r"sidecar .*m\.json is missing.*build-engine"):
         TensorRTBackend(engine, device="cuda")
+
+
+@pytest.mark.parametrize("text", ["{}", '{"images": [], "annotations": []}', "nope"])
+def test_backend_beside_an_unrelated_json_names_it_and_how_to_rebuild(tmp_path, text):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    sidecar_path(engine).write_text(text)
+    with pytest.raises(ModelError) as caught:
+        TensorRTBackend(engine, device="cuda")
+    message = str(caught.value)
+    assert "\n" not in message and str(sidecar_path(engine)) in message
+    assert "is not a streamdet metadata sidecar" in message
+    assert "python -m training build-engine" in message
+
+
+def test_backend_reads_a_wrapped_sidecar(tmp_path, monkeypatch):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    sidecar_path(engine).write_text(json.dumps({"streamdet": sidecar()}))
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # stops right after reading
+    with pytest.raises(ModelError, match="TensorRT is not installed"):
+        TensorRTBackend(engine, device="cuda:0")
 
 
 def test_backend_without_tensorrt_is_a_clear_error(tmp_path, monkeypatch):
@@ -256,8 +278,8 @@ def test_calibration_batches_from_image_folder(tmp_path):
 
 
 def test_calibration_letterbox_matches_yolo_detector_prepare(tmp_path):
-    yolo = pytest.importorskip("engines.yolo")
     from engines.base import Backend
+    from engines.build import build_detector
 
     meta = tiny_meta(input_size=(32, 32), mean=(0.0, 0.1, 0.2), std=(1.0, 0.5, 0.5))
 
@@ -272,7 +294,7 @@ def test_calibration_letterbox_matches_yolo_detector_prepare(tmp_path):
             return [np.zeros((len(batch), 6, 21), np.float32)]
 
     try:
-        detector = yolo.YoloDetector(Fixed(tmp_path / "x.onnx"))
+        detector = build_detector(Fixed(tmp_path / "x.onnx"))
     except Exception as exc:  # the YOLO helper's constructor changed
         pytest.skip(f"YoloDetector could not be built from a fixed backend: {exc}")
     image = np.random.default_rng(1).integers(0, 256, (20, 50, 3), dtype=np.uint8)
@@ -1057,7 +1079,7 @@ def engine_dir(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("model", ["yolo_demo.onnx", "faster_rcnn_demo.onnx"])
 def test_gpu_engine_matches_onnxruntime(model, precision, engine_dir):
     from core.boxes import iou_matrix
-    from engines.registry import load_detector
+    from engines.build import load_detector
 
     onnx_path = MODELS / model
     if not onnx_path.is_file():

@@ -8,8 +8,8 @@ import torch
 
 from core.meta import ModelError, ModelMeta
 from engines.backends.torch import TorchBackend
+from engines.build import load_detector
 from engines.nets.yolo import YoloModel
-from engines.registry import load_detector
 from training.checkpoint import save_checkpoint
 
 IMG = 64
@@ -47,7 +47,7 @@ def test_matches_the_exported_module(checkpoint):
 
 
 def test_load_detector_picks_torch_for_pt(checkpoint):
-    det = load_detector(checkpoint, conf_threshold=0.0)
+    det = load_detector(checkpoint, conf=0.0)
     assert isinstance(det.backend, TorchBackend)
     assert det.class_names == ["a", "b"] and det.layout == "anchor_free"
     out = det.detect([np.zeros((48, 80, 3), np.uint8)])[0]

@@ -10,7 +10,7 @@ import pytest
 
 from core.image import letterbox
 from core.meta import ModelError, ModelMeta
-from engines.registry import load_detector
+from engines.build import load_detector
 from engines.yolo import (
     decode_anchor_based,
     decode_anchor_free,
@@ -129,7 +129,7 @@ def test_external_anchor_free_with_ultralytics_names(tmp_path):
     det = load_detector(path)
     assert det.layout == "anchor_free"
     assert det.class_names == ["person", "car"]
-    assert det.input_size == (64, 64)
+    assert det.imgsz == (64, 64)
     d = det.detect([_image()])[0]
     order = np.argsort(-d.scores)
     np.testing.assert_allclose(d.xyxy[order], [[15, 15, 25, 25], [46, 37, 54, 43]],
@@ -161,7 +161,7 @@ def test_external_end2end_post_nms_output(tmp_path):
     out[0, 2] = [40, 40, 60, 60, 0.10, 0]  # below the threshold
     names = "{0: 'person', 1: 'bicycle', 2: 'car'}"
     path = _constant_onnx(tmp_path / "v10.onnx", out, props={"names": names})
-    det = load_detector(path, conf_threshold=0.25)
+    det = load_detector(path, conf=0.25)
     assert det.layout == "end2end" and det.class_names[2] == "car"
     d = det.detect([np.zeros((64, 64, 3), np.uint8)])[0]
     assert len(d) == 2 and d.class_ids.tolist() == [2, 2]
@@ -199,8 +199,8 @@ def test_empty_output_gives_empty_detections(tmp_path):
 def test_rejects_bad_options(tmp_path):
     out = _anchor_free_output([[20, 20, 10, 10]], [[0.5]])[None]
     path = _constant_onnx(tmp_path / "m.onnx", out)
-    with pytest.raises(ValueError, match="conf_threshold"):
-        load_detector(path, conf_threshold=1.5)
+    with pytest.raises(ValueError, match="conf must be in"):
+        load_detector(path, conf=1.5)
     with pytest.raises(ValueError, match="layout"):
         load_detector(path, layout="yolo9000")
 
@@ -220,11 +220,11 @@ def test_ultralytics_export_gets_predict_defaults(tmp_path):
     path = _constant_onnx(tmp_path / "det.onnx", out,
                           props={"names": "{0: 'a', 1: 'b'}", "task": "detect"})
     with load_detector(path) as det:
-        assert (det.conf_threshold, det.iou_threshold) == (0.25, 0.7)
+        assert (det.conf, det.iou) == (0.25, 0.7)
     with load_detector(path, iou=0.5) as det:
-        assert det.iou_threshold == 0.5
+        assert det.iou == 0.5
     with load_detector("yolo") as det:  # ours keeps its own
-        assert det.iou_threshold == 0.45
+        assert det.iou == 0.45
 
 
 def test_imgsz_sets_a_dynamic_export_input_and_a_fixed_one_refuses(tmp_path):
@@ -232,7 +232,7 @@ def test_imgsz_sets_a_dynamic_export_input_and_a_fixed_one_refuses(tmp_path):
     dynamic = _constant_onnx(tmp_path / "dyn.onnx", out, hw=0,
                              props={"names": "{0: 'a', 1: 'b'}"})
     with load_detector(dynamic, imgsz=(96, 160)) as det:
-        assert det.input_size == (96, 160)
+        assert det.imgsz == (96, 160)
         assert det.prepare(np.zeros((120, 200, 3), np.uint8)).input.shape == (
             3, 96, 160)
     fixed = _constant_onnx(tmp_path / "fixed.onnx", out,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.meta import file_sha256
-from engines.registry import MODELS_DIR
+from engines.build import MODELS_DIR
 from pipeline.batch import (
     PARTIAL_DIR,
     BatchJob,
@@ -144,7 +144,7 @@ def test_a_failed_file_leaves_no_half_written_outputs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clip = write_video(tmp_path / "clip.mp4", frames=30)
-    monkeypatch.setattr("engines.registry.load_detector",
+    monkeypatch.setattr("engines.build.load_detector",
                         lambda **_: StubDetector(fail_infer_at=5))
     report = run_batch([str(clip)], job(tmp_path), progress=False)[0]
     assert report.status == "failed" and "injected infer failure" in report.reason

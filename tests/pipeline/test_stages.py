@@ -66,18 +66,19 @@ def test_preprocess_then_batch_infer_route_results_by_frame():
     assert set(results[0].timings) == {"preprocess", "infer"}
 
 
-def test_batch_infer_applies_classes_and_max_det():
+def test_batch_infer_applies_classes():
     class Many(StubDetector):
         def infer(self, batch):
             return [Detections([[0, 0, 5, 5], [1, 1, 6, 6], [2, 2, 9, 9]],
                                [0.2, 0.9, 0.5], [0, 1, 1]) for _ in batch]
 
     detector = Many()
-    detector.keep_classes, detector.max_det = frozenset({1}), 1
+    detector.classes = frozenset({1})
     metrics = Metrics()
     [result] = BatchInfer(detector, metrics)([Preprocess(detector, metrics)(frame())])
-    assert result.detections.class_ids.tolist() == [1]
-    assert result.detections.scores.tolist() == [pytest.approx(0.9)]
+    assert result.detections.class_ids.tolist() == [1, 1]
+    assert result.detections.scores.tolist() == [pytest.approx(0.9),
+                                                 pytest.approx(0.5)]
 
 
 def test_track_and_draw_return_new_results():

@@ -144,7 +144,7 @@ def test_pseudo_label_writes_dataset_with_contiguous_val(tmp_path: Path) -> None
 
 @pytest.mark.skipif(not HAS_HOG, reason="engines/hog.py (HOG teacher) not written yet")
 def test_pseudo_label_with_hog_and_evaluate_cli(tmp_path: Path) -> None:
-    from engines.registry import load_detector
+    from engines.build import load_detector
 
     cap = cv2.VideoCapture(str(ROOT / "samples" / "vtest.mp4"))
     folder = tmp_path / "frames"
@@ -154,7 +154,7 @@ def test_pseudo_label_with_hog_and_evaluate_cli(tmp_path: Path) -> None:
         assert ok
         cv2.imwrite(str(folder / f"{i:03d}.jpg"), frame[::2, ::2])
     cap.release()
-    with load_detector("hog", conf_threshold=0.5) as hog:
+    with load_detector("hog", conf=0.5) as hog:
         yaml_path = pseudo_label(hog, [folder], tmp_path / "ds", val_fraction=0.25)
     train = load_dataset(yaml_path, "train")
     assert train.class_names == ["person"] and len(train) == 3

@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 from core.boxes import iou_matrix  # noqa: E402
 from core.image import stretch  # noqa: E402
 from core.meta import ModelError, ModelMeta  # noqa: E402
-from engines.registry import load_detector  # noqa: E402
+from engines.build import load_detector  # noqa: E402
 from training.faster_rcnn.train import LOSS_NAMES, TrainConfig, to_tensor, train  # noqa: E402
 
 TINY = {"fpn_channels": 32, "representation_size": 64, "rpn_post_nms_top_n_train": 200,
@@ -83,8 +83,8 @@ def test_export_parity_and_graph(exported: tuple[Path, dict]) -> None:
     assert report["parity_matched"] >= 0.95 * report["parity_boxes"]
     assert report["parity_max_box_diff"] < 1e-2
     assert report["parity_max_score_diff"] < 1e-3
-    det = load_detector(path, conf_threshold=0.0)
-    assert det.input_size == (96, 160)
+    det = load_detector(path, conf=0.0)
+    assert det.imgsz == (96, 160)
     assert det.class_names == ["disc", "square", "triangle", "star"]
     frame = np.full((180, 320, 3), 127, np.uint8)
     dets = det.detect([frame])[0]
@@ -129,7 +129,7 @@ def test_torchvision_documented_export_matches_eager(tmp_path: Path) -> None:
         torch.onnx.export(model, ([torch.rand(3, *size)],), str(path), dynamo=False,
                           opset_version=17, input_names=["images"],
                           output_names=["boxes", "labels", "scores"])
-    det = load_detector(path, family="faster_rcnn", conf_threshold=0.0)
+    det = load_detector(path, family="faster_rcnn", conf=0.0)
     assert det.rank == 3 and det.label_offset == 1
     assert det.class_names == ["class0", "class1", "class2", "class3"]
     for frame in sample_images(2, (180, 320)):
@@ -197,7 +197,7 @@ def test_shipped_model_finds_generated_objects() -> None:
     # 15 CPU-minutes from scratch (held-out mAP@.5 0.71): at its default
     # threshold, at least 60% of the objects found with the right class
     det = load_detector("faster-rcnn")
-    assert det.input_size == (192, 320)
+    assert det.imgsz == (192, 320)
     assert det.class_names == list(CLASS_NAMES)
     rng = np.random.default_rng(11)
     hits = objects = 0

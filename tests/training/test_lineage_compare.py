@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from engines.build import load_detector
 from engines.lineage.loc import LocDetector
-from engines.registry import load_detector
 from training.__main__ import main as training_main
 
 
@@ -53,7 +53,7 @@ def test_lineage_train_loc_writes_a_loadable_model(tmp_path: Path) -> None:
     assert rc == 0
     detector = load_detector(tmp_path / "lineage_loc.onnx")
     assert isinstance(detector, LocDetector)
-    assert detector.backend.meta.extra["train_seconds"] > 0
+    assert detector.backend.meta.train_seconds > 0
     assert "val_iou" in detector.backend.meta.extra
 
 
@@ -80,8 +80,7 @@ def test_fast_rcnn_learns_a_handful_of_scenes(tmp_path: Path) -> None:
     dataset = load_dataset(tmp_path / "data" / "data.yaml", "train")
     out = train_fast_rcnn(dataset, tmp_path / "m" / "lineage_fast_rcnn.onnx",
                           epochs=40, rois_per_image=32)
-    detector = load_detector(out)
-    detector.conf_threshold = 0.05
+    detector = load_detector(out, conf=0.05)
     result = evaluate_detector(detector, dataset)
     assert result["map50"] >= 0.35, result  # untrained: ~0.0
 
@@ -100,8 +99,7 @@ def test_rcnn_learns_a_handful_of_scenes(tmp_path: Path) -> None:
     generate_dataset(tmp_path / "data", 8, 1, seed=5)
     dataset = load_dataset(tmp_path / "data" / "data.yaml", "train")
     out = train_rcnn(dataset, tmp_path / "m" / "lineage_rcnn.onnx", epochs=30)
-    detector = load_detector(out)
+    detector = load_detector(out, conf=0.05)
     assert detector.crop == 40
-    detector.conf_threshold = 0.05
     result = evaluate_detector(detector, dataset)
     assert result["map50"] >= 0.6, result  # 30 epochs: 0.91; 1 epoch: 0.07

@@ -11,7 +11,7 @@ import pytest
 
 def test_hog_svm_finds_big_shapes(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
-    from engines.lineage.hog_svm import HogSvmDetector
+    from engines.build import load_detector
     from training.data.datasets import load_dataset
     from training.data.generate import generate_dataset
     from training.evaluate import coco_map
@@ -21,7 +21,7 @@ def test_hog_svm_finds_big_shapes(tmp_path: Path) -> None:
                             max_objects=2)
     model = train_hog(load_dataset(data, "train"), tmp_path / "hog.npz",
                       mine_images=20)
-    det = HogSvmDetector(model)
+    det = load_detector(model, family="lineage_hog")
     val = load_dataset(data, "val")
     metrics = coco_map(val, det.detect([s.image for s in val]))
     assert metrics["map50"] >= 0.1, metrics  # an untrained filter scores ~0

@@ -54,7 +54,7 @@ def test_overfeat_decode_places_window_boxes() -> None:
     scores[:, 2, 3] = (0.1, 0.0, 0.9)  # class 1 fires at row 2, column 3
     offsets = np.tile(np.float32([0.25, 0.25, 0.75, 0.75])[:, None, None], (1, 4, 5))
     boxes, conf, cls = decode_dense(scores, offsets, window=32, stride=4, scale=0.5,
-                                    conf_threshold=0.5)
+                                    conf=0.5)
     # window top-left (12, 8) in the scaled image; object at [8, 8, 24, 24] in it
     np.testing.assert_allclose(boxes, [[(12 + 8) / 0.5, (8 + 8) / 0.5,
                                         (12 + 24) / 0.5, (8 + 24) / 0.5]])

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from core.meta import META_KEY, ModelMeta
 from core.types import Detections
-from engines.registry import load_detector
+from engines.build import load_detector
 from training import quantize as q
 from training.__main__ import main
 from training.data.generate import generate_dataset, render_scene
@@ -139,7 +139,7 @@ def test_quantize_cli_writes_qdq_int8_with_metadata(tmp_path: Path, frames_dir: 
     assert int8_weights, "no int8 weights in the quantized file"
     props = {p.key: p.value for p in model.metadata_props}
     meta = ModelMeta.from_json(props[META_KEY])
-    assert meta.class_names == ["c0", "c1"] and meta.extra["precision"] == "int8"
+    assert meta.class_names == ["c0", "c1"] and meta.precision == "int8"
     assert props["precision"] == "int8" and props["calibration"] in q.METHODS
     with load_detector(out) as detector:  # still a working detector
         assert detector.class_names == ["c0", "c1"]

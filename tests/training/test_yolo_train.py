@@ -14,8 +14,8 @@ import torch
 
 from core.meta import ModelMeta
 from engines.backends.onnxruntime import OnnxRuntimeBackend
+from engines.build import load_detector
 from engines.nets.yolo import REG_MAX, STRIDES, YoloModel, make_anchors
-from engines.registry import load_detector
 from training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from training.yolo.assigner import TaskAlignedAssigner
 from training.yolo.export import export_yolo

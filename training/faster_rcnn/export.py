@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from core.boxes import iou_matrix
-from core.meta import ModelMeta
+from core.meta import FasterRCNNParams, ModelMeta
 from engines.nets.faster_rcnn import OUTPUT_NAMES, FixedSizeFasterRCNN
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,8 @@ def export_faster_rcnn(model: nn.Module, meta: ModelMeta | dict[str, Any],
         mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize="stretch",
         layout="torchvision",
         dynamic_batch=False,
-        extra={**meta.extra, "label_offset": 1,
+        params=FasterRCNNParams(label_offset=1),
+        extra={**meta.extra,
                "rpn_post_nms_top_n_test": model.rpn._post_nms_top_n["testing"],
                "box_score_thresh": model.roi_heads.score_thresh})
     out_path = Path(out_path)

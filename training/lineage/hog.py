@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from core.boxes import iou_matrix
 from engines.lineage.dpm import hog32
-from engines.lineage.hog_svm import HogSvmDetector
+from engines.lineage.hog_svm import HogSvmDetector, HogSvmModel
 from training.lineage.data import square_crop
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,8 @@ def train_hog(dataset, out: Path, seed: int = 0, negatives_per_image: int = 10,
     coef, bias = _fit(x, y, svm_c, seed)
     for r in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
-            detector = HogSvmDetector(_save(Path(tmp) / "m.npz", coef, bias, names, 0))
+            detector = HogSvmDetector(
+                HogSvmModel(_save(Path(tmp) / "m.npz", coef, bias, names, 0)))
             hard = []
             for i in tqdm(range(min(mine_images, len(dataset))),
                           desc=f"hard negatives {r + 1}"):

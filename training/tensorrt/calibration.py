@@ -45,7 +45,7 @@ def detector_prepare(onnx_path: Path, meta: ModelMeta) -> Prepare:
     Using the detector keeps calibration data identical to what inference feeds.
     """
     try:
-        from engines.registry import load_detector
+        from engines.build import load_detector
 
         detector = load_detector(onnx_path, device="cpu")
     except Exception as exc:  # family module missing or not loadable on CPU

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from core.meta import ModelError, ModelMeta, file_sha256, sidecar_path
+from core.meta import ModelError, ModelMeta, file_sha256, write_sidecar
 from engines.backends.tensorrt import require_tensorrt
 from training.tensorrt.builder import EngineBuilder
 from training.tensorrt.calibration import (
@@ -119,8 +119,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
     network = builder.network
     assert network is not None
     meta.dynamic_batch = shapes[0][0] != shapes[2][0]
-    meta.extra = {
-        **meta.extra,
+    meta = meta.updated({
         "tensorrt_version": version,
         "gpu_name": gpu_name,
         "compute_capability": capability,
@@ -135,7 +134,6 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
                     "max": list(shapes[2])},
         "onnx_sha256": file_sha256(onnx_path),
         "onnx_path": str(onnx_path),
-    }
-    sidecar_path(out).write_text(meta.to_json() + "\n")
-    log.info("wrote %s", sidecar_path(out))
+    })
+    log.info("wrote %s", write_sidecar(out, meta))
     return out

@@ -3,8 +3,9 @@
 The loop itself (budget, schedule, bf16, checkpoints, history, resume) is
 ``training.loop``; here are the YOLO parts: letterboxed data and augmentation,
 the model and its loss, the EMA of the weights, and validation. Validation runs
-the EMA model through the same ``engines.yolo.YoloDetector`` used at inference,
-so the mAP is the deployed one. Checkpoints hold the raw and EMA weights.
+the EMA model through the same ``engines.yolo.YoloDetector`` used at inference
+(built by ``engines.build``), so the mAP is the deployed one. Checkpoints hold
+the raw and EMA weights.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from core.image import letterbox, parse_imgsz, to_tensor
 from core.meta import ModelMeta
 from engines.base import Backend
+from engines.build import build_detector
 from engines.nets.yolo import SCALES, YoloModel
-from engines.yolo import YoloDetector
 from training.checkpoint import load_checkpoint
 from training.loop import EpochCallback, LoopConfig, StepCallback, Trainer
 from training.precision import check_precision
@@ -242,8 +243,8 @@ def evaluate_model(model: nn.Module, meta: ModelMeta, dataset: Any, device: str,
     model.eval()
     model.export = True
     try:
-        detector = YoloDetector(ModuleBackend(model, meta, device),
-                                conf_threshold=0.001, iou_threshold=0.6)
+        detector = build_detector(ModuleBackend(model, meta, device),
+                                  conf=0.001, iou=0.6)
         n = len(dataset) if not max_images else min(max_images, len(dataset))
         subset = _Subset(dataset, n)
         preds = []

@@ -1,6 +1,12 @@
-"""Building models by name: backends by runtime or file suffix, detector
-families, the shipped models, and ``load_detector`` with the one option
-contract (``DetectorOptions``)."""
+"""Building detectors: where engines/ opens model files and reads their metadata
+(ours, Ultralytics', or a graph's shape), so the detector classes only store
+what they are given.
+
+The one option contract (``DetectorOptions``), the shipped models, and
+``load_detector`` / ``build_detector``, which open the model (backends by
+runtime or file suffix: ``engines.backends.open_backend``) and resolve each
+family's constructor arguments (``engines.resolve``).
+"""
 
 from __future__ import annotations
 
@@ -11,73 +17,26 @@ from typing import Any
 
 from core.imports import import_spec
 from core.meta import ModelError
+from engines.backends import (
+    BACKENDS,
+    CROSS_BACKENDS,
+    FOLDER_BACKENDS,
+    SUFFIX_BACKENDS,
+    backend_name,
+    open_backend,
+)
 from engines.base import Backend, Detector, check_device
+from engines.resolve import (
+    NETWORK_RESOLVERS,
+    ULTRALYTICS_DEFAULTS,
+    Resolver,
+    ultralytics_metadata,
+    ultralytics_names,
+)
 
 log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-
-
-# Runtime name -> "module:Class"; imported lazily so a CPU machine never imports
-# TensorRT. ``SUFFIX_BACKENDS`` picks the default runtime from the file.
-BACKENDS: dict[str, str] = {
-    "onnxruntime": "engines.backends.onnxruntime:OnnxRuntimeBackend",
-    "tensorrt": "engines.backends.tensorrt:TensorRTBackend",
-    "torch": "engines.backends.torch:TorchBackend",
-    "openvino": "engines.backends.openvino:OpenVINOBackend",
-}
-SUFFIX_BACKENDS: dict[str, str] = {
-    ".onnx": "onnxruntime",
-    ".engine": "tensorrt",
-    ".plan": "tensorrt",
-    ".pt": "torch",
-    ".pth": "torch",
-    ".xml": "openvino",  # OpenVINO IR (+ .bin)
-}
-# Folders that are one model: Ultralytics' OpenVINO export, NAME_openvino_model/
-FOLDER_BACKENDS: dict[str, str] = {"_openvino_model": "openvino"}
-# (suffix, runtime) pairs served by another runtime's class: an ONNX file asked
-# to run on TensorRT goes through ONNX Runtime's TensorRT execution provider.
-CROSS_BACKENDS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
-    (".onnx", "tensorrt"): ("onnxruntime", {"tensorrt": True}),
-}
-
-
-def backend_name(path: str | Path, backend: str | None = None) -> str:
-    """The runtime that opens ``path``: ``backend`` when given, else by suffix."""
-    path = Path(path)
-    if backend is not None:
-        if backend not in BACKENDS:
-            raise ModelError(f"{path}: unknown backend {backend!r}; expected one of "
-                             f"{sorted(BACKENDS)}")
-        return backend
-    if path.is_dir():
-        for ending, runtime in FOLDER_BACKENDS.items():
-            if path.name.endswith(ending):
-                return runtime
-    name = SUFFIX_BACKENDS.get(path.suffix.lower())
-    if name is None:
-        raise ModelError(
-            f"{path}: unknown model format {path.suffix!r}; "
-            f"expected one of {sorted(SUFFIX_BACKENDS)}"
-        )
-    return name
-
-
-def open_backend(
-    path: str | Path, device: str = "cpu", threads: int | None = None,
-    backend: str | None = None,
-) -> Backend:
-    """Open a model file with ``backend`` (default: the one its suffix names)."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"model file not found: {path}")
-    name = backend_name(path, backend)
-    extra: dict[str, Any] = {}
-    native = SUFFIX_BACKENDS.get(path.suffix.lower())
-    if native != name and (path.suffix.lower(), name) in CROSS_BACKENDS:
-        name, extra = CROSS_BACKENDS[(path.suffix.lower(), name)]
-    return import_spec(BACKENDS[name])(path, device=device, threads=threads, **extra)
 
 
 @dataclass(frozen=True)
@@ -90,8 +49,9 @@ class DetectorOptions:
     ``backend``: the runtime (default: by file suffix). ``imgsz``: network input
     (height, width) for models whose input size is not fixed.
 
-    A family either uses an option or ``load_detector`` refuses it in one line;
-    none is silently ignored.
+    The ranges are checked here, once; a family that needs a narrower one says
+    so (``Detector.conf_open_interval``). A family either uses an option or
+    ``load_detector`` refuses it in one line; none is silently ignored.
     """
 
     conf: float | None = None
@@ -128,7 +88,7 @@ class DetectorOptions:
                 if getattr(self, f.name) != getattr(default, f.name)]
 
 
-# Model family -> "module:Class". Each class takes (backend_or_path, **kwargs).
+# Model family -> "module:Class", imported only when that family is built.
 FAMILIES: dict[str, str] = {
     "hog": "engines.hog:HogDetector",
     "yolo": "engines.yolo:YoloDetector",
@@ -139,6 +99,11 @@ FAMILIES: dict[str, str] = {
     "lineage_hog": "engines.lineage.hog_svm:HogSvmDetector",
     "lineage_rcnn": "engines.lineage.rcnn:RCNNDetector",
     "lineage_fast_rcnn": "engines.lineage.fast_rcnn:FastRCNNDetector",
+}
+# Families whose model is a parameter file, not a network: (loader, default file).
+PARAMETER_FILES: dict[str, tuple[str, str]] = {
+    "lineage_dpm": ("engines.lineage.dpm:DPMModel", "inriaperson.xml"),
+    "lineage_hog": ("engines.lineage.hog_svm:HogSvmModel", "lineage_hog.npz"),
 }
 
 # Names a user can pass instead of a path: family + a model shipped in models/.
@@ -168,7 +133,7 @@ def shipped_path(name: str) -> Path | None:
 
 def used_options(cls: type[Detector]) -> list[str]:
     """The ``DetectorOptions`` a family honours."""
-    used = [*cls.option_kwargs, "classes", "max_det"]
+    used = [*cls.options, "classes"]
     if cls.uses_backend:
         used += ["device", "threads", "backend"]
     return [o for o in OPTION_FLAGS if o in used]
@@ -183,44 +148,62 @@ def load_detector(
     """Build a detector from a shipped name (``hog``, ``yolo``, ...) or a model file.
 
     ``options`` (or the same names as keywords: ``conf``, ``iou``, ``max_det``,
-    ``classes``, ``threads``, ``device``, ``backend``) are the common contract;
-    other keywords go to the family's constructor as they are. The family comes
-    from ``family`` when given, else from the file's metadata, else from the
-    family's own shape sniffing (``guess_family``).
+    ``classes``, ``threads``, ``device``, ``backend``, ``imgsz``) are the common
+    contract; other keywords go to the family's constructor and win over what
+    the file says. The family comes from ``family`` when given, else from the
+    file's metadata, else from the outputs' names (``guess_family``).
     """
-    common = {f.name for f in fields(DetectorOptions)}
-    given = {k: kwargs.pop(k) for k in list(kwargs) if k in common}
-    if given and options is not None:
-        raise ValueError("pass options either as DetectorOptions or as keywords")
-    opts = options or DetectorOptions(**given)
+    opts = _options(options, kwargs)
     name = str(model)
     path: Path | None = Path(name)
     if name in SHIPPED:
         family = family or SHIPPED[name][0]
         path = shipped_path(name)
-    backend: Backend | None = None
+    if family is not None:
+        cls = _family_class(name, family)
+        if not cls.uses_backend:
+            return _construct(cls, name, family, path, opts, kwargs)
+    assert path is not None  # only weight-free families have no file
+    if path.suffix.lower() in (".engine", ".plan") and opts.device == "cpu":
+        log.info("%s is a TensorRT engine: running it on cuda:0", path)
+        opts = replace(opts, device="cuda:0")
+    backend = open_backend(path, device=opts.device, threads=opts.threads,
+                           backend=opts.backend)
     try:
-        if path is None:
-            cls = _family_class(name, family or "")
-            family = family or ""
-        else:
-            if path.suffix.lower() in (".engine", ".plan") and opts.device == "cpu":
-                log.info("%s is a TensorRT engine: running it on cuda:0", path)
-                opts = replace(opts, device="cuda:0")
-            cls = _family_class(name, family) if family else None
-            if cls is None or cls.uses_backend:
-                backend = open_backend(path, device=opts.device,
-                                       threads=opts.threads, backend=opts.backend)
-                family = (family or (backend.meta.family if backend.meta else None)
-                          or guess_family(backend))
-                cls = _family_class(name, family)
-        detector = _build(cls, name, family, backend if backend is not None else path,
-                          opts, kwargs)
+        return _from_backend(backend, name, family, opts, kwargs)
     except BaseException:
-        if backend is not None:
-            backend.close()
+        backend.close()
         raise
-    return detector
+
+
+def build_detector(
+    backend: Backend,
+    options: DetectorOptions | None = None,
+    family: str | None = None,
+    **kwargs: Any,
+) -> Detector:
+    """A detector over an already open ``backend`` (e.g. a network in memory
+    during training); options and keywords as in ``load_detector``."""
+    opts = _options(options, kwargs)
+    return _from_backend(backend, str(backend.path), family, opts, kwargs)
+
+
+def _options(options: DetectorOptions | None, kwargs: dict[str, Any]
+             ) -> DetectorOptions:
+    """``options``, or the common options taken out of ``kwargs``."""
+    common = {f.name for f in fields(DetectorOptions)}
+    given = {k: kwargs.pop(k) for k in list(kwargs) if k in common}
+    if given and options is not None:
+        raise ValueError("pass options either as DetectorOptions or as keywords")
+    return options or DetectorOptions(**given)
+
+
+def _from_backend(backend: Backend, model: str, family: str | None,
+                  opts: DetectorOptions, kwargs: dict[str, Any]) -> Detector:
+    family = (family or (backend.meta.family if backend.meta else None)
+              or guess_family(backend))
+    return _construct(_family_class(model, family), model, family, backend, opts,
+                      kwargs)
 
 
 def _family_class(model: str, family: str) -> type[Detector]:
@@ -231,33 +214,43 @@ def _family_class(model: str, family: str) -> type[Detector]:
     return import_spec(FAMILIES[key])
 
 
-def _build(cls: type[Detector], model: str, family: str, source: Any,
-           opts: DetectorOptions, kwargs: dict[str, Any]) -> Detector:
-    """Check every given option against what ``cls`` uses, then construct it."""
-    family_kwargs = dict(kwargs)
+def _construct(cls: type[Detector], model: str, family: str,
+               source: Backend | Path | None, opts: DetectorOptions,
+               kwargs: dict[str, Any]) -> Detector:
+    """Check every given option against what ``cls`` uses, resolve the family's
+    arguments from the file, then construct it."""
+    family = family.replace("-", "_")
+    given = dict(kwargs)
     for option in opts.given():
-        value = getattr(opts, option)
-        if option in cls.option_kwargs:
-            family_kwargs[cls.option_kwargs[option]] = value
-        elif option in ("classes", "max_det"):
-            continue  # applied by Detector.select
-        elif option in ("device", "threads", "backend") and cls.uses_backend:
-            continue  # consumed by open_backend
+        if option in cls.options:
+            given[option] = getattr(opts, option)
+        elif option == "classes" or (option in ("device", "threads", "backend")
+                                     and cls.uses_backend):
+            continue  # resolved below / consumed by open_backend
         else:
             flags = ", ".join(OPTION_FLAGS[o] for o in used_options(cls))
             raise ModelError(f"{model}: {OPTION_FLAGS[option]} is not used by the "
-                             f"{family.replace('-', '_')} detector (it takes {flags})")
-    detector = cls(source, **family_kwargs) if source is not None else cls(
-        **family_kwargs)
+                             f"{family} detector (it takes {flags})")
+    if cls.conf_open_interval and opts.conf is not None and not 0 < opts.conf < 1:
+        raise ValueError(f"conf must be in (0, 1) for the {family} detector, "
+                         f"got {opts.conf}")
+    resolve = RESOLVERS.get(family, _no_file)
+    resolved = resolve(model, source, given, opts.threads)
+    args = {**resolved, **given}
+    factory: Any = cls  # each family's constructor takes its own arguments
     try:
         if opts.classes is not None:
-            detector.keep_classes = class_ids(detector.class_names, opts.classes, model)
-        if opts.max_det is not None:
-            detector.max_det = opts.max_det
+            names = (args.get("class_names")
+                     or getattr(args.get("model"), "class_names", None)
+                     or getattr(cls, "class_names", []))
+            args["classes"] = class_ids(list(names), opts.classes, model)
+        return factory(source, **args) if isinstance(source, Backend) else factory(
+            **args)
     except BaseException:
-        detector.close()
+        for value in resolved.values():  # e.g. Fast R-CNN's head network
+            if isinstance(value, Backend):
+                value.close()
         raise
-    return detector
 
 
 def class_ids(names: list[str], wanted: tuple[int | str, ...], model: str
@@ -301,12 +294,45 @@ def runtime_info(detector: Detector) -> str:
     backend = getattr(detector, "backend", None)
     if backend is None:
         return ""
-    from engines.yolo import ultralytics_metadata  # the file's metadata_props
-
     meta = getattr(backend, "meta", None)
-    stored = ((meta.extra.get("precision", "") if meta else "")
+    stored = ((meta.precision if meta else "")
               or ultralytics_metadata(backend).get("precision", ""))
     # an int8 file runs int8 kernels whatever the runtime's float precision
     precision = stored if stored == "int8" else (
         getattr(backend, "precision", "") or stored or "f32")
     return f"{type(backend).__name__} {precision}"
+
+
+# ------------------------------- families whose model is a parameter file
+
+def _no_file(model: str, source: Any, given: dict[str, Any],
+             threads: int | None) -> dict[str, Any]:
+    if source is not None:
+        raise ModelError(f"{model}: this detector takes no model file, got {source}")
+    return {}
+
+
+def _parameter_file(family: str) -> Resolver:
+    def resolve(model: str, source: Any, given: dict[str, Any],
+                threads: int | None) -> dict[str, Any]:
+        loader, default = PARAMETER_FILES[family]
+        path = MODELS_DIR / default if source is None else Path(source)
+        if not path.is_file():
+            raise ModelError(f"{family} model file not found: {path}")
+        return {"model": import_spec(loader)(path)}
+    return resolve
+
+
+RESOLVERS: dict[str, Resolver] = {
+    **NETWORK_RESOLVERS,
+    "lineage_dpm": _parameter_file("lineage_dpm"),
+    "lineage_hog": _parameter_file("lineage_hog"),
+}
+
+__all__ = [  # what callers import from here, the builder's own and re-exported
+    "BACKENDS", "CROSS_BACKENDS", "FAMILIES", "FOLDER_BACKENDS", "MODELS_DIR",
+    "PARAMETER_FILES", "SHIPPED", "SUFFIX_BACKENDS", "ULTRALYTICS_DEFAULTS",
+    "DetectorOptions", "backend_name", "build_detector", "class_ids",
+    "guess_family", "load_detector", "open_backend", "runtime_info",
+    "shipped_path", "ultralytics_metadata", "ultralytics_names", "used_options",
+]
