@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 import pytest
 
-from core.meta import ModelError, ModelMeta, sidecar_path
+from core.meta import ModelError, ModelMeta, read_sidecar_data, sidecar_path
 from engines.backends import cuda_memory
 from engines.backends.tensorrt import TensorRTBackend, check_engine_sidecar
 from training.tensorrt.builder import EngineBuilder
@@ -815,6 +815,13 @@ def test_cuda_memory_checks_return_codes(fake_cuda):
         cuda_memory.DeviceBuffer(64)
 
 
+def sidecar_extra(model: Path) -> dict:
+    """The engine facts a sidecar records: its ``extra`` with the typed precision."""
+    data = read_sidecar_data(model)
+    assert data is not None, f"no streamdet sidecar beside {model}"
+    return {**data["extra"], "precision": data["precision"]}
+
+
 def test_fake_build_then_run_round_trip(tmp_path, fake_trt):
     onnx_path = make_onnx(tmp_path / "m.onnx", meta=tiny_meta())
     engine = build_engine(onnx_path, precision="fp16", max_batch=4,
@@ -825,9 +832,9 @@ def test_fake_build_then_run_round_trip(tmp_path, fake_trt):
     assert config.flags == {"FP16"} and config.pool == ("WORKSPACE", 1 << 30)
     assert config.profiles[0].shapes == [[1, 3, 8, 8], [4, 3, 8, 8], [4, 3, 8, 8]]
     assert (tmp_path / "timing.cache").read_bytes() == b"+timing"
-    meta = json.loads(sidecar_path(engine).read_text())
+    meta = read_sidecar_data(engine)
     assert meta["family"] == "yolo" and meta["dynamic_batch"] is True
-    extra = meta["extra"]
+    extra = sidecar_extra(engine)
     assert extra["tensorrt_version"] == "10.13.0.35"
     assert (extra["gpu_name"], extra["compute_capability"]) == ("Fake GPU", "8.6")
     assert extra["precision"] == "fp16" and extra["input_name"] == "images"
@@ -916,7 +923,7 @@ def test_fake_int8_calibrates_once_then_reuses_cache(tmp_path, fake_trt):
     assert (tmp_path / "int8.calib").read_bytes() == b"calibration-table"
     build_engine(onnx_path, out, "int8", opt_batch=2, max_batch=4)  # no data: cache
     assert fake_trt.calibration_batches == 0
-    assert json.loads(sidecar_path(out).read_text())["extra"]["precision"] == "int8"
+    assert sidecar_extra(out)["precision"] == "int8"
 
 
 def test_fake_parser_errors_are_listed(tmp_path, fake_trt):
@@ -967,7 +974,7 @@ def test_fake_tensorrt_11_fp16_builds_an_fp16_copy_with_fp32_io(tmp_path, fake_t
     casts = [a.i for n in half.graph.node if n.op_type == "Cast" for a in n.attribute]
     assert TensorProto.FLOAT16 in casts  # computes in fp16 between the casts
     assert {p.key for p in half.metadata_props} == {"streamdet"}
-    extra = json.loads(sidecar_path(engine).read_text())["extra"]
+    extra = sidecar_extra(engine)
     assert extra["precision"] == "fp16" and extra["int8_quantization"] == "none"
     assert extra["network_onnx"].endswith("m_fp16.fp16.onnx")
     assert extra["onnx_path"] == str(onnx_path)  # the sidecar names the source
@@ -980,7 +987,7 @@ def test_fake_tensorrt_11_int8_builds_the_qdq_file_as_is(tmp_path, fake_trt11):
     config = fake_trt11.builder.config
     assert config.flags == set() and config.int8_calibrator is None
     assert fake_trt11.parsed == onnx_path and fake_trt11.calibration_batches == 0
-    extra = json.loads(sidecar_path(engine).read_text())["extra"]
+    extra = sidecar_extra(engine)
     assert extra["precision"] == "int8" and extra["int8_quantization"] == "explicit"
 
 
@@ -1009,7 +1016,7 @@ def test_fake_tensorrt_10_builds_qdq_explicitly_without_calibration(tmp_path,
     config = fake_trt.builder.config
     assert config.flags == {"FP16", "INT8"} and config.int8_calibrator is None
     assert fake_trt.calibration_batches == 0
-    assert json.loads(sidecar_path(engine).read_text())["extra"][
+    assert sidecar_extra(engine)[
         "int8_quantization"] == "explicit"
 
 
