@@ -389,7 +389,8 @@ def cost_at(n_objects: int, n_frames: int = 200, seed: int = 0) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=60.0)
     args = parser.parse_args(argv)

@@ -11,8 +11,7 @@ Outputs are written into a private folder per attempt (``.partial/RUN/NAME/ID``
 under the output folder) and moved into place when the file is finished, so an
 attempt that dies (a worker or a Ray node lost mid-file) never leaves a
 half-written MP4 or a JSON Lines log that a retry appends to. Live and
-single-file runs (``Pipeline`` itself) write in place, so a kill there leaves a
-playable file.
+single-file runs (``Pipeline``) write in place: a kill leaves a playable file.
 """
 
 from __future__ import annotations
@@ -103,18 +102,17 @@ def find_videos(inputs: list[str]) -> list[str]:
 
 def model_fingerprint(model: str) -> dict[str, Any]:
     """The model by content: a shipped name's file or a model file, with its
-    ``.json`` sidecar. Built-in models (``hog``) are known by name alone; a file
-    that does not exist gets no hash (loading it reports the error)."""
-    from core.meta import file_sha256, sidecar_path
+    metadata sidecar if any (not an unrelated ``.json``). Built-in models (``hog``)
+    are known by name; a missing file gets no hash (loading it says why)."""
+    from core.meta import file_sha256, read_sidecar_data, sidecar_path
     from engines.build import SHIPPED, shipped_path
 
     path = shipped_path(model) if model in SHIPPED else Path(model)
     fingerprint: dict[str, Any] = {"model": model if path is None else path.name}
     if path is not None and path.is_file():
         fingerprint["sha256"] = file_sha256(path)
-        sidecar = sidecar_path(path)
-        if sidecar != path and sidecar.is_file():
-            fingerprint["sidecar_sha256"] = file_sha256(sidecar)
+        if sidecar_path(path) != path and read_sidecar_data(path, warn=False):
+            fingerprint["sidecar_sha256"] = file_sha256(sidecar_path(path))
     return fingerprint
 
 

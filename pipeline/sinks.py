@@ -147,18 +147,30 @@ class ImageSink(Sink):
         path.write_bytes(data.tobytes())
 
 
-class JsonlSink(Sink):
-    """One JSON object per frame; flushed per line so a crash leaves valid lines."""
+class TextFileSink(Sink):
+    """A text file written line by line and flushed per frame, so a crash
+    leaves whole lines; opening it fails at once with a ``SinkError``."""
 
-    def __init__(self, path: Path, class_names: list[str]) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.class_names = list(class_names)
         try:
             self.file = open(path, "w", encoding="utf-8")
         except OSError as exc:
             raise SinkError(
                 f"{path}: cannot open for writing ({exc.strerror})"
             ) from exc
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+
+class JsonlSink(TextFileSink):
+    """One JSON object per frame."""
+
+    def __init__(self, path: Path, class_names: list[str]) -> None:
+        super().__init__(path)
+        self.class_names = list(class_names)
 
     def write(self, result: Result) -> None:
         d = result.detections
@@ -186,22 +198,9 @@ class JsonlSink(Sink):
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
 
-    def close(self) -> None:
-        if not self.file.closed:
-            self.file.close()
 
-
-class MotSink(Sink):
+class MotSink(TextFileSink):
     """MOT-challenge rows: ``frame,id,x,y,w,h,conf,-1,-1,-1`` (frame 1-based)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            self.file = open(path, "w", encoding="utf-8")
-        except OSError as exc:
-            raise SinkError(
-                f"{path}: cannot open for writing ({exc.strerror})"
-            ) from exc
 
     def write(self, result: Result) -> None:
         d = result.detections
@@ -210,10 +209,6 @@ class MotSink(Sink):
         self.file.writelines(
             mot_lines(result.frame.index + 1, d.xyxy, d.track_ids, d.scores))
         self.file.flush()
-
-    def close(self) -> None:
-        if not self.file.closed:
-            self.file.close()
 
 
 class TxtSink(Sink):

@@ -22,8 +22,10 @@ from tests.conftest import ROOT, write_video
 
 README = (ROOT / "README.md").read_text()
 # Lines that need what CI has not: a camera, a display, a network camera, a
-# GPU with TensorRT, a Ray cluster. Each of those has its own test or skips.
-NEEDS_MORE = ("--source 0", "--show", "rtsp://", ".engine", "--ray", "build-engine")
+# GPU with TensorRT, a Ray cluster; or that run until stopped (serve). Each of
+# those has its own test or skips.
+NEEDS_MORE = ("--source 0", "--show", "rtsp://", ".engine", "--ray", "build-engine",
+              "streamdet serve")
 
 
 def commands() -> list[str]:
