@@ -224,8 +224,9 @@ def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def add_source_option(p: argparse.ArgumentParser, several: bool) -> None:
-    default = SAMPLE.relative_to(ROOT)
+def add_source_option(p: argparse.ArgumentParser, several: bool,
+                      default: str | None = None) -> None:
+    default = default or str(SAMPLE.relative_to(ROOT))
     if several:
         p.add_argument("--source", "-s", action="append", metavar="SRC",
                        help="video file, webcam index (0), rtsp/http URL, image "
@@ -237,18 +238,23 @@ def add_source_option(p: argparse.ArgumentParser, several: bool) -> None:
                             f"measure on (default: {default})")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """``streamdet [run]``: one pipeline over one or more sources."""
-    p = new_parser("streamdet [run]", __doc__ or "")
-    add_source_option(p, several=True)
+def add_run_args(p: argparse.ArgumentParser, serve_default: str = "") -> None:
+    """What ``run`` and ``serve`` take besides ``--source``."""
     add_source_args(p)
     add_model_args(p)
     add_pipeline_args(p)
     add_output_args(p)
-    add_live_args(p)
+    add_live_args(p, serve_default)
     p.add_argument("--show", action="store_true", help="display a window (q quits)")
     p.add_argument("--metrics", type=Path, metavar="FILE",
-                   help="write the run's metrics as JSON")
+                   help="write the run's metrics as JSON (when it ends)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``streamdet [run]``: one pipeline over one or more sources."""
+    p = new_parser("streamdet [run]", __doc__ or "")
+    add_source_option(p, several=True)
+    add_run_args(p)
     return p
 
 
@@ -260,16 +266,8 @@ def build_serve_parser() -> argparse.ArgumentParser:
         "that runs until stopped (Ctrl-C / SIGTERM), with the sources given (none "
         "by default). Takes the options of `streamdet run`; --serve defaults to "
         "127.0.0.1:8080.")
-    p.add_argument("--source", "-s", action="append", metavar="SRC",
-                   help="video file, webcam index, rtsp/http URL, image folder, glob "
-                        "or a .txt list of these; repeat for several (default: none)")
-    add_source_args(p)
-    add_model_args(p)
-    add_pipeline_args(p)
-    add_output_args(p)
-    add_live_args(p, serve_default="127.0.0.1:8080")
-    p.add_argument("--metrics", type=Path, metavar="FILE",
-                   help="write the run's metrics as JSON when it stops")
+    add_source_option(p, several=True, default="none")
+    add_run_args(p, serve_default="127.0.0.1:8080")
     return p
 
 
