@@ -51,6 +51,7 @@ from core.errors import InputError
 if TYPE_CHECKING:
     from engines.base import Detector
     from engines.build import DetectorOptions
+    from pipeline.analytics.stage import AnalyticsConfig
     from pipeline.runner import PipelineConfig
 
 ROOT = Path(__file__).resolve().parent
@@ -146,10 +147,11 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     run.add_argument("--max-wait-ms", type=float, default=5.0,
                      help="how long inference waits for a batch to fill")
     run.add_argument("--queue-size", type=int, default=8, help="bound of every queue")
-    from pipeline.tracking import TRACKER_CHOICES
+    from pipeline.tracking import RECOMMENDED_TRACKER, TRACKER_CHOICES
 
-    run.add_argument("--tracker", choices=TRACKER_CHOICES, default="none",
-                     help="multi-object tracker (default: none)")
+    run.add_argument("--tracker", choices=TRACKER_CHOICES, default=None,
+                     help="multi-object tracker (default: none; with --line or "
+                          f"--zone: {RECOMMENDED_TRACKER})")
     run.add_argument("--detect-flow", action=argparse.BooleanOptionalAction,
                      default=True,
                      help="with --detect-every, move boxes by optical flow on the "
@@ -164,6 +166,35 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
                      help="tracker parameter, repeatable (e.g. cmc=sparse for a "
                           "moving camera); defaults are the best on "
                           "benchmarks/tracking_bench.py, see docs/tracking.md")
+
+
+def add_analytics_args(p: argparse.ArgumentParser) -> None:
+    """Lines and zones: the one-source shorthand of the camera configuration."""
+    from pipeline.analytics.zones import INERTIA
+
+    ana = p.add_argument_group(
+        "analytics", "values all in [0, 1] are fractions of the frame, otherwise "
+        "pixels; events go to OUT/SOURCE.events.jsonl")
+    ana.add_argument("--line", action="append", default=[],
+                     metavar="X1,Y1,X2,Y2[:NAME]",
+                     help="count tracked objects crossing this segment, in and out "
+                          "(repeatable)")
+    ana.add_argument("--zone", action="append", default=[],
+                     metavar="X,Y,X,Y,X,Y[,...][:NAME]",
+                     help="polygon: occupancy, enter/exit events, dwell time "
+                          "(repeatable)")
+    ana.add_argument("--anchor", choices=["center", "bottom"], default="bottom",
+                     help="point of a box that counts: bottom centre (where a "
+                          "person stands; default) or centre")
+    ana.add_argument("--zone-inertia", type=int, default=INERTIA, metavar="N",
+                     help=f"frames inside (outside) before an object has entered "
+                          f"(exited) a zone (default {INERTIA})")
+    ana.add_argument("--loiter", type=float, metavar="SECONDS",
+                     help="one loiter event when a track stays this long in a zone")
+    ana.add_argument("--line-classes", type=class_list, metavar="LIST",
+                     help="lines count only these class ids or names")
+    ana.add_argument("--zone-classes", type=class_list, metavar="LIST",
+                     help="zones see only these class ids or names")
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -243,6 +274,7 @@ def add_run_args(p: argparse.ArgumentParser, serve_default: str = "") -> None:
     add_source_args(p)
     add_model_args(p)
     add_pipeline_args(p)
+    add_analytics_args(p)
     add_output_args(p)
     add_live_args(p, serve_default)
     p.add_argument("--show", action="store_true", help="display a window (q quits)")
@@ -320,19 +352,22 @@ def build_batch_parser() -> argparse.ArgumentParser:
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     """Typed configs from the parsed arguments, built once here."""
+    from pipeline.analytics.stage import choose_tracker
     from pipeline.config import PipelineConfig
     from pipeline.overlay import OverlayConfig
     from pipeline.sinks import EncoderConfig, OutputConfig
     from pipeline.sources import SourceConfig
     from pipeline.tracking import make_tracker, parse_tracker_params
 
-    tracker_params = (parse_tracker_params(args.tracker, args.tracker_param)
+    analytics = analytics_config(args)
+    tracker = choose_tracker(args.tracker, analytics)
+    tracker_params = (parse_tracker_params(tracker, args.tracker_param)
                       if args.tracker_param else {})
     # The tracker's config checks the values: a bad one fails here, not mid-run.
-    make_tracker(args.tracker, **tracker_params)
+    make_tracker(tracker, **tracker_params)
     return PipelineConfig(
         batch=args.batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
-        tracker=args.tracker, detect_every=args.detect_every,
+        tracker=tracker, analytics=analytics, detect_every=args.detect_every,
         flow_refine=args.detect_flow, tracker_params=tracker_params,
         sources=SourceConfig(timeout_s=args.timeout,
                              reconnect_attempts=args.reconnect,
@@ -351,6 +386,19 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
         overlay=OverlayConfig(hud=args.hud, line_width=args.line_width,
                               font_scale=args.font_scale),
         progress=not args.no_progress)
+
+
+def analytics_config(args: argparse.Namespace) -> AnalyticsConfig:
+    """Lines and zones from ``--line``/``--zone`` and their options (commands
+    without them get none)."""
+    from pipeline.analytics.stage import AnalyticsConfig
+
+    if not hasattr(args, "line"):
+        return AnalyticsConfig()
+    return AnalyticsConfig.of(
+        args.line, args.zone, anchor=args.anchor, zone_inertia=args.zone_inertia,
+        loiter_s=args.loiter, line_classes=args.line_classes,
+        zone_classes=args.zone_classes)
 
 
 def detector_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -454,7 +502,10 @@ def run_pipeline(args: argparse.Namespace, specs: list[str], keep_alive: bool
     received = install_signal_handlers(stop)
     config, options = typed_configs(args)
     with open_detector(args, options) as detector:
-        pipeline = build_pipeline(specs, detector, config, keep_alive=keep_alive)
+        try:
+            pipeline = build_pipeline(specs, detector, config, keep_alive=keep_alive)
+        except ValueError as exc:  # e.g. a --line-classes name the model lacks
+            raise InputError(str(exc)) from exc
         if stop_requested:
             pipeline.request_stop()
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,13 +106,36 @@ class Detections:
 
 
 @dataclass(frozen=True)
+class SceneCounts:
+    """A source's line and zone counts as they stood after one frame.
+
+    ``lines``: line name -> ``{(class_id, direction): crossings so far}`` with
+    direction ``"in"`` or ``"out"``. ``zones``: zone name -> ``{class_id: objects
+    inside now}``. Names in the order the lines and zones were configured.
+    """
+
+    lines: Mapping[str, Mapping[tuple[int, str], int]] = field(default_factory=dict)
+    zones: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
+
+    def crossings(self, line: str, direction: str | None = None) -> int:
+        """Crossings of one line so far, of one direction or both."""
+        return sum(n for (_, d), n in self.lines.get(line, {}).items()
+                   if direction is None or d == direction)
+
+    def occupancy(self, zone: str) -> int:
+        """Objects in one zone now, every class together."""
+        return sum(self.zones.get(zone, {}).values())
+
+
+@dataclass(frozen=True)
 class Result:
     """A frame with its detections and what each stage cost (seconds by stage).
 
     ``image`` is the frame as drawn by the overlay stage (``frame.image`` when no
     overlay ran). ``predicted``: a frame between detections (``--detect-every``)
-    whose boxes are the tracks' predictions. Sinks receive these. Stages return a
-    new ``Result``
+    whose boxes are the tracks' predictions. ``scene``: the source's line and zone
+    counts after this frame (None when no analytics run). Sinks receive these.
+    Stages return a new ``Result``
     (``dataclasses.replace``) rather than changing one in place.
     """
 
@@ -120,6 +144,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     image: np.ndarray | None = None
     predicted: bool = False  # boxes from the tracker's prediction, no detector run
+    scene: SceneCounts | None = None
 
     @property
     def output_image(self) -> np.ndarray:

@@ -8,8 +8,10 @@ import logging
 import queue
 from collections.abc import Callable, Collection, Sequence
 
+from core.events import Event
 from engines.base import Detector
 from engines.build import runtime_info
+from pipeline.analytics.stage import Analyze, EventCallback, EventLog
 from pipeline.config import PipelineConfig
 from pipeline.lanes import Lane
 from pipeline.live_view import LiveView
@@ -117,13 +119,17 @@ class LaneBuilder:
     and sinks (opened now, so an unwritable output fails before any frame is
     processed). ``rtsp_per_source``: ``--rtsp-out`` pushes each source to
     ``URL/SOURCE_ID`` (several sources) instead of the URL itself.
-    ``extra_sinks`` build further sinks per source (live view, callbacks)."""
+    ``extra_sinks`` build further sinks per source (live view, callbacks).
+    ``on_event``: called with every line and zone event, on the source's
+    analytics thread."""
 
     def __init__(self, detector: Detector, config: PipelineConfig, metrics: Metrics,
                  extra_sinks: Sequence[SinkFactory] = (),
-                 rtsp_per_source: bool = False) -> None:
+                 rtsp_per_source: bool = False,
+                 on_event: Sequence[EventCallback] = ()) -> None:
         self.detector, self.config, self.metrics = detector, config, metrics
         self.extra_sinks = list(extra_sinks)
+        self.on_event = list(on_event)
         self.rtsp_per_source = rtsp_per_source
 
     def rtsp_url(self, source_id: str) -> str:
@@ -131,6 +137,21 @@ class LaneBuilder:
         if not url or not self.rtsp_per_source:
             return url
         return f"{url.rstrip('/')}/{source_id}"
+
+    def analyze(self, source_id: str, class_names: list[str]) -> Analyze | None:
+        """The source's lines and zones, their events going to
+        ``OUT/SOURCE.events.jsonl`` (with the JSON Lines outputs) and to
+        ``on_event``; None without lines and zones."""
+        analytics = self.config.analytics
+        if not analytics.enabled:
+            return None
+        lines, zones = analytics.build(source_id, class_names)
+        outputs = self.config.outputs
+        path = (output_path(outputs.out_dir, source_id, ".events.jsonl")
+                if outputs.jsonl else None)
+        events = EventLog.open(path, self.on_event)
+        return Analyze(source_id, lines, zones, events.publish, self.metrics,
+                       close=events.close)
 
     def __call__(self, source: Source, on_quit: Callable[[], None],
                  on_written: Callable[[], None] | None = None) -> Lane:
@@ -142,21 +163,25 @@ class LaneBuilder:
         # the tracker run at the processed rate, so playback and motion stay true.
         fps = source.fps / config.sources.stride
         tracker = make_tracker(config.tracker, frame_rate=fps, **config.tracker_params)
-        overlay = (Overlay(names, config.overlay) if config.outputs.needs_overlay
-                   else None)
+        overlay = (Overlay(names, config.overlay, *config.analytics.shapes())
+                   if config.outputs.needs_overlay else None)
         refiner = (FlowRefiner() if config.detect_every != 1 and config.flow_refine
                    else None)
         sinks = open_sinks(config.outputs, source.source_id, fps, source.size, names,
                            isinstance(source, ImageFolderSource), on_quit,
                            self.rtsp_url(source.source_id))
+        analyze = None
         try:
             sinks += [make(source) for make in self.extra_sinks]
+            analyze = self.analyze(source.source_id, names)
         except BaseException:
             for sink in sinks:
                 sink.close()
             raise
         return Lane(source, queue.Queue(size), queue.Queue(size), queue.Queue(size),
                     queue.Queue(size),
+                    analyze=analyze,
+                    analytics_in=queue.Queue(size) if analyze is not None else None,
                     capture=Capture(source, metrics),
                     preprocess=Preprocess(self.detector, metrics,
                                           detect_policy(config, fps, metrics)),
@@ -168,21 +193,28 @@ class LaneBuilder:
 def build_pipeline(sources: Sequence[str | Source], detector: Detector,
                    config: PipelineConfig | None = None, *,
                    extra_sinks: Sequence[SinkFactory] = (),
-                   keep_alive: bool = False) -> Pipeline:
+                   keep_alive: bool = False,
+                   on_event: Sequence[Callable[[Event], None]] = ()) -> Pipeline:
     """A ``Pipeline`` over ``sources`` (specs or built sources) with one
     ``detector``. ``keep_alive``: the run waits for sources to join (a server)
-    and ends only at a stop; otherwise at least one source is required."""
+    and ends only at a stop; otherwise at least one source is required.
+    ``on_event``: callbacks for every line and zone event (analytics thread)."""
     config = config or PipelineConfig()
     built = build_sources(sources, config.sources)
     if not built and not keep_alive:
         raise ValueError("no sources given")
-    metrics = Metrics(runtime=runtime_info(detector))
+    names = list(getattr(detector, "class_names", []))
+    # Class names of lines and zones resolve against the model's: a name the
+    # model lacks fails now, before any source opens.
+    config.analytics.build("check", names)
+    metrics = Metrics(runtime=runtime_info(detector), class_names=names)
     live_view = None
     factories = list(extra_sinks)
     if config.outputs.serve:
         live_view = LiveView(config.outputs.serve, metrics)
         factories.append(lambda source: live_view.sink(source.source_id))
     lanes = LaneBuilder(detector, config, metrics, factories,
-                        rtsp_per_source=len(built) > 1 or keep_alive)
+                        rtsp_per_source=len(built) > 1 or keep_alive,
+                        on_event=on_event)
     return Pipeline(detector, built, lanes, metrics, config, live_view=live_view,
                     keep_alive=keep_alive)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.analytics.stage import AnalyticsConfig, choose_tracker
 from pipeline.overlay import OverlayConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig
@@ -17,7 +18,9 @@ class PipelineConfig:
     ``batch``: most frames per inference call (across sources). ``max_wait_ms``:
     how long inference waits for a batch to fill. ``queue_size``: bound of every
     queue. ``tracker``: "none", "bytetrack", "ocsort" or "sort" with
-    ``tracker_params``.
+    ``tracker_params``; None: none, or the recommended one when ``analytics``
+    has lines or zones (resolved at construction, so it is a name afterwards).
+    ``analytics``: lines and zones run on every source.
     ``drain_timeout_s``: after a stop request, how long queued frames may finish
     before the rest is abandoned. ``progress``: a progress bar for file sources.
     ``detect_every``: run the detector on every Nth processed frame of a source
@@ -29,7 +32,7 @@ class PipelineConfig:
     batch: int = 4
     max_wait_ms: float = 5.0
     queue_size: int = 8
-    tracker: str = "none"
+    tracker: str | None = None
     tracker_params: dict[str, Any] = field(default_factory=dict)
     sources: SourceConfig = field(default_factory=SourceConfig)
     outputs: OutputConfig = field(default_factory=OutputConfig)
@@ -38,8 +41,11 @@ class PipelineConfig:
     progress: bool = True
     detect_every: int | str = 1
     flow_refine: bool = True
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "tracker",
+                           choose_tracker(self.tracker, self.analytics))
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
         if self.queue_size < 1:

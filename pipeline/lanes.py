@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from core.types import Frame, Result
 from engines.base import Detector
+from pipeline.analytics.stage import Analyze
 from pipeline.scheduler import BatchInfer, Preprocess, Route
 from pipeline.sources import Source
 from pipeline.stages import Capture, Draw, EndOfStream, Track, Write
@@ -21,7 +22,8 @@ class Lane:
     """Everything that belongs to one source: its queues and stage objects.
 
     Frames flow ``captured`` (file frames waiting to be prepared) → the
-    scheduler → ``tracked_in`` → ``overlay_in`` → ``sink_in``."""
+    scheduler → ``tracked_in`` → (``analytics_in`` → ) ``overlay_in`` →
+    ``sink_in``; the analytics step exists only when lines or zones do."""
 
     source: Source
     captured: queue.Queue[Frame | EndOfStream]
@@ -33,6 +35,8 @@ class Lane:
     track: Track
     draw: Draw
     write: Write
+    analyze: Analyze | None = None
+    analytics_in: queue.Queue[Result | EndOfStream] | None = None
 
     @property
     def source_id(self) -> str:
@@ -45,15 +49,19 @@ class Lane:
 
 def run_plain_loop(lane: Lane, detector: Detector) -> tuple[int, float]:
     """The single-threaded baseline over one lane's own stage objects: read →
-    prepare → infer → track → draw → write, one frame at a time, then close the
-    source and the sinks. Returns (frames, seconds)."""
+    prepare → infer → track → analyze → draw → write, one frame at a time, then
+    close the source, the event outputs and the sinks. Returns (frames, seconds)."""
     infer = BatchInfer(detector, lane.capture.metrics)
+    analyze = lane.analyze or (lambda result: result)
     frames = 0
     started = time.perf_counter()
     try:
         for frame in lane.capture.frames():
-            lane.write(lane.draw(lane.track(infer([lane.preprocess(frame)])[0])))
+            tracked = lane.track(infer([lane.preprocess(frame)])[0])
+            lane.write(lane.draw(analyze(tracked)))
             frames += 1
     finally:
+        if lane.analyze is not None:
+            lane.analyze.close()
         lane.write.close()
     return frames, time.perf_counter() - started

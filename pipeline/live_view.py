@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from core.types import Result
-from pipeline.metrics import Metrics
+from pipeline.metrics import Metrics, prometheus_analytics
 from pipeline.sinks import Sink, SinkError
 
 log = logging.getLogger(__name__)
@@ -326,6 +326,7 @@ def prometheus_text(view: LiveView) -> bytes:
                 depth.add_metric([queue_name, "mean"], d["mean"])
                 depth.add_metric([queue_name, "max"], d["max"])
             yield depth
+            yield from prometheus_analytics(s.get("analytics", {}))
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector())  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""Per-stage latency, queue depth, frame counts, FPS: the summary table and JSON."""
+"""Per-stage latency, queue depth, frame counts, FPS, line and zone counts: the
+summary table and JSON."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from core.types import SceneCounts
 
 WINDOW = 20_000  # samples kept per series: bounded memory on long runs
 
@@ -46,6 +49,13 @@ class Metrics:
     source_latencies: dict[str, deque[float]] = field(default_factory=dict)
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=WINDOW))
     runtime: str = ""  # what ran the model at what precision: "OpenVINOBackend bf16"
+    class_names: list[str] = field(default_factory=list)  # labels of class ids
+    # per source: line crossings {line: {(class_id, direction): n}} and zone
+    # occupancy {zone: {class_id: n}}; a class once seen stays, at 0 when gone,
+    # so a gauge falls to 0 instead of vanishing
+    crossings: dict[str, dict[str, dict[tuple[int, str], int]]] = field(
+        default_factory=dict)
+    occupancy: dict[str, dict[str, dict[int, int]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, stage: str, seconds: float) -> None:
@@ -65,6 +75,24 @@ class Metrics:
     def source(self, source_id: str) -> SourceCounts:
         with self._lock:
             return self.sources.setdefault(source_id, SourceCounts())
+
+    def record_scene(self, source_id: str, scene: SceneCounts) -> None:
+        """A source's line and zone counts after its latest frame."""
+        with self._lock:
+            lines = self.crossings.setdefault(source_id, {})
+            for name, counts in scene.lines.items():
+                lines[name] = dict(counts)
+            zones = self.occupancy.setdefault(source_id, {})
+            for name, counts in scene.zones.items():
+                zone = zones.setdefault(name, {})
+                for class_id in zone:
+                    zone[class_id] = 0
+                zone.update(counts)
+
+    def label(self, class_id: int) -> str:
+        """A class id's name (the id itself when the model names none)."""
+        names = self.class_names
+        return names[class_id] if 0 <= class_id < len(names) else str(class_id)
 
     def written(self, source_id: str, captured_at: float) -> None:
         counts = self.source(source_id)
@@ -109,6 +137,7 @@ class Metrics:
             latest = self.end_to_end[-1] * 1000 if self.end_to_end else 0.0
             e2e = _stats_ms(self.end_to_end)
             batches = list(self.batch_sizes)
+            analytics = self._analytics()
         written = sum(s["written"] for s in sources.values())
         elapsed = self.elapsed
         return {
@@ -122,7 +151,23 @@ class Metrics:
             "stages_ms": stages,
             "queue_depth": depths,
             "sources": sources,
+            **({"analytics": analytics} if analytics else {}),
         }
+
+    def _analytics(self) -> dict[str, Any]:
+        """``{source: {"lines": {line: {direction: {class: n}}}, "zones": {zone:
+        {class: n}}}}`` with class names; the caller holds the lock."""
+        out: dict[str, Any] = {}
+        for sid in sorted(set(self.crossings) | set(self.occupancy)):
+            lines: dict[str, dict[str, dict[str, int]]] = {}
+            for name, counts in self.crossings.get(sid, {}).items():
+                line = lines[name] = {"in": {}, "out": {}}
+                for (class_id, direction), n in sorted(counts.items()):
+                    line[direction][self.label(class_id)] = n
+            zones = {name: {self.label(c): n for c, n in sorted(counts.items())}
+                     for name, counts in self.occupancy.get(sid, {}).items()}
+            out[sid] = {"lines": lines, "zones": zones}
+        return out
 
     def table(self) -> str:
         """The human-readable summary printed at the end of a run."""
@@ -155,6 +200,14 @@ class Metrics:
                 f"{k} {v['mean']:.1f}/{v['max']}" for k, v in s["queue_depth"].items()
             )
             lines.append(f"queue depth mean/max: {depth}")
+        for sid, scene in s.get("analytics", {}).items():
+            for name, line in scene["lines"].items():
+                lines.append(f"line {sid}/{name}: in {sum(line['in'].values())}"
+                             f" {_by_class(line['in'])}, out "
+                             f"{sum(line['out'].values())} {_by_class(line['out'])}")
+            for name, zone in scene["zones"].items():
+                lines.append(f"zone {sid}/{name}: {sum(zone.values())} inside at the "
+                             f"end {_by_class(zone)}")
         lines.append(
             f"{s['frames_written']} frames in {s['elapsed_s']:.2f} s: "
             f"{s['fps']:.2f} FPS (mean batch {s['mean_batch']})"
@@ -164,6 +217,35 @@ class Metrics:
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.summary(), indent=2))
+
+
+def prometheus_analytics(analytics: dict[str, Any]) -> Any:
+    """Line crossings (a counter) and zone occupancy (a gauge) per source, line
+    or zone, direction and class, from ``Metrics.summary()["analytics"]``."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    crossings = CounterMetricFamily(
+        "streamdet_line_crossings", "Tracked objects that crossed a line",
+        labels=["source", "line", "direction", "class"])
+    occupancy = GaugeMetricFamily(
+        "streamdet_zone_occupancy", "Objects inside a zone now",
+        labels=["source", "zone", "class"])
+    for sid, scene in analytics.items():
+        for name, line in scene["lines"].items():
+            for direction, by_class in line.items():
+                for label, n in by_class.items():
+                    crossings.add_metric([sid, name, direction, label], n)
+        for name, zone in scene["zones"].items():
+            for label, n in zone.items():
+                occupancy.add_metric([sid, name, label], n)
+    yield crossings
+    yield occupancy
+
+
+def _by_class(counts: dict[str, int]) -> str:
+    if not counts:
+        return ""
+    return "(" + ", ".join(f"{k} {n}" for k, n in counts.items()) + ")"
 
 
 def _stats_ms(values: deque[float] | list[float]) -> dict[str, float]:

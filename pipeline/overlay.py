@@ -1,5 +1,6 @@
 """Drawing: boxes, class names, scores, track IDs with stable colours, fading
-trails, per-class counts and a small FPS/latency HUD. One ``Overlay`` per source
+trails, per-class counts, counting lines and zones with their counts, and a
+small FPS/latency HUD. One ``Overlay`` per source
 (it keeps trails), touched by one thread only."""
 
 from __future__ import annotations
@@ -7,12 +8,18 @@ from __future__ import annotations
 import colorsys
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from core.types import Detections
+from core.types import Detections, SceneCounts
+from pipeline.analytics.geometry import ShapeSpec
+
+LINE_COLOR = (0, 255, 255)  # BGR yellow: stands out from the track colours' boxes
+ZONE_COLOR = (255, 128, 0)  # BGR blue
+ZONE_FILL = 0.15  # zone interior tint: the scene stays visible through it
 
 
 @dataclass(frozen=True)
@@ -49,10 +56,12 @@ class Overlay:
     """Draws detections on a copy of the frame (the frame itself stays untouched)."""
 
     def __init__(
-        self, class_names: list[str], config: OverlayConfig | None = None
+        self, class_names: list[str], config: OverlayConfig | None = None,
+        lines: Sequence[ShapeSpec] = (), zones: Sequence[ShapeSpec] = (),
     ) -> None:
         self.class_names = list(class_names)
         self.config = config or OverlayConfig()
+        self.lines, self.zones = list(lines), list(zones)
         self.trails: dict[int, deque[tuple[int, int]]] = {}
         self._last_seen: dict[int, int] = {}
         self._frames = 0
@@ -71,8 +80,10 @@ class Overlay:
 
     def draw(
         self, image: np.ndarray, dets: Detections, latency_ms: float | None = None,
-        drop_rate: float | None = None,
+        drop_rate: float | None = None, scene: SceneCounts | None = None,
     ) -> np.ndarray:
+        """A copy of ``image`` with ``dets`` drawn; ``scene`` adds the lines'
+        in/out counts and the zones' occupancy to their shapes."""
         out = image.copy()
         h, w = out.shape[:2]
         scale = max(0.4, min(w, h) / 720)  # readable from 320p to 4K
@@ -81,6 +92,8 @@ class Overlay:
         self._frames += 1
         self._times.append(time.perf_counter())
         self._update_trails(dets)
+        if self.lines or self.zones:
+            self._draw_shapes(out, scene, font_scale, thickness)
         if self.config.trail_length:
             self._draw_trails(out, thickness)
         boxes = np.round(dets.xyxy).astype(np.int32)
@@ -98,6 +111,34 @@ class Overlay:
         if self.config.hud:
             self._hud(out, dets, latency_ms, drop_rate, font_scale, thickness)
         return out
+
+    def _draw_shapes(self, out: np.ndarray, scene: SceneCounts | None,
+                     font_scale: float, thickness: int) -> None:
+        size = (out.shape[1], out.shape[0])
+        if self.zones:
+            tint = out.copy()
+            polygons = [np.round(z.points.to_pixels(size)).astype(np.int32)
+                        for z in self.zones]
+            cv2.fillPoly(tint, polygons, ZONE_COLOR, cv2.LINE_AA)
+            cv2.addWeighted(tint, ZONE_FILL, out, 1 - ZONE_FILL, 0, dst=out)
+            for zone, polygon in zip(self.zones, polygons, strict=True):
+                cv2.polylines(out, [polygon], True, ZONE_COLOR, thickness,
+                              cv2.LINE_AA)
+                text = zone.name if scene is None else (
+                    f"{zone.name}: {scene.occupancy(zone.name)}")
+                x, y = polygon.min(axis=0)
+                self._label(out, text, (int(x), int(y)), ZONE_COLOR, font_scale,
+                            thickness)
+        for line in self.lines:
+            a, b = np.round(line.points.to_pixels(size)).astype(np.int32)
+            cv2.line(out, tuple(a.tolist()), tuple(b.tolist()), LINE_COLOR,
+                     thickness + 1, cv2.LINE_AA)
+            text = line.name if scene is None else (
+                f"{line.name} in {scene.crossings(line.name, 'in')} "
+                f"out {scene.crossings(line.name, 'out')}")
+            mid = (a + b) // 2
+            self._label(out, text, (int(mid[0]), int(mid[1])), LINE_COLOR,
+                        font_scale, thickness)
 
     def _update_trails(self, dets: Detections) -> None:
         if not self.config.trail_length:

@@ -1,5 +1,6 @@
 """``Pipeline``: runs built parts as threads — per source capture, preprocess
-(files), track, overlay and sink; one inference thread (``Scheduler``) for all.
+(files), track, analytics (when lines or zones are set), overlay and sink; one
+inference thread (``Scheduler``) for all.
 
 ``pipeline.build.build_pipeline`` builds one from typed configs; this module
 only opens sources when the run starts, wires queues and threads, lets
@@ -179,6 +180,8 @@ class Pipeline:
         try:
             self.scheduler.join(source.source_id, lane.route())
         except BaseException:
+            if lane.analyze is not None:
+                lane.analyze.close()
             lane.write.close()
             raise
         with self._lock:
@@ -202,8 +205,13 @@ class Pipeline:
         if not lane.source.live:  # live frames are prepared when inference is free
             self._spawn("preprocess",
                         lambda t: self.scheduler.prepare_files(t, sid), sid)
-        self._spawn("track", lambda t: relay(
-            t, lane.tracked_in, lane.overlay_in, lane.track), sid)
+        if lane.analyze is not None and lane.analytics_in is not None:
+            self._spawn("track", lambda t: relay(
+                t, lane.tracked_in, lane.analytics_in, lane.track), sid)
+            self._spawn("analytics", lambda t: self._analyze(t, lane), sid)
+        else:
+            self._spawn("track", lambda t: relay(
+                t, lane.tracked_in, lane.overlay_in, lane.track), sid)
         self._spawn("overlay", lambda t: relay(
             t, lane.overlay_in, lane.sink_in, lane.draw), sid)
         self._spawn("sink", lambda t: self._sink(t, lane), sid)
@@ -225,6 +233,13 @@ class Pipeline:
         finally:
             frames.close()  # closes the source
             self.scheduler.end(lane.source_id)
+
+    def _analyze(self, thread: StageThread, lane: Lane) -> None:
+        assert lane.analyze is not None and lane.analytics_in is not None
+        try:
+            relay(thread, lane.analytics_in, lane.overlay_in, lane.analyze)
+        finally:
+            lane.analyze.close()
 
     def _sink(self, thread: StageThread, lane: Lane) -> None:
         try:
@@ -255,6 +270,8 @@ class Pipeline:
             if t.stage == "sink":
                 t.join(timeout=max(0.0, deadline - time.perf_counter()))
         for lane in lanes:  # sinks of threads that never started
+            if lane.analyze is not None:
+                lane.analyze.close()
             lane.write.close()
         if self._progress is not None:
             self._progress.close()

@@ -13,35 +13,44 @@ stages, trackers, sinks) and ``core`` (the data types): everything here is
 also importable from there.
 """
 
-from core.types import Detections, Frame, Result
+from core.events import Event
+from core.types import Detections, Frame, Result, SceneCounts
 from engines.base import Detector
 from engines.build import DetectorOptions, load_detector
+from pipeline.analytics import LineCounter, Zone
+from pipeline.analytics.stage import AnalyticsConfig
 from pipeline.config import PipelineConfig
 from pipeline.metrics import Metrics
 from pipeline.runner import PipelineError
 from pipeline.sinks import EncoderConfig, OutputConfig
 from pipeline.sources import FrameSource, Source, SourceConfig, SourceError
-from pipeline.tracking import TRACKERS, make_tracker
+from pipeline.tracking import RECOMMENDED_TRACKER, TRACKERS, make_tracker
 from streamdet.api import SAMPLE_VIDEO, Stream, open_pipeline
 
 __all__ = [
+    "RECOMMENDED_TRACKER",
     "SAMPLE_VIDEO",
     "TRACKERS",
+    "AnalyticsConfig",
     "Detections",
     "Detector",
     "DetectorOptions",
     "EncoderConfig",
+    "Event",
     "Frame",
     "FrameSource",
+    "LineCounter",
     "Metrics",
     "OutputConfig",
     "PipelineConfig",
     "PipelineError",
     "Result",
+    "SceneCounts",
     "Source",
     "SourceConfig",
     "SourceError",
     "Stream",
+    "Zone",
     "load_detector",
     "make_tracker",
     "open_pipeline",

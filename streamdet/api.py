@@ -4,7 +4,9 @@ A ``Stream`` runs the threaded pipeline in the background. Results reach the
 caller in two ways, both on the pipeline's sink threads' terms: ``stream()``
 yields them (a consumer that falls behind backpressures file sources and
 makes live sources drop, counted), and ``on_result`` callbacks run on the sink
-thread of each source (a slow callback has the same effect).
+thread of each source (a slow callback has the same effect). With lines or
+zones, ``on_event`` callbacks get their events on each source's analytics
+thread, and every result carries the counts (``result.scene``).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from core.events import Event
 from core.types import Result
 from engines.base import Detector
 from engines.build import load_detector
+from pipeline.analytics.stage import AnalyticsConfig, LineSpec, ZoneSpec
 from pipeline.build import build_pipeline, build_sources
 from pipeline.config import PipelineConfig
 from pipeline.metrics import Metrics
@@ -36,6 +40,10 @@ RESULT_QUEUE_SIZE = 8
 
 SourceSpec = str | int | Path | Source
 ResultCallback = Callable[[Result], None]
+EventCallback = Callable[[Event], None]
+# Builds the pipeline from the extra sinks and the event callbacks.
+PipelineFor = Callable[[Sequence[Callable[[Source], Sink]], Sequence[EventCallback]],
+                       Pipeline]
 
 
 class _CallbackSink(Sink):
@@ -52,17 +60,18 @@ class Stream:
     """A running (or ready) pipeline seen from Python; build it with
     ``open_pipeline``. Use it as a context manager, or call ``close()``."""
 
-    def __init__(self, pipeline_for: Callable[[Sequence[Callable[[Source], Sink]]],
-                                              Pipeline],
-                 detector: Detector, owns_detector: bool) -> None:
+    def __init__(self, pipeline_for: PipelineFor, detector: Detector,
+                 owns_detector: bool) -> None:
         self._results: queue.Queue[Result] = queue.Queue(RESULT_QUEUE_SIZE)
         self._callbacks: list[ResultCallback] = []
+        self._event_callbacks: list[EventCallback] = []
         self._streaming = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._metrics: Metrics | None = None
         self.detector, self._owns_detector = detector, owns_detector
-        self.pipeline = pipeline_for([lambda source: _CallbackSink(self._deliver)])
+        self.pipeline = pipeline_for([lambda source: _CallbackSink(self._deliver)],
+                                     [self._deliver_event])
 
     @property
     def metrics(self) -> Metrics:
@@ -78,6 +87,18 @@ class Stream:
         source, in frame order per source. Usable as a decorator."""
         self._callbacks.append(callback)
         return callback
+
+    def on_event(self, callback: EventCallback) -> EventCallback:
+        """Call ``callback(event)`` for every line and zone event, on the
+        analytics thread of its source, in order per source; the counts of the
+        frame that raised it are in ``stream()``'s results. Usable as a
+        decorator; register before the run starts."""
+        self._event_callbacks.append(callback)
+        return callback
+
+    def _deliver_event(self, event: Event) -> None:
+        for callback in self._event_callbacks:
+            callback(event)
 
     def _deliver(self, result: Result) -> None:
         for callback in self._callbacks:
@@ -189,9 +210,13 @@ def open_pipeline(
     model: Detector | str | Path = "yolo",
     *,
     tracker: str | None = None,
+    lines: Sequence[LineSpec] | None = None,
+    zones: Sequence[ZoneSpec] | None = None,
+    analytics: AnalyticsConfig | None = None,
     outputs: OutputConfig | None = None,
     config: PipelineConfig | None = None,
     on_result: ResultCallback | None = None,
+    on_event: EventCallback | None = None,
     keep_alive: bool = False,
     **detector_options: Any,
 ) -> Stream:
@@ -200,15 +225,31 @@ def open_pipeline(
     frames — running ``model`` (a ``Detector``, a shipped model name or a model
     file; ``detector_options`` such as ``conf`` go to ``load_detector``).
 
-    ``tracker``: ``"bytetrack"``, ``"ocsort"``, ``"sort"`` or ``"none"``.
-    ``outputs``: files to write (default: none; results come to Python only).
+    ``tracker``: ``"bytetrack"``, ``"ocsort"``, ``"sort"`` or ``"none"``
+    (default: none, or the recommended tracker when there are lines or zones).
+    ``lines`` / ``zones``: shorthand strings (``"0.5,0.1,0.5,0.9:door"``) or
+    ``LineCounter`` / ``Zone`` objects (templates: each source gets a copy);
+    ``analytics``: an ``AnalyticsConfig`` instead, for anchor, inertia,
+    loitering and class filters. ``on_event``: as ``Stream.on_event``.
+    ``outputs``: files to write (default: none; results come to Python only;
+    with JSON Lines on, events go to ``OUT/SOURCE.events.jsonl`` too).
     ``config``: every other setting (``PipelineConfig``). ``keep_alive``: the
     run waits for sources added later and ends only at ``stop()``/``close()``.
     Nothing runs until ``stream()``, ``run()`` or ``start()``.
     """
     cfg = config or PipelineConfig(progress=False)
+    if lines or zones:
+        if analytics is not None:
+            raise ValueError("give lines/zones or analytics, not both")
+        analytics = AnalyticsConfig.of(lines, zones)
+    analytics = analytics or cfg.analytics
+    if tracker is None and analytics.enabled and not cfg.analytics.enabled:
+        # cfg.tracker was resolved without lines or zones: choose again
+        tracker = None if cfg.tracker == "none" else cfg.tracker
+    else:
+        tracker = tracker or cfg.tracker
     cfg = replace(cfg, outputs=outputs or (cfg.outputs if config else OutputConfig(
-        video=False, jsonl=False)), tracker=tracker or cfg.tracker)
+        video=False, jsonl=False)), tracker=tracker, analytics=analytics)
     single = isinstance(sources, (str, int, Path, Source))
     specs = [_spec(s) for s in ([sources] if single else sources)]
     owns = not isinstance(model, Detector)
@@ -221,13 +262,15 @@ def open_pipeline(
         assert isinstance(model, Detector)
         detector = model
     try:
-        stream = Stream(lambda extra: build_pipeline(
-            specs, detector, cfg, extra_sinks=extra, keep_alive=keep_alive),
-            detector, owns)
+        stream = Stream(lambda extra, events: build_pipeline(
+            specs, detector, cfg, extra_sinks=extra, keep_alive=keep_alive,
+            on_event=events), detector, owns)
     except BaseException:
         if owns:
             detector.close()
         raise
     if on_result is not None:
         stream.on_result(on_result)
+    if on_event is not None:
+        stream.on_event(on_event)
     return stream

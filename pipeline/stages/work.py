@@ -112,7 +112,7 @@ class Draw:
         counts = self.metrics.source(result.frame.source_id)
         drop_rate = counts.dropped / counts.read if counts.dropped else None
         image = self.overlay.draw(result.frame.image, result.detections, latency_ms,
-                                  drop_rate)
+                                  drop_rate, result.scene)
         return _timed(result, "overlay", self.metrics, started, image=image)
 
 

@@ -31,6 +31,10 @@ TRACKERS: dict[str, tuple[type[Tracker], type]] = {
 }
 TRACKER_CHOICES: tuple[str, ...] = (*TRACKERS, "none")
 
+RECOMMENDED_TRACKER = "ocsort"
+"""The tracker lines and zones get when none is named: the one with the lowest
+count error on benchmarks/analytics_bench.py (see docs/analytics.md)."""
+
 
 # Spellings of a bool parameter on the command line.
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -135,6 +139,7 @@ def parse_tracker_params_for(trackers: list[str], pairs: list[str]
 
 
 __all__ = [
+    "RECOMMENDED_TRACKER",
     "TRACKERS",
     "TRACKER_CHOICES",
     "ByteTrackConfig",
