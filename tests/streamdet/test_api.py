@@ -181,3 +181,39 @@ def test_trackers_work_alone_in_a_callers_loop(name):
         ids.append(tracker.update(dets, timestamp=i / 20).track_ids.tolist())
     assert ids[-1] != [] and ids[-1][0] >= 1
     assert all(i == ids[-1] for i in ids[3:])
+
+
+def test_lines_and_zones_from_python_with_on_event():
+    from tests.pipeline.test_analytics_stage import (
+        FPS,
+        LINE,
+        ZONE,
+        BlobDetector,
+        scene_frames,
+    )
+
+    source = streamdet.FrameSource(scene_frames(), name="cam", fps=FPS)
+    zone = streamdet.Zone([[0.6, 0], [0.9, 0], [0.9, 1], [0.6, 1]], "desk",
+                          loiter_s=1.0)
+    seen: list[tuple[str, str]] = []
+    with streamdet.open_pipeline(source, BlobDetector(), lines=[LINE],
+                                 zones=[zone]) as pipe:
+        assert pipe.pipeline.config.tracker == streamdet.RECOMMENDED_TRACKER
+
+        @pipe.on_event
+        def collect(event: streamdet.Event) -> None:
+            seen.append((event.event, threading.current_thread().name))
+
+        results = list(pipe.stream())
+    assert [kind for kind, _ in seen] == ["line_cross", "zone_enter", "loiter",
+                                          "zone_exit", "line_cross"]
+    assert all(thread.startswith("analytics") for _, thread in seen)
+    last = results[-1].scene
+    assert last.crossings("door", "in") == last.crossings("door", "out") == 1
+    assert results[30].scene.occupancy("desk") == 1
+    assert zone.occupancy == {}  # a template: each source counts in its own copy
+    # The same through an AnalyticsConfig, and a tracker that cannot count
+    config = streamdet.AnalyticsConfig.of(zones=[ZONE])
+    with pytest.raises(ValueError, match="--tracker none"):
+        streamdet.open_pipeline(source, BlobDetector(), analytics=config,
+                                tracker="none")
