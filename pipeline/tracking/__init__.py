@@ -32,8 +32,10 @@ TRACKERS: dict[str, tuple[type[Tracker], type]] = {
 TRACKER_CHOICES: tuple[str, ...] = (*TRACKERS, "none")
 
 RECOMMENDED_TRACKER = "ocsort"
-"""The tracker lines and zones get when none is named: the one with the lowest
-count error on benchmarks/analytics_bench.py (see docs/analytics.md)."""
+"""The tracker lines and zones get when none is named. Counts go wrong when a
+track changes identity, and OC-SORT switches least where that hurts a count: a
+track turning back during a detection gap, low frame rates, low scores (the
+tracking benchmark in docs/tracking.md)."""
 
 
 # Spellings of a bool parameter on the command line.
