@@ -220,11 +220,12 @@ class EventLog:
     @classmethod
     def open(cls, path: Path | None, callbacks: Collection[EventCallback] = ()
              ) -> EventLog:
-        """Appends to ``path`` (None: callbacks only)."""
+        """Writes ``path`` afresh, as the run's other outputs are (None:
+        callbacks only)."""
         if path is None:
             return cls(None, callbacks)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(path.open("a", encoding="utf-8"), callbacks)
+        return cls(path.open("w", encoding="utf-8"), callbacks)
 
     def publish(self, event: Event) -> None:
         with self._lock:
