@@ -202,12 +202,10 @@ class Metrics:
             lines.append(f"queue depth mean/max: {depth}")
         for sid, scene in s.get("analytics", {}).items():
             for name, line in scene["lines"].items():
-                lines.append(f"line {sid}/{name}: in {sum(line['in'].values())}"
-                             f" {_by_class(line['in'])}, out "
-                             f"{sum(line['out'].values())} {_by_class(line['out'])}")
+                lines.append(f"line {sid}/{name}: in {_by_class(line['in'])}, "
+                             f"out {_by_class(line['out'])}")
             for name, zone in scene["zones"].items():
-                lines.append(f"zone {sid}/{name}: {sum(zone.values())} inside at the "
-                             f"end {_by_class(zone)}")
+                lines.append(f"zone {sid}/{name}: {_by_class(zone)} inside at the end")
         lines.append(
             f"{s['frames_written']} frames in {s['elapsed_s']:.2f} s: "
             f"{s['fps']:.2f} FPS (mean batch {s['mean_batch']})"
@@ -243,9 +241,11 @@ def prometheus_analytics(analytics: dict[str, Any]) -> Any:
 
 
 def _by_class(counts: dict[str, int]) -> str:
-    if not counts:
-        return ""
-    return "(" + ", ".join(f"{k} {n}" for k, n in counts.items()) + ")"
+    """``3 (person 2, car 1)``; ``0`` alone when nothing was counted."""
+    total = sum(counts.values())
+    if not total:
+        return "0"
+    return f"{total} (" + ", ".join(f"{k} {n}" for k, n in counts.items() if n) + ")"
 
 
 def _stats_ms(values: deque[float] | list[float]) -> dict[str, float]:
