@@ -106,7 +106,8 @@ class _Lane:
                 "events to %s are being dropped (%s); counting the rest quietly",
                 self.name,
                 why,
-                exc_info=error,
+                # a network failure is a condition, not a fault: no traceback
+                exc_info=None if isinstance(error, OSError) else error,
             )
 
     def _run(self) -> None:

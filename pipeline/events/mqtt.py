@@ -68,12 +68,13 @@ class MqttTarget(EventTarget):
         if queue_size < 1:
             raise EventTargetError(f"MQTT queue_size must be >= 1, got {queue_size}")
         topic = unquote(checked.path).strip("/") or DEFAULT_TOPIC
-        if "#" in url or checked.query:  # a wildcard cut off as a URL fragment
-            topic = url.partition("://")[2].partition("/")[2]
-        if any(ch in topic for ch in "+#?\x00") or len(topic.encode()) > 60_000:
+        # "#" would be cut off as a URL fragment and "?" as a query: refuse
+        # them rather than publish to a topic the user did not write.
+        wildcard = "#" in url or bool(checked.query) or any(c in topic for c in "+#")
+        if wildcard or "\x00" in topic or len(topic.encode()) > 60_000:
             raise EventTargetError(
-                f"MQTT topic {topic[:80]!r} in {checked.safe} is not a topic to "
-                "publish to (no '+', '#' or NUL)"
+                f"MQTT topic in {checked.safe} is not a topic to publish to "
+                "(no '+', '#', '?' or NUL)"
             )
         try:
             import paho.mqtt.client as paho
@@ -127,6 +128,7 @@ class MqttTarget(EventTarget):
             self._warn(f"the broker refused the connection ({reason_code})")
             return
         log.info("MQTT connected to %s", self._safe)
+        self._warned = False  # the next outage gets its one warning too
         self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

@@ -338,6 +338,7 @@ def test_webhook_url_errors(url, message):
         ("mqtt://broker:0x50/t", "has an invalid port"),
         ("mqtt://broker/cams/+/events", "not a topic to publish to"),
         ("mqtt://broker/cams/%23", "not a topic to publish to"),
+        ("mqtt://broker?x=1", "not a topic to publish to"),
     ],
 )
 def test_mqtt_url_errors(url, message):
