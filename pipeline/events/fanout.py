@@ -180,13 +180,15 @@ class _Lane:
         except queue.Full:
             pass  # busy: it finds the queue empty soon enough
 
-    def give_up(self) -> None:
-        """Count what the lane still holds as dropped and stop it waiting."""
+    def settle(self) -> None:
+        """After the close deadline: count what the lane still holds (queued,
+        and in hand when its thread is stuck) as dropped; a stuck thread
+        stops at its next step without delivering more."""
         with self.lock:
             if self.abandoned:
                 return
-            self.abandoned = True
-            left = int(self.in_flight) + len(self._drain())
+            self.abandoned = self.thread.is_alive()
+            left = int(self.abandoned and self.in_flight) + len(self._drain())
             if left:
                 self._drop(left, "undelivered when the fan-out closed")
         self.wake.set()
@@ -256,11 +258,7 @@ class EventFanout:
         for lane in self._lanes:
             lane.thread.join(max(0.0, deadline - time.monotonic()))
         for lane in self._lanes:
-            if lane.thread.is_alive():
-                lane.give_up()
-            else:
-                with lane.lock:  # published while it was finishing
-                    lane._drop(len(lane._drain()), "published after close")
+            lane.settle()
             if lane.dropped:
                 log.info("events to %s: %d dropped", lane.name, lane.dropped)
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -195,3 +197,55 @@ def test_file_run_ends_on_time_with_dead_receivers(tmp_path):
     assert len(path.read_text().splitlines()) == 200
     jsonl, webhook, mqtt = fanout.dropped.values()
     assert (jsonl, webhook, mqtt) == (0, 200, 200)
+
+
+@pytest.fixture
+def tls_broker(tmp_path):
+    """A Mosquitto with a TLS listener and a self-signed certificate for
+    localhost; yields (port, certificate path)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl program not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext",
+         "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    port = free_port()
+    conf = tmp_path / "tls.conf"
+    # as root, mosquitto would switch to its own user, who cannot read tmp_path
+    user = "user root\n" if os.geteuid() == 0 else ""
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                    f"certfile {cert}\nkeyfile {key}\n{user}")
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port)
+        yield port, cert
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+@needs_broker
+def test_mqtts_checks_the_certificate(tls_broker, monkeypatch, caplog):
+    port, cert = tls_broker
+    # not in the system's CA store: refused
+    untrusted = MqttTarget(f"mqtts://localhost:{port}/secure")
+    time.sleep(1.0)
+    assert not untrusted.connected
+    assert "cannot connect" in caplog.text
+    untrusted.close()
+    # the same broker with its certificate trusted: TLS connects and delivers
+    real = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context",
+                        lambda *a, **k: real(cafile=str(cert)))
+    target = MqttTarget(f"mqtts://localhost:{port}/secure")
+    wait_connected(target)
+    fanout = EventFanout([target])
+    fanout.publish(make_event())
+    fanout.close(5.0)
+    assert list(fanout.delivered.values()) == [1]
