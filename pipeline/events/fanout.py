@@ -20,10 +20,7 @@ from core.events import Event
 
 log = logging.getLogger(__name__)
 
-# How often an idle delivery thread looks whether the fan-out is closing; it
-# bounds the close latency of an idle target, not the delivery of events.
-_POLL_S = 0.1
-_STOP = object()
+_STOP = object()  # wakes a delivery thread waiting on an empty queue
 
 
 class EventTargetError(InputError):
@@ -113,12 +110,15 @@ class _Lane:
     def _run(self) -> None:
         try:
             while True:
-                try:
-                    item = self.queue.get(timeout=_POLL_S)
-                except queue.Empty:
-                    if self.closing:
+                if not self.closing:
+                    # close() puts _STOP on an empty queue; a full one returns
+                    # at once anyway, so this wait always ends after close().
+                    item = self.queue.get()
+                else:
+                    try:
+                        item = self.queue.get_nowait()
+                    except queue.Empty:
                         break
-                    continue
                 if item is _STOP:
                     continue  # only wakes the lane; it leaves once drained
                 with self.lock:
@@ -178,7 +178,7 @@ class _Lane:
         try:
             self.queue.put_nowait(_STOP)
         except queue.Full:
-            pass  # busy: it finds the queue empty soon enough
+            pass  # not waiting: it sees ``closing`` after its next event
 
     def settle(self) -> None:
         """After the close deadline: count what the lane still holds (queued,

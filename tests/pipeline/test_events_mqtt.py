@@ -24,7 +24,7 @@ from pipeline.events import (
     MqttTarget,
     WebhookTarget,
 )
-from tests.pipeline.test_events import Receiver, make_event
+from tests.pipeline.event_helpers import Receiver, make_event
 
 paho = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt not installed")
 
