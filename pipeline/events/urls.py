@@ -37,8 +37,10 @@ def check_url(url: str, schemes: tuple[str, ...], what: str) -> TargetUrl:
     if not isinstance(url, str) or not url.strip():
         raise EventTargetError(f"{what} URL is empty")
     url = url.strip()
-    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in url):
-        raise EventTargetError(f"{what} URL contains control characters")
+    if any(ord(ch) < 0x20 or ch == "\x7f" or ch.isspace() for ch in url):
+        raise EventTargetError(
+            f"{what} URL contains spaces or control characters (escape them)"
+        )
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in schemes:

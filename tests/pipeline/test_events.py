@@ -270,6 +270,7 @@ def test_close_cuts_retry_waits_short():
         ("https://host:99999/x", "has an invalid port"),
         ("", "URL is empty"),
         ("http://host/a\nb", "control characters"),
+        ("http://host/a b", "spaces or control characters"),
     ],
 )
 def test_webhook_url_errors(url, message):
