@@ -52,10 +52,12 @@ if TYPE_CHECKING:
     from engines.base import Detector
     from engines.build import DetectorOptions
     from pipeline.analytics.stage import AnalyticsConfig
+    from pipeline.events import EventsConfig
     from pipeline.runner import PipelineConfig
 
 ROOT = Path(__file__).resolve().parent
 SAMPLE = ROOT / "samples" / "vtest.mp4"
+WEBHOOK_SECRET_ENV = "STREAMDET_WEBHOOK_SECRET"
 
 log = logging.getLogger("streamdet")
 
@@ -195,6 +197,12 @@ def add_analytics_args(p: argparse.ArgumentParser) -> None:
                      help="lines count only these class ids or names")
     ana.add_argument("--zone-classes", type=class_list, metavar="LIST",
                      help="zones see only these class ids or names")
+    ana.add_argument("--webhook", metavar="URL", default="",
+                     help="also POST every event as JSON to this http(s) URL, "
+                          f"signed (HMAC-SHA256) with ${WEBHOOK_SECRET_ENV} when set")
+    ana.add_argument("--mqtt", metavar="URL", default="",
+                     help="also publish every event to mqtt[s]://[user:pass@]host"
+                          "[:port]/topic (as TOPIC/EVENT_KIND)")
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -385,7 +393,22 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
                              serve=getattr(args, "serve", "")),
         overlay=OverlayConfig(hud=args.hud, line_width=args.line_width,
                               font_scale=args.font_scale),
+        events=events_config(args, analytics),
         progress=not args.no_progress)
+
+
+def events_config(args: argparse.Namespace, analytics: AnalyticsConfig
+                  ) -> EventsConfig:
+    """``--webhook`` / ``--mqtt``; the webhook's secret comes from the
+    environment, so it stays off the command line (and out of ``ps``)."""
+    from pipeline.events import EventsConfig
+
+    webhook, mqtt = getattr(args, "webhook", ""), getattr(args, "mqtt", "")
+    if (webhook or mqtt) and not analytics.enabled:
+        raise InputError("--webhook and --mqtt send line and zone events: "
+                         "add --line or --zone")
+    secret = os.environ.get(WEBHOOK_SECRET_ENV, "") if webhook else ""
+    return EventsConfig(webhook=webhook, webhook_secret=secret, mqtt=mqtt)
 
 
 def analytics_config(args: argparse.Namespace) -> AnalyticsConfig:

@@ -213,8 +213,15 @@ def build_pipeline(sources: Sequence[str | Source], detector: Detector,
     if config.outputs.serve:
         live_view = LiveView(config.outputs.serve, metrics)
         factories.append(lambda source: live_view.sink(source.source_id))
-    lanes = LaneBuilder(detector, config, metrics, factories,
-                        rtsp_per_source=len(built) > 1 or keep_alive,
-                        on_event=on_event)
-    return Pipeline(detector, built, lanes, metrics, config, live_view=live_view,
-                    keep_alive=keep_alive)
+    fanout = config.events.open() if config.analytics.enabled else None
+    try:
+        lanes = LaneBuilder(
+            detector, config, metrics, factories,
+            rtsp_per_source=len(built) > 1 or keep_alive,
+            on_event=[*on_event, *([fanout.publish] if fanout else [])])
+        return Pipeline(detector, built, lanes, metrics, config, live_view=live_view,
+                        keep_alive=keep_alive, events=fanout)
+    except BaseException:
+        if fanout is not None:
+            fanout.close(0.0)
+        raise

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.analytics.stage import AnalyticsConfig, choose_tracker
+from pipeline.events import EventsConfig
 from pipeline.overlay import OverlayConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import SourceConfig
@@ -20,7 +21,8 @@ class PipelineConfig:
     queue. ``tracker``: "none", "bytetrack", "ocsort" or "sort" with
     ``tracker_params``; None: none, or the recommended one when ``analytics``
     has lines or zones (resolved at construction, so it is a name afterwards).
-    ``analytics``: lines and zones run on every source.
+    ``analytics``: lines and zones run on every source. ``events``: where their
+    events go besides ``OUT/SOURCE.events.jsonl`` (webhook, MQTT).
     ``drain_timeout_s``: after a stop request, how long queued frames may finish
     before the rest is abandoned. ``progress``: a progress bar for file sources.
     ``detect_every``: run the detector on every Nth processed frame of a source
@@ -42,6 +44,7 @@ class PipelineConfig:
     detect_every: int | str = 1
     flow_refine: bool = True
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tracker",

@@ -50,6 +50,7 @@ class Metrics:
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=WINDOW))
     runtime: str = ""  # what ran the model at what precision: "OpenVINOBackend bf16"
     class_names: list[str] = field(default_factory=list)  # labels of class ids
+    events_dropped: dict[str, int] = field(default_factory=dict)  # by target
     # per source: line crossings {line: {(class_id, direction): n}} and zone
     # occupancy {zone: {class_id: n}}; a class once seen stays, at 0 when gone,
     # so a gauge falls to 0 instead of vanishing
@@ -152,6 +153,8 @@ class Metrics:
             "queue_depth": depths,
             "sources": sources,
             **({"analytics": analytics} if analytics else {}),
+            **({"events_dropped": dict(self.events_dropped)}
+               if any(self.events_dropped.values()) else {}),
         }
 
     def _analytics(self) -> dict[str, Any]:
@@ -206,6 +209,8 @@ class Metrics:
                              f"out {_by_class(line['out'])}")
             for name, zone in scene["zones"].items():
                 lines.append(f"zone {sid}/{name}: {_by_class(zone)} inside at the end")
+        for target, n in s.get("events_dropped", {}).items():
+            lines.append(f"events not delivered to {target}: {n}")
         lines.append(
             f"{s['frames_written']} frames in {s['elapsed_s']:.2f} s: "
             f"{s['fps']:.2f} FPS (mean batch {s['mean_batch']})"

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from engines.base import Detector
 from pipeline.config import PipelineConfig
+from pipeline.events import EventFanout
 from pipeline.lanes import Lane
 from pipeline.live_view import LiveView
 from pipeline.metrics import Metrics
@@ -33,6 +34,8 @@ from pipeline.stages import (
 )
 
 log = logging.getLogger(__name__)
+
+EVENTS_CLOSE_S = 1.5  # what the network event targets get to deliver at the end
 
 # Builds one opened source's lane: (source, on_quit, on_written) -> Lane
 LaneFactory = Callable[[Source, Callable[[], None], Callable[[], None] | None], Lane]
@@ -52,13 +55,15 @@ class Pipeline:
     def __init__(self, detector: Detector, sources: list[Source],
                  build_lane: LaneFactory, metrics: Metrics,
                  config: PipelineConfig | None = None, *,
-                 live_view: LiveView | None = None, keep_alive: bool = False) -> None:
+                 live_view: LiveView | None = None, keep_alive: bool = False,
+                 events: EventFanout | None = None) -> None:
         self.config = config or PipelineConfig()
         self.detector = detector
         self.sources = list(sources)
         self.build_lane = build_lane
         self.metrics = metrics
         self.live_view = live_view
+        self.events = events  # the network targets of every source's events
         self.state = RunState()
         cfg = self.config
         self.scheduler = Scheduler(
@@ -277,6 +282,9 @@ class Pipeline:
             self._progress.close()
         if self.live_view is not None:
             self.live_view.close()
+        if self.events is not None:  # a dead receiver must not hold the exit
+            self.events.close(EVENTS_CLOSE_S)
+            self.metrics.events_dropped = dict(self.events.dropped)
         self.metrics.finish()
 
 

@@ -1,7 +1,12 @@
-"""Shared fixtures: the bundled sample clip and a small detections factory."""
+"""Shared fixtures: the bundled sample clip, a small detections factory, a
+stub detector, small videos, and a Mosquitto broker on 127.0.0.1."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +139,45 @@ def decoded_frames(path: Path) -> int:
 @pytest.fixture
 def small_video(tmp_path: Path) -> Path:
     return write_video(tmp_path / "small clip.mp4")
+
+
+# A Mosquitto MQTT broker on 127.0.0.1 for the event tests (CI installs it).
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+)
+needs_broker = pytest.mark.skipif(
+    MOSQUITTO is None, reason="mosquitto program not installed (CI installs it)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"mosquitto did not listen on {port}")
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A Mosquitto on 127.0.0.1 only; yields its port."""
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(5)

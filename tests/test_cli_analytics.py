@@ -1,10 +1,16 @@
 """``--line`` / ``--zone`` on the command line: a run's events and counts, the
-tracker chosen for them, and the one-line errors (exit 2)."""
+tracker chosen for them, the one-line errors (exit 2), and events that reach a
+signed webhook and a real MQTT broker — or, when those are dead, never hold up
+a file run."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -12,6 +18,8 @@ import pytest
 
 import run_stream
 from pipeline.tracking import RECOMMENDED_TRACKER
+from tests.conftest import decoded_frames, free_port, needs_broker
+from tests.pipeline.event_helpers import Receiver
 from tests.pipeline.test_analytics_stage import (
     FPS,
     HEIGHT,
@@ -98,3 +106,96 @@ def test_serve_takes_the_analytics_options() -> None:
     config = run_stream.pipeline_config(args)
     assert [z.name for z in config.analytics.zones] == ["desk"]
     assert config.analytics.zone_inertia == 5 and config.tracker == RECOMMENDED_TRACKER
+
+
+# Events beyond the JSON Lines file: a signed webhook and MQTT.
+SECRET = "s3cret-for-tests"
+
+
+def run(args: list[str]) -> int:
+    return run_stream.main(["--no-progress", "--line", LINE, "--zone", ZONE,
+                            "--loiter", "1", *args])
+
+
+@needs_broker
+def test_events_reach_a_signed_webhook_and_mqtt(tmp_path, scene_video, blob_model,
+                                                broker, monkeypatch):
+    import paho.mqtt.client as mqtt
+
+    monkeypatch.setenv(run_stream.WEBHOOK_SECRET_ENV, SECRET)
+    received: list[tuple[str, dict]] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.on_connect = lambda c, *a: c.subscribe("cams/#", qos=1)
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_message = lambda c, u, m: received.append(
+        (m.topic, json.loads(m.payload)))
+    client.connect("127.0.0.1", broker)
+    client.loop_start()
+    receiver = Receiver()
+    try:
+        assert subscribed.wait(5)
+        out = tmp_path / "out"
+        assert run(["--source", str(scene_video), "--out", str(out),
+                    "--webhook", receiver.url,
+                    "--mqtt", f"mqtt://127.0.0.1:{broker}/cams"]) == 0
+        written = [json.loads(x) for x in
+                   (out / "cam.events.jsonl").read_text().splitlines()]
+        assert len(written) == 5
+        receiver.wait_for(5)
+        deadline = time.monotonic() + 5
+        while len(received) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        client.loop_stop()
+        receiver.stop()
+    ids = [e["event_id"] for e in written]
+    for headers, body in receiver.requests:
+        expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["X-Streamdet-Signature"] == f"sha256={expected}"
+    assert sorted(json.loads(b)["event_id"] for _, b in receiver.requests) == \
+        sorted(ids)
+    assert sorted(e["event_id"] for _, e in received) == sorted(ids)
+    assert {t for t, _ in received} == {f"cams/{e['event']}" for e in written}
+
+
+def test_dead_receivers_never_hold_a_file_run(tmp_path, scene_video, blob_model):
+    receiver = Receiver(hang=True)
+    out = tmp_path / "out"
+    done_at: list[float] = []
+    original = run_stream.run_pipeline
+
+    def timed(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        finally:
+            done_at.append(time.monotonic())
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(run_stream, "run_pipeline", timed)
+            assert run(["--source", str(scene_video), "--out", str(out),
+                        "--webhook", receiver.url,
+                        "--mqtt", f"mqtt://127.0.0.1:{free_port()}/cams",
+                        "--metrics", str(tmp_path / "m.json")]) == 0
+    finally:
+        receiver.stop()
+    last_frame = (out / "cam.mp4").stat().st_mtime
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    counts = metrics["sources"]["cam"]
+    assert counts["read"] == counts["written"] == decoded_frames(out / "cam.mp4")
+    assert done_at[0] - time.monotonic() + time.time() - last_frame < 2.0
+    dropped = metrics["events_dropped"]
+    assert sum(dropped.values()) >= 5  # the MQTT broker got none of them
+
+
+def test_webhook_without_lines_or_zones_is_refused(tmp_path, caplog):
+    code = run_stream.main(["--no-progress", "--webhook", "http://127.0.0.1:9/x",
+                            "--out", str(tmp_path)])
+    assert code == 2
+    assert "--webhook and --mqtt send line and zone events" in caplog.text
+
+
+def test_a_bad_event_url_is_one_line(tmp_path, caplog):
+    code = run(["--mqtt", "ftp://user:hunter2@host/x", "--out", str(tmp_path)])
+    assert code == 2 and "MQTT URL" in caplog.text and "hunter2" not in caplog.text

@@ -13,7 +13,7 @@ broker and Python callbacks, each target on its own thread and bounded queue.
 
 from __future__ import annotations
 
-from pipeline.events.build import open_event_targets
+from pipeline.events.build import EventsConfig, open_event_targets
 from pipeline.events.fanout import EventFanout, EventTarget, EventTargetError
 from pipeline.events.local import CallbackTarget, JsonlEventTarget
 from pipeline.events.mqtt import MqttTarget
@@ -24,6 +24,7 @@ __all__ = [
     "EventFanout",
     "EventTarget",
     "EventTargetError",
+    "EventsConfig",
     "JsonlEventTarget",
     "MqttTarget",
     "WebhookTarget",

@@ -8,12 +8,10 @@ import json
 import logging
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -24,50 +22,10 @@ from pipeline.events import (
     MqttTarget,
     WebhookTarget,
 )
+from tests.conftest import MOSQUITTO, free_port, needs_broker, wait_listening
 from tests.pipeline.event_helpers import Receiver, make_event
 
 paho = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt not installed")
-
-MOSQUITTO = shutil.which("mosquitto") or (
-    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-)
-needs_broker = pytest.mark.skipif(
-    MOSQUITTO is None, reason="mosquitto program not installed (CI installs it)"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"mosquitto did not listen on {port}")
-
-
-@pytest.fixture
-def broker(tmp_path):
-    """A Mosquitto on 127.0.0.1 only; yields its port."""
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_listening(port)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(5)
-
 
 class Subscriber:
     """A paho client subscribed to ``topic``, collecting (topic, payload)."""
