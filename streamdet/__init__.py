@@ -20,6 +20,7 @@ from engines.build import DetectorOptions, load_detector
 from pipeline.analytics import LineCounter, Zone
 from pipeline.analytics.stage import AnalyticsConfig
 from pipeline.config import PipelineConfig
+from pipeline.events import EventsConfig
 from pipeline.metrics import Metrics
 from pipeline.runner import PipelineError
 from pipeline.sinks import EncoderConfig, OutputConfig
@@ -37,6 +38,7 @@ __all__ = [
     "DetectorOptions",
     "EncoderConfig",
     "Event",
+    "EventsConfig",
     "Frame",
     "FrameSource",
     "LineCounter",
