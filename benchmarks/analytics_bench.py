@@ -1,6 +1,10 @@
-"""Line counts, zone occupancy and dwell on generated scenes with known tracks.
+"""Line counts, zone occupancy and dwell on generated scenes with known tracks,
+through the project's trackers, and against supervision and Ultralytics.
 
     python -m benchmarks.analytics_bench [--seeds 3] [--duration 60]
+        [--trackers bytetrack,ocsort,sort] [--peer-tracker ocsort]
+        [--supervision-python /tmp/venv-sv/bin/python]
+        [--ultralytics-python /tmp/venv-ul/bin/python]
 
 Each scene is a 1280×720 view with two lines (a vertical ``door`` and a
 horizontal ``street``) and two zones (``desk``, ``bench``). Objects follow
@@ -20,15 +24,28 @@ zone, and, per frame, the visible objects whose anchor is in a zone. Scenes are
 sampled at 30, 10 and 5 fps and at 30 fps with a quarter of the frames dropped
 at random (a live camera), then fed to the analytics as
 
-(a) the true tracks (true boxes and ids, occlusions as gaps), and
-(b) the true tracks with box jitter (σ = 2 px per coordinate), 5 % of the
-    detections missed at random and short bursts of misses (0.1-0.5 s), ids kept.
+(a) true: the true tracks (true boxes and ids, occlusions as gaps);
+(a) jitter: the true tracks with box jitter (σ = 2 px per coordinate), 5 % of
+    the detections missed at random and short bursts of misses (0.1-0.5 s),
+    ids kept, and
+(b) detections as a detector gives them (``benchmarks.analytics_tracked``:
+    jitter, misses at random and in gaps of several frames, scores uniform in
+    [0.3, 1], low-scoring false boxes, no ids) through each of the project's
+    trackers, ``make_tracker(name, frame_rate=fps)``; dwell is scored by the
+    scene id each tracker id stands for most often.
 
 Printed per setting: count error Σ|counted − true| / Σ true over line ×
 direction × class, occupancy MAE (objects per zone and class and frame), dwell
 error (mean and max seconds over stays found, and how many of the true stays
 were found), loiter events found / expected, and analytics CPU-ms per frame
 (``time.process_time`` around the updates of both lines and both zones).
+
+Then the peers, each in its own interpreter (``benchmarks.analytics_peers``):
+the true tracks and the ``--peer-tracker``'s tracks go, frame by frame, to
+supervision's ``LineZone`` + ``PolygonZone`` and to Ultralytics'
+``ObjectCounter`` + ``RegionCounter``; their count error, occupancy MAE (per
+zone, all classes: ``RegionCounter`` has no classes) and CPU-ms per frame are
+printed beside ours on the same frames.
 """
 
 from __future__ import annotations
