@@ -510,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     # (run name -> tracked frames) for the peers, and our score per
     # (input, rate) to put beside theirs.
     peer_runs: dict[str, list[Detections]] = {}
+    untracked: dict[str, float] = {}  # runs of detections without ids -> fps
     ours: dict[tuple[str, str], Score] = {}
     for noisy in (False, True):
         for label, fps, drop in RATES:
@@ -537,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
                         tracked.true_id)
                 if name == args.peer_tracker:
                     peer_runs[f"s{seed}_{fps:g}_{drop:g}_{name}"] = tracked.frames
+                    # The same detections, for each peer's own tracker.
+                    peer_runs[f"s{seed}_{fps:g}_{drop:g}_dets"] = seen.dets
+                    untracked[f"s{seed}_{fps:g}_{drop:g}_dets"] = fps
             extra = f"   tracker {1000 * track_cpu / score.frames:.2f} ms/frame"
             print(row(f"(b) {name}", label, score, extra))
     print()
@@ -550,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
         if not pythons[peer]:
             continue
         c0 = time.perf_counter()
-        results[peer] = run_peer(peer, pythons[peer], peer_runs, LINES, ZONES)
+        results[peer] = run_peer(peer, pythons[peer], peer_runs, LINES, ZONES,
+                                 untracked)
         log.info("%s: %.0f s", peer, time.perf_counter() - c0)
     if results:
         print_peers(scenes, ours, results, args.peer_tracker)
@@ -560,34 +565,43 @@ def main(argv: list[str] | None = None) -> int:
 def print_peers(scenes: list[list[Track]], ours: dict[tuple[str, str], Score],
                 results: dict, tracker: str) -> None:
     """Count error, occupancy MAE (per zone and frame, all classes) and CPU-ms
-    per frame of ours and each peer on the same tracked frames."""
-    print()
-    print("Peers fed the same tracks (occupancy: per zone and frame, all classes):")
+    per frame of ours and each peer: on the same tracks (the true ones and
+    ``tracker``'s), then each with its own tracker on the same detections."""
     names = ["ours", *results]
     head = f"{'tracks':<14} {'frames':<20} " + " ".join(
         f"{n + ' err':>16} {'occ':>6} {'ms':>6}" for n in names
     )
-    print(head)
-    print("-" * len(head))
-    for kind in ("true", tracker):
-        for label, fps, drop in RATES:
-            mine = ours[(kind, label)]
-            occ_true = np.array(mine.occ_true)
-            cells = [(mine.count_err / max(mine.count_true, 1),
-                      np.abs(np.array(mine.occ_ours) - occ_true).mean(),
-                      1000 * mine.cpu_s / mine.frames)]
-            for peer in results.values():
-                score, occ, cpu = Score(), [], 0.0
-                for seed, tracks in enumerate(scenes):
-                    got = peer[f"s{seed}_{fps:g}_{drop:g}_{kind}"]
-                    score_counts(got.counts, crossings_of(tracks), score)
-                    occ.append(got.occupancy)
-                    cpu += got.cpu_s
-                cells.append((score.count_err / max(score.count_true, 1),
-                              np.abs(np.concatenate(occ) - occ_true).mean(),
-                              1000 * cpu / mine.frames))
-            print(f"{kind:<14} {label:<20} " + " ".join(
-                f"{e:>16.2%} {o:>6.3f} {ms:>6.2f}" for e, o, ms in cells))
+    tables = [
+        ("Peers fed the same tracks (occupancy: per zone and frame, all classes):",
+         [("true", "true", "true"), (tracker, tracker, tracker)]),
+        (f"Each with its own tracker on the same detections (ours: {tracker}; "
+         "supervision: trackers' ByteTrack; Ultralytics: BoT-SORT):",
+         [("own tracker", tracker, "dets")]),
+    ]
+    for title, kinds in tables:
+        print()
+        print(title)
+        print(head)
+        print("-" * len(head))
+        for label_kind, our_kind, run_kind in kinds:
+            for label, fps, drop in RATES:
+                mine = ours[(our_kind, label)]
+                occ_true = np.array(mine.occ_true)
+                cells = [(mine.count_err / max(mine.count_true, 1),
+                          np.abs(np.array(mine.occ_ours) - occ_true).mean(),
+                          1000 * mine.cpu_s / mine.frames)]
+                for peer in results.values():
+                    score, occ, cpu = Score(), [], 0.0
+                    for seed, tracks in enumerate(scenes):
+                        got = peer[f"s{seed}_{fps:g}_{drop:g}_{run_kind}"]
+                        score_counts(got.counts, crossings_of(tracks), score)
+                        occ.append(got.occupancy)
+                        cpu += got.cpu_s
+                    cells.append((score.count_err / max(score.count_true, 1),
+                                  np.abs(np.concatenate(occ) - occ_true).mean(),
+                                  1000 * cpu / mine.frames))
+                print(f"{label_kind:<14} {label:<20} " + " ".join(
+                    f"{e:>16.2%} {o:>6.3f} {ms:>6.2f}" for e, o, ms in cells))
 
 
 if __name__ == "__main__":

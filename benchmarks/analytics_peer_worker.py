@@ -6,7 +6,10 @@ our packages): feeds precomputed tracks, frame by frame, to supervision's
 
 IN (written by ``benchmarks.analytics_peers.export``): ``lines`` (L, 2, 2) and
 ``zone_K`` (P, 2) pixels, ``runs`` (names), and per run ``R``: ``R_frame`` (row's
-frame index), ``R_xyxy``, ``R_cls``, ``R_tid``, ``R_n`` (frames). OUT per run:
+frame index), ``R_xyxy``, ``R_cls``, ``R_tid``, ``R_score``, ``R_n`` (frames),
+and ``R_fps`` for a run of untracked detections, which then go through the
+peer's own tracker first (supervision: Roboflow's ``trackers`` ByteTrack;
+Ultralytics: its default BoT-SORT). OUT per run:
 ``R_counts`` rows (line, class, direction 0 = our ``in`` / 1 = ``out``, n),
 ``R_occ`` (frames, zones) objects in each zone, ``R_cpu`` seconds in the peer.
 
@@ -31,16 +34,54 @@ def _normal(line: np.ndarray) -> np.ndarray:
 
 
 def _frames(data, run: str):
+    """Per frame: xyxy (N, 4), classes, track ids, scores."""
     n = int(data[f"{run}_n"])
     frame, xyxy = data[f"{run}_frame"], data[f"{run}_xyxy"]
     cls, tid = data[f"{run}_cls"], data[f"{run}_tid"]
+    score = data[f"{run}_score"]
     bounds = np.searchsorted(frame, np.arange(n + 1))
     for i in range(n):
         s = slice(bounds[i], bounds[i + 1])
-        yield xyxy[s], cls[s], tid[s]
+        yield xyxy[s], cls[s], tid[s], score[s]
 
 
-def supervision_run(data, run: str, lines, zones):
+def supervision_tracked(frames, fps: float):
+    """Detections through Roboflow's ByteTrack (``trackers``, which supervision
+    points to for tracking), as supervision's docs chain them."""
+    import supervision as sv
+    import trackers
+
+    tracker = trackers.ByteTrackTracker(frame_rate=fps)
+    for xyxy, cls, _, score in frames:
+        out = tracker.update(sv.Detections(
+            xyxy=xyxy.astype(np.float32).reshape(-1, 4),
+            confidence=score.astype(np.float32), class_id=cls.astype(int),
+        ))
+        yield out.xyxy, out.class_id, out.tracker_id, out.confidence
+
+
+def ultralytics_tracked(frames, fps: float):
+    """Detections through Ultralytics' default tracker (``botsort.yaml``, what
+    ``model.track()`` uses), called as its tracking callback calls it. Its
+    settings count frames, not seconds; ``fps`` is not used."""
+    import torch
+    from ultralytics.engine.results import Boxes
+    from ultralytics.trackers.track import TRACKER_MAP
+    from ultralytics.utils import YAML, IterableSimpleNamespace
+    from ultralytics.utils.checks import check_yaml
+
+    cfg = IterableSimpleNamespace(**YAML.load(check_yaml("botsort.yaml")))
+    tracker = TRACKER_MAP[cfg.tracker_type](args=cfg)
+    image = np.zeros((720, 1280, 3), np.uint8)
+    for xyxy, cls, _, score in frames:
+        rows = np.concatenate([xyxy.reshape(-1, 4), score[:, None], cls[:, None]], 1)
+        det = Boxes(torch.from_numpy(rows.astype(np.float32)), image.shape[:2])
+        out = tracker.update(det.cpu().numpy(), image)
+        out = np.asarray(out, np.float64).reshape(-1, 8)
+        yield out[:, :4], out[:, 6].astype(int), out[:, 4].astype(int), out[:, 5]
+
+
+def supervision_run(frames, lines, zones):
     import supervision as sv
 
     # supervision's `in` is the side where cross(A→B, P − A) < 0, ours where it
@@ -59,7 +100,7 @@ def supervision_run(data, run: str, lines, zones):
     ]
     occ = []
     cpu = 0.0
-    for xyxy, cls, tid in _frames(data, run):
+    for xyxy, cls, tid, _ in frames:
         dets = sv.Detections(
             xyxy=xyxy.astype(np.float32).reshape(-1, 4),
             class_id=cls.astype(int), tracker_id=tid.astype(int),
@@ -79,7 +120,7 @@ def supervision_run(data, run: str, lines, zones):
     return counts, np.array(occ, np.int32).reshape(-1, len(zones)), cpu
 
 
-def ultralytics_run(data, run: str, lines, zones):
+def ultralytics_run(frames, lines, zones):
     import torch
     from ultralytics.solutions import ObjectCounter, RegionCounter
 
@@ -113,7 +154,7 @@ def ultralytics_run(data, run: str, lines, zones):
     image = np.zeros((720, 1280, 3), np.uint8)
     occ = []
     cpu = 0.0
-    for xyxy, cls, tid in _frames(data, run):
+    for xyxy, cls, tid, _ in frames:
         shifted = xyxy.astype(np.float32).reshape(-1, 4).copy()
         half = (shifted[:, 3] - shifted[:, 1]) / 2
         shifted[:, 1] += half
@@ -145,13 +186,17 @@ def ultralytics_run(data, run: str, lines, zones):
 
 def main(peer: str, src: str, dst: str) -> int:
     runner = {"supervision": supervision_run, "ultralytics": ultralytics_run}[peer]
+    own = {"supervision": supervision_tracked, "ultralytics": ultralytics_tracked}[peer]
     with np.load(src) as f:
         data = dict(f)
     lines = data["lines"]
     zones = [data[k] for k in sorted(k for k in data if k.startswith("zone_"))]
     out: dict[str, np.ndarray] = {}
     for run in data["runs"]:
-        counts, occ, cpu = runner(data, str(run), lines, zones)
+        frames = _frames(data, str(run))
+        if f"{run}_fps" in data:  # untracked detections: the peer's own tracker
+            frames = own(frames, float(data[f"{run}_fps"]))
+        counts, occ, cpu = runner(frames, lines, zones)
         out[f"{run}_counts"] = np.array(counts, np.int64).reshape(-1, 4)
         out[f"{run}_occ"] = occ
         out[f"{run}_cpu"] = np.array(cpu)

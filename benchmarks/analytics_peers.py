@@ -31,8 +31,10 @@ class PeerResult:
 
 
 def export(path: Path, runs: dict[str, list[Detections]],
-           lines: dict[str, np.ndarray], zones: dict[str, np.ndarray]) -> None:
-    """Write ``runs`` {name: tracked frames} and the geometry for the worker."""
+           lines: dict[str, np.ndarray], zones: dict[str, np.ndarray],
+           untracked: dict[str, float] | None = None) -> None:
+    """Write ``runs`` {name: tracked frames} and the geometry for the worker;
+    ``untracked`` {name: fps} marks runs of detections for the peer's tracker."""
     arrays: dict[str, np.ndarray] = {
         "lines": np.stack(list(lines.values())),
         "runs": np.array(list(runs)),
@@ -46,19 +48,23 @@ def export(path: Path, runs: dict[str, list[Detections]],
         arrays[f"{name}_xyxy"] = np.concatenate([d.xyxy for d in frames])
         arrays[f"{name}_cls"] = np.concatenate([d.class_ids for d in frames])
         arrays[f"{name}_tid"] = np.concatenate([d.track_ids for d in frames])
+        arrays[f"{name}_score"] = np.concatenate([d.scores for d in frames])
         arrays[f"{name}_n"] = np.array(len(frames))
+        if untracked and name in untracked:
+            arrays[f"{name}_fps"] = np.array(untracked[name])
     np.savez(path, **arrays)
 
 
 def run_peer(peer: str, python: str, runs: dict[str, list[Detections]],
-             lines: dict[str, np.ndarray], zones: dict[str, np.ndarray]
-             ) -> dict[str, PeerResult]:
+             lines: dict[str, np.ndarray], zones: dict[str, np.ndarray],
+             untracked: dict[str, float] | None = None) -> dict[str, PeerResult]:
     """``runs`` through ``peer`` ("supervision" or "ultralytics") in the
-    interpreter ``python``; raises RuntimeError with its stderr if it fails."""
+    interpreter ``python`` (``untracked`` ones through its own tracker first);
+    raises RuntimeError with its stderr if it fails."""
     line_names = list(lines)
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "tracks.npz", Path(tmp) / "out.npz"
-        export(src, runs, lines, zones)
+        export(src, runs, lines, zones, untracked)
         done = subprocess.run([python, str(WORKER), peer, str(src), str(dst)],
                               capture_output=True, text=True, cwd=tmp)
         if done.returncode != 0:
