@@ -1,6 +1,10 @@
-"""Line counts, zone occupancy and dwell on generated scenes with known tracks.
+"""Line counts, zone occupancy and dwell on generated scenes with known tracks,
+through the project's trackers, and against supervision and Ultralytics.
 
     python -m benchmarks.analytics_bench [--seeds 3] [--duration 60]
+        [--trackers bytetrack,ocsort,sort] [--peer-tracker ocsort]
+        [--supervision-python /tmp/venv-sv/bin/python]
+        [--ultralytics-python /tmp/venv-ul/bin/python]
 
 Each scene is a 1280×720 view with two lines (a vertical ``door`` and a
 horizontal ``street``) and two zones (``desk``, ``bench``). Objects follow
@@ -20,28 +24,46 @@ zone, and, per frame, the visible objects whose anchor is in a zone. Scenes are
 sampled at 30, 10 and 5 fps and at 30 fps with a quarter of the frames dropped
 at random (a live camera), then fed to the analytics as
 
-(a) the true tracks (true boxes and ids, occlusions as gaps), and
-(b) the true tracks with box jitter (σ = 2 px per coordinate), 5 % of the
-    detections missed at random and short bursts of misses (0.1-0.5 s), ids kept.
+(a) true: the true tracks (true boxes and ids, occlusions as gaps);
+(a) jitter: the true tracks with box jitter (σ = 2 px per coordinate), 5 % of
+    the detections missed at random and short bursts of misses (0.1-0.5 s),
+    ids kept, and
+(b) detections as a detector gives them (``benchmarks.analytics_tracked``:
+    jitter, misses at random and in gaps of several frames, scores uniform in
+    [0.3, 1], low-scoring false boxes, no ids) through each of the project's
+    trackers, ``make_tracker(name, frame_rate=fps)``; dwell is scored by the
+    scene id each tracker id stands for most often.
 
 Printed per setting: count error Σ|counted − true| / Σ true over line ×
 direction × class, occupancy MAE (objects per zone and class and frame), dwell
 error (mean and max seconds over stays found, and how many of the true stays
 were found), loiter events found / expected, and analytics CPU-ms per frame
 (``time.process_time`` around the updates of both lines and both zones).
+
+Then the peers, each in its own interpreter (``benchmarks.analytics_peers``):
+the true tracks and the ``--peer-tracker``'s tracks go, frame by frame, to
+supervision's ``LineZone`` + ``PolygonZone`` and to Ultralytics'
+``ObjectCounter`` + ``RegionCounter``; their count error, occupancy MAE (per
+zone, all classes: ``RegionCounter`` has no classes) and CPU-ms per frame are
+printed beside ours on the same frames.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from benchmarks.analytics_peers import run_peer
+from benchmarks.analytics_tracked import detector_frames, run_tracker
 from core.types import Detections
 from pipeline.analytics import LineCounter, Zone, points_in_polygon
+
+log = logging.getLogger(__name__)
 
 SIZE = (1280, 720)
 LINES = {
@@ -215,6 +237,17 @@ def true_crossings(tracks: list[Track]) -> dict[tuple[str, int, str], int]:
     return counts
 
 
+_CROSSINGS: dict[int, tuple[list[Track], dict]] = {}
+
+
+def crossings_of(tracks: list[Track]) -> dict[tuple[str, int, str], int]:
+    """``true_crossings`` computed once per scene (every input is scored on it)."""
+    cached = _CROSSINGS.get(id(tracks))
+    if cached is None or cached[0] is not tracks:
+        cached = _CROSSINGS[id(tracks)] = (tracks, true_crossings(tracks))
+    return cached[1]
+
+
 def true_stays(tracks: list[Track]) -> dict[tuple[str, int], list[float]]:
     """{(zone, track): [seconds of each stay]} from the continuous paths."""
     stays: dict[tuple[str, int], list[float]] = {}
@@ -301,10 +334,29 @@ class Score:
     cpu_s: float = 0.0
     frames: int = 0
     objects: int = 0
+    # Per frame and zone, all classes together: ours and the truth (the peers'
+    # zones count without classes).
+    occ_ours: list[list[int]] = field(default_factory=list)
+    occ_true: list[list[int]] = field(default_factory=list)
 
 
 def run(tracks, times, noisy: bool, rng, score: Score) -> None:
+    """(a) or (b): the true tracks, with jitter and misses when ``noisy``."""
     frames, truth = render(tracks, times, noisy, rng)
+    analyse(frames, truth, tracks, times, score)
+
+
+def analyse(
+    frames: list[Detections],
+    truth: list[tuple[np.ndarray, np.ndarray]],
+    tracks: list[Track],
+    times: np.ndarray,
+    score: Score,
+    true_id: dict[int, int] | None = None,
+) -> None:
+    """Feed tracked ``frames`` to both lines and both zones and add their errors
+    against the scene's truth to ``score``. ``true_id`` maps the frames' track
+    ids to the scene's (a tracker's own ids); without it they are the scene's."""
     lines = {n: LineCounter(p, n) for n, p in LINES.items()}
     zones = {
         n: Zone(p, n, inertia=INERTIA, loiter_s=LOITER_S) for n, p in ZONES.items()
@@ -320,6 +372,7 @@ def run(tracks, times, noisy: bool, rng, score: Score) -> None:
             events += zone.update(dets, t, SIZE, frame=i)
         cpu += time.process_time() - c0
         true_xy, true_cls = truth[i]
+        ours, true = [], []
         for name, zone in zones.items():
             inside = points_in_polygon(true_xy, ZONES[name])
             occ = zone.occupancy
@@ -328,6 +381,10 @@ def run(tracks, times, noisy: bool, rng, score: Score) -> None:
                     occ.get(c, 0) - int((inside & (true_cls == c)).sum())
                 )
                 score.occ_n += 1
+            ours.append(sum(occ.values()))
+            true.append(int(inside.sum()))
+        score.occ_ours.append(ours)
+        score.occ_true.append(true)
         score.objects += len(dets)
     end = float(times[-1]) + 10.0  # flush tracks that were still inside
     for zone in zones.values():
@@ -335,24 +392,22 @@ def run(tracks, times, noisy: bool, rng, score: Score) -> None:
     score.cpu_s += cpu
     score.frames += len(frames)
 
-    truth_counts = true_crossings(tracks)
-    keys = set(truth_counts)
-    for counter in lines.values():
-        keys |= {(counter.name, c, d) for (c, d) in counter.counts}
-    for key in keys:
-        line, c, d = key
-        counted = lines[line].counts.get((c, d), 0)
-        score.count_err += abs(counted - truth_counts.get(key, 0))
-    score.count_true += sum(truth_counts.values())
+    counted = {
+        (name, c, d): n
+        for name, counter in lines.items()
+        for (c, d), n in counter.counts.items()
+    }
+    score_counts(counted, crossings_of(tracks), score)
 
     period = float(np.diff(times).max())
     found: dict[tuple[str, int], list[float]] = {}
     loiters = set()
     for e in events:
+        tid = e.track_id if true_id is None else true_id.get(e.track_id, -1)
         if e.event == "zone_exit":
-            found.setdefault((e.zone, e.track_id), []).append(e.dwell_s)
+            found.setdefault((e.zone, tid), []).append(e.dwell_s)
         elif e.event == "loiter":
-            loiters.add((e.zone, e.track_id))
+            loiters.add((e.zone, tid))
     stays = true_stays(tracks)
     for key, true_list in stays.items():
         score.stays_true += len(true_list)
@@ -365,6 +420,17 @@ def run(tracks, times, noisy: bool, rng, score: Score) -> None:
         if any(s >= LOITER_S for s in true_list):
             score.loiter_true += 1
     score.loiter_found += len(loiters)
+
+
+def score_counts(
+    counted: dict[tuple[str, int, str], int],
+    truth: dict[tuple[str, int, str], int],
+    score: Score,
+) -> None:
+    """Add Σ|counted − true| over line × class × direction, and Σ true."""
+    for key in set(truth) | set(counted):
+        score.count_err += abs(counted.get(key, 0) - truth.get(key, 0))
+    score.count_true += sum(truth.values())
 
 
 def cost_at(n_objects: int, n_frames: int = 200, seed: int = 0) -> float:
@@ -388,12 +454,50 @@ def cost_at(n_objects: int, n_frames: int = 200, seed: int = 0) -> float:
     return 1000 * cpu / n_frames
 
 
+PEERS = ("supervision", "ultralytics")
+HEADER = (
+    f"{'input':<14} {'frames':<20} {'count err':>9} {'occ MAE':>8} "
+    f"{'dwell MAE s':>11} {'max s':>6} {'max/period':>10} {'stays':>9} "
+    f"{'loiter':>7} {'ms/frame':>8} {'obj/frame':>9}"
+)
+
+
+def row(label: str, rate: str, score: Score, extra: str = "") -> str:
+    dwell = np.array(score.dwell_err) if score.dwell_err else np.zeros(1)
+    per = np.array(score.dwell_period) if score.dwell_period else np.zeros(1)
+    return (
+        f"{label:<14} {rate:<20} "
+        f"{score.count_err / max(score.count_true, 1):>9.2%} "
+        f"{score.occ_err / max(score.occ_n, 1):>8.4f} "
+        f"{dwell.mean():>11.3f} {dwell.max():>6.2f} {per.max():>10.2f} "
+        f"{score.stays_found:>4}/{score.stays_true:<4} "
+        f"{score.loiter_found:>3}/{score.loiter_true:<3} "
+        f"{1000 * score.cpu_s / max(score.frames, 1):>8.3f} "
+        f"{score.objects / max(score.frames, 1):>9.1f}{extra}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      allow_abbrev=False)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--duration", type=float, default=60.0,
+                        help="seconds of scene (at least 40)")
+    parser.add_argument("--trackers", default="bytetrack,ocsort,sort",
+                        help="comma-separated; '' for none")
+    parser.add_argument("--peer-tracker", default="ocsort",
+                        help="whose tracks the peers get besides the true ones")
+    parser.add_argument("--supervision-python", default="/tmp/venv-sv/bin/python",
+                        help="interpreter with supervision; '' to leave it out")
+    parser.add_argument("--ultralytics-python", default="/tmp/venv-ul/bin/python",
+                        help="interpreter with ultralytics; '' to leave it out")
     args = parser.parse_args(argv)
+    if args.duration < 40:
+        raise ValueError(f"--duration must be at least 40 s, got {args.duration:g}")
+    trackers = [t for t in args.trackers.split(",") if t]
+    if args.peer_tracker not in trackers:
+        raise ValueError(f"--peer-tracker {args.peer_tracker!r} is not one of "
+                         f"--trackers {trackers}")
     scenes = [make_scene(seed, args.duration) for seed in range(args.seeds)]
     n_tracks = sum(len(s) for s in scenes)
     print(
@@ -401,38 +505,105 @@ def main(argv: list[str] | None = None) -> int:
         f"{SIZE[0]}x{SIZE[1]}, 2 lines, 2 zones (inertia {INERTIA}, "
         f"loiter {LOITER_S:g} s), margin {MARGIN:.1f} px"
     )
-    header = (
-        f"{'input':<7} {'frames':<20} {'count err':>9} {'occ MAE':>8} "
-        f"{'dwell MAE s':>11} {'max s':>6} {'max/period':>10} {'stays':>9} "
-        f"{'loiter':>7} {'ms/frame':>8} {'obj/frame':>9}"
-    )
-    print(header)
-    print("-" * len(header))
+    print(HEADER)
+    print("-" * len(HEADER))
+    # (run name -> tracked frames) for the peers, and our score per
+    # (input, rate) to put beside theirs.
+    peer_runs: dict[str, list[Detections]] = {}
+    untracked: dict[str, float] = {}  # runs of detections without ids -> fps
+    ours: dict[tuple[str, str], Score] = {}
     for noisy in (False, True):
         for label, fps, drop in RATES:
-            score = Score()
+            score = ours[("jitter" if noisy else "true", label)] = Score()
             for seed, tracks in enumerate(scenes):
                 rng = np.random.default_rng(1000 + seed)
                 times = frame_times(fps, drop, args.duration + 30, rng)
-                run(tracks, times, noisy, rng, score)
-            dwell = np.array(score.dwell_err) if score.dwell_err else np.zeros(1)
-            per = np.array(score.dwell_period) if score.dwell_period else np.zeros(1)
-            print(
-                f"{'(b)' if noisy else '(a)':<7} {label:<20} "
-                f"{score.count_err / max(score.count_true, 1):>9.2%} "
-                f"{score.occ_err / max(score.occ_n, 1):>8.4f} "
-                f"{dwell.mean():>11.3f} {dwell.max():>6.2f} {per.max():>10.2f} "
-                f"{score.stays_found:>4}/{score.stays_true:<4} "
-                f"{score.loiter_found:>3}/{score.loiter_true:<3} "
-                f"{1000 * score.cpu_s / score.frames:>8.3f} "
-                f"{score.objects / score.frames:>9.1f}"
-            )
-        print(f"{'':7} true crossings per setting: {int(score.count_true)}")
+                frames, truth = render(tracks, times, noisy, rng)
+                analyse(frames, truth, tracks, times, score)
+                if not noisy:
+                    peer_runs[f"s{seed}_{fps:g}_{drop:g}_true"] = frames
+            print(row("(a) true" if not noisy else "(a) jitter", label, score))
+        print(f"{'':14} true crossings per setting: {int(score.count_true)}")
+    for name in trackers:
+        for label, fps, drop in RATES:
+            score = ours[(name, label)] = Score()
+            track_cpu = 0.0
+            for seed, tracks in enumerate(scenes):
+                rng = np.random.default_rng(1000 + seed)
+                times = frame_times(fps, drop, args.duration + 30, rng)
+                seen = detector_frames(tracks, times, BOX_WH, SIZE, rng)
+                tracked = run_tracker(name, fps, seen, times)
+                track_cpu += tracked.cpu_s
+                analyse(tracked.frames, seen.truth, tracks, times, score,
+                        tracked.true_id)
+                if name == args.peer_tracker:
+                    peer_runs[f"s{seed}_{fps:g}_{drop:g}_{name}"] = tracked.frames
+                    # The same detections, for each peer's own tracker.
+                    peer_runs[f"s{seed}_{fps:g}_{drop:g}_dets"] = seen.dets
+                    untracked[f"s{seed}_{fps:g}_{drop:g}_dets"] = fps
+            extra = f"   tracker {1000 * track_cpu / score.frames:.2f} ms/frame"
+            print(row(f"(b) {name}", label, score, extra))
     print()
     print("CPU-ms per frame, 2 lines + 2 zones, by tracked objects in the frame:")
     print("  " + "  ".join(f"{n} objects: {cost_at(n):.3f}" for n in (10, 100, 1000)))
+
+    pythons = {"supervision": args.supervision_python,
+               "ultralytics": args.ultralytics_python}
+    results = {}
+    for peer in PEERS:
+        if not pythons[peer]:
+            continue
+        c0 = time.perf_counter()
+        results[peer] = run_peer(peer, pythons[peer], peer_runs, LINES, ZONES,
+                                 untracked)
+        log.info("%s: %.0f s", peer, time.perf_counter() - c0)
+    if results:
+        print_peers(scenes, ours, results, args.peer_tracker)
     return 0
 
 
+def print_peers(scenes: list[list[Track]], ours: dict[tuple[str, str], Score],
+                results: dict, tracker: str) -> None:
+    """Count error, occupancy MAE (per zone and frame, all classes) and CPU-ms
+    per frame of ours and each peer: on the same tracks (the true ones and
+    ``tracker``'s), then each with its own tracker on the same detections."""
+    names = ["ours", *results]
+    head = f"{'tracks':<14} {'frames':<20} " + " ".join(
+        f"{n + ' err':>16} {'occ':>6} {'ms':>6}" for n in names
+    )
+    tables = [
+        ("Peers fed the same tracks (occupancy: per zone and frame, all classes):",
+         [("true", "true", "true"), (tracker, tracker, tracker)]),
+        (f"Each with its own tracker on the same detections (ours: {tracker}; "
+         "supervision: trackers' ByteTrack; Ultralytics: BoT-SORT):",
+         [("own tracker", tracker, "dets")]),
+    ]
+    for title, kinds in tables:
+        print()
+        print(title)
+        print(head)
+        print("-" * len(head))
+        for label_kind, our_kind, run_kind in kinds:
+            for label, fps, drop in RATES:
+                mine = ours[(our_kind, label)]
+                occ_true = np.array(mine.occ_true)
+                cells = [(mine.count_err / max(mine.count_true, 1),
+                          np.abs(np.array(mine.occ_ours) - occ_true).mean(),
+                          1000 * mine.cpu_s / mine.frames)]
+                for peer in results.values():
+                    score, occ, cpu = Score(), [], 0.0
+                    for seed, tracks in enumerate(scenes):
+                        got = peer[f"s{seed}_{fps:g}_{drop:g}_{run_kind}"]
+                        score_counts(got.counts, crossings_of(tracks), score)
+                        occ.append(got.occupancy)
+                        cpu += got.cpu_s
+                    cells.append((score.count_err / max(score.count_true, 1),
+                                  np.abs(np.concatenate(occ) - occ_true).mean(),
+                                  1000 * cpu / mine.frames))
+                print(f"{label_kind:<14} {label:<20} " + " ".join(
+                    f"{e:>16.2%} {o:>6.3f} {ms:>6.2f}" for e, o, ms in cells))
+
+
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.exit(main())
