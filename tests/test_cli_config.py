@@ -241,3 +241,34 @@ def test_a_secret_in_a_bad_file_stays_out_of_the_error(
         assert needle in error
         for secret in ("Cam-Secret-42", MQTT_PASSWORD, "mq%2FPass%3Aw0rd%40x"):
             assert secret not in error
+
+
+@pytest.mark.parametrize(("edit", "flags", "needle"), [
+    (lambda t: t.replace("  tracker: bytetrack\n", ""), ["--tracker", "none"],
+     "tracker none cannot be used with the lines and zones of"),
+    (lambda t: t.replace("    lines:\n", "    lnes:\n"), [],
+     "sources[0].lnes: unknown key"),
+    (lambda t: t.split("sources:")[0] + "sources: [{name: a, url: a.mp4}]\n", [],
+     "events: sends line and zone events, but no source has lines or zones"),
+])
+def test_a_bad_file_or_combination_exits_2_in_one_line(
+        edit, flags, needle, tmp_path, videos, blob_model, monkeypatch,
+        caplog) -> None:
+    monkeypatch.setenv("VIDEOS", str(videos))
+    events = '  webhook: {url: "http://127.0.0.1:9/h"}'
+    assert run_config(tmp_path, edit(cams_yaml(events)), *flags) == 2
+    assert needle in one_error(caplog)
+
+
+def test_serve_takes_a_camera_file(tmp_path, videos, monkeypatch) -> None:
+    monkeypatch.setenv("VIDEOS", str(videos))
+    config = tmp_path / "cams.yaml"
+    config.write_text(cams_yaml("  {}"))
+    seen = {}
+    monkeypatch.setattr(run_stream, "run_pipeline",
+                        lambda args, specs, keep_alive, camera=None: seen.update(
+                            specs=specs, keep_alive=keep_alive, camera=camera) or 0)
+    assert run_stream.main(["serve", "--config", str(config)]) == 0
+    assert [s.name for s in seen["specs"]] == ["door", "desk"]
+    assert seen["keep_alive"] and seen["camera"].defaults.tracker == "bytetrack"
+    assert seen["specs"][1].clips.on == ("zone_enter", "loiter")
