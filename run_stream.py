@@ -20,6 +20,7 @@ Examples:
   streamdet benchmark --model yolo                # ceilings vs loop vs pipeline
   streamdet batch videos/ --workers 2 --model yolo  # many files, summary.csv
   streamdet batch --help                          # each command's own options
+  streamdet --config cams.yaml --model yolo       # many cameras, docs/config.md
 
 `python run_stream.py ...` is the same command without installing the package.
 Outputs go to --out (default ./output): SOURCE.mp4 (annotated, H.264 in fragmented

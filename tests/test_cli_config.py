@@ -272,3 +272,18 @@ def test_serve_takes_a_camera_file(tmp_path, videos, monkeypatch) -> None:
     assert [s.name for s in seen["specs"]] == ["door", "desk"]
     assert seen["keep_alive"] and seen["camera"].defaults.tracker == "bytetrack"
     assert seen["specs"][1].clips.on == ("zone_enter", "loiter")
+
+
+def test_the_files_defaults_fill_the_run_options(tmp_path, videos,
+                                                 monkeypatch) -> None:
+    monkeypatch.setenv("VIDEOS", str(videos))
+    config = tmp_path / "cams.yaml"
+    config.write_text(cams_yaml("  {}").replace(
+        "defaults:\n", "defaults:\n  model: yolo\n  conf: 0.35\n  classes: [thing, 0]\n"))
+    argv = ["--config", str(config), "--iou", "0.6"]
+    args = run_stream.build_parser().parse_args(argv)
+    camera = run_stream.camera_config(args, argv, run_stream.build_parser)
+    assert (args.model, args.conf, args.classes) == ("yolo", 0.35, ("thing", 0))
+    assert args.iou == 0.6 and args.tracker == "bytetrack"
+    options = run_stream.typed_configs(args, camera)[1]
+    assert options.conf == 0.35 and options.classes == ("thing", 0)
