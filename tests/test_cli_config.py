@@ -279,7 +279,8 @@ def test_the_files_defaults_fill_the_run_options(tmp_path, videos,
     monkeypatch.setenv("VIDEOS", str(videos))
     config = tmp_path / "cams.yaml"
     config.write_text(cams_yaml("  {}").replace(
-        "defaults:\n", "defaults:\n  model: yolo\n  conf: 0.35\n  classes: [thing, 0]\n"))
+        "defaults:\n",
+        "defaults:\n  model: yolo\n  conf: 0.35\n  classes: [thing, 0]\n"))
     argv = ["--config", str(config), "--iou", "0.6"]
     args = run_stream.build_parser().parse_args(argv)
     camera = run_stream.camera_config(args, argv, run_stream.build_parser)
