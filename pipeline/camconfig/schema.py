@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from core.events import EVENT_KINDS
 from pipeline.analytics.geometry import (
     ANCHORS,
+    Points,
     ShapeSpec,
     parse_points,
     polygon_area,
@@ -31,6 +32,7 @@ from pipeline.camconfig.reader import (
     text,
 )
 from pipeline.events import EventsConfig
+from pipeline.events.urls import check_url
 from pipeline.tracking import TRACKER_CHOICES
 
 MAX_SOURCES = 256
@@ -184,11 +186,16 @@ def parse_events(data: object, path: str = "events") -> EventsConfig:
         password = (text(m["password"], key(p, "password"))
                     if "password" in m else None)
         mqtt = _with_credentials(mqtt, user, password, p)
-    try:
-        return EventsConfig(webhook=webhook, webhook_secret=secret, mqtt=mqtt)
-    except ValueError as exc:  # the URL checks: they never show credentials
-        target = "mqtt" if "MQTT" in str(exc) else "webhook"
-        raise ConfigError(f"{key(path, target)}.url: {exc}") from None
+    # The targets' own URL checks, whose messages never show credentials.
+    for target, url, schemes, what in (("webhook", webhook, ("http", "https"),
+                                        "webhook"),
+                                       ("mqtt", mqtt, ("mqtt", "mqtts"), "MQTT")):
+        try:
+            if url:
+                check_url(url, schemes, what)
+        except ValueError as exc:
+            raise ConfigError(f"{key(key(path, target), 'url')}: {exc}") from None
+    return EventsConfig(webhook=webhook, webhook_secret=secret, mqtt=mqtt)
 
 
 def _with_credentials(url: str, user: str | None, password: str | None,
@@ -263,7 +270,7 @@ def _shape(data: object, path: str, *, line: bool) -> ShapeSpec:
                      loiter_s=options.get("loiter_s"))
 
 
-def _points(data: object, path: str, line: bool):
+def _points(data: object, path: str, line: bool) -> Points:
     """Points as ``[[x, y], ...]``; the fraction/pixel rule of the flags."""
     most = 2 if line else MAX_POINTS
     pairs = seq(data, path, most)
