@@ -288,3 +288,16 @@ def test_the_files_defaults_fill_the_run_options(tmp_path, videos,
     assert args.iou == 0.6 and args.tracker == "bytetrack"
     options = run_stream.typed_configs(args, camera)[1]
     assert options.conf == 0.35 and options.classes == ("thing", 0)
+
+
+def test_a_camera_that_cannot_be_reached_is_named_without_its_password(
+        tmp_path, blob_model, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("CAM_PASS", "Cam-Secret-77")
+    text = ('sources:\n  - name: cam\n'
+            '    url: "rtsp://admin:${CAM_PASS}@127.0.0.1:1/stream"\n'
+            '    lines: [{points: [[0.5, 0], [0.5, 1]]}]\n')
+    with caplog.at_level(logging.DEBUG):
+        code = run_config(tmp_path, text, "--timeout", "1", "--reconnect", "0")
+    assert code == 2
+    assert "rtsp://127.0.0.1:1/stream" in one_error(caplog)
+    assert "Cam-Secret-77" not in caplog.text
