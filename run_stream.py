@@ -20,6 +20,7 @@ Examples:
   streamdet benchmark --model yolo                # ceilings vs loop vs pipeline
   streamdet batch videos/ --workers 2 --model yolo  # many files, summary.csv
   streamdet batch --help                          # each command's own options
+  streamdet --config cams.yaml --model yolo       # many cameras, docs/config.md
 
 `python run_stream.py ...` is the same command without installing the package.
 Outputs go to --out (default ./output): SOURCE.mp4 (annotated, H.264 in fragmented
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from engines.base import Detector
     from engines.build import DetectorOptions
     from pipeline.analytics.stage import AnalyticsConfig
+    from pipeline.camconfig import CameraConfig, SourceEntry
     from pipeline.events import EventsConfig
     from pipeline.runner import PipelineConfig
 
@@ -279,6 +281,10 @@ def add_source_option(p: argparse.ArgumentParser, several: bool,
 
 def add_run_args(p: argparse.ArgumentParser, serve_default: str = "") -> None:
     """What ``run`` and ``serve`` take besides ``--source``."""
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="camera configuration (YAML, docs/config.md): sources with "
+                        "their lines, zones and clips, event targets and defaults; "
+                        "instead of --source/--line/--zone and their options")
     add_source_args(p)
     add_model_args(p)
     add_pipeline_args(p)
@@ -358,8 +364,11 @@ def build_batch_parser() -> argparse.ArgumentParser:
     return p
 
 
-def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
-    """Typed configs from the parsed arguments, built once here."""
+def pipeline_config(args: argparse.Namespace,
+                    camera: CameraConfig | None = None) -> PipelineConfig:
+    """Typed configs from the parsed arguments, built once here; with a
+    ``camera`` file, its sources' lines and zones choose the tracker and its
+    ``events:`` the event targets."""
     from pipeline.analytics.stage import choose_tracker
     from pipeline.config import PipelineConfig
     from pipeline.overlay import OverlayConfig
@@ -368,7 +377,14 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     from pipeline.tracking import make_tracker, parse_tracker_params
 
     analytics = analytics_config(args)
-    tracker = choose_tracker(args.tracker, analytics)
+    if camera is not None:
+        if camera.analytics_enabled and (args.tracker or "").lower() == "none":
+            raise InputError(f"tracker none cannot be used with the lines and zones "
+                             f"of {args.config}: they count tracked objects")
+        tracker = choose_tracker(args.tracker, next(
+            (s.analytics for s in camera.sources if s.analytics.enabled), analytics))
+    else:
+        tracker = choose_tracker(args.tracker, analytics)
     tracker_params = (parse_tracker_params(tracker, args.tracker_param)
                       if args.tracker_param else {})
     # The tracker's config checks the values: a bad one fails here, not mid-run.
@@ -393,7 +409,8 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
                              serve=getattr(args, "serve", "")),
         overlay=OverlayConfig(hud=args.hud, line_width=args.line_width,
                               font_scale=args.font_scale),
-        events=events_config(args, analytics),
+        events=(events_config(args, analytics) if camera is None
+                else camera_events(args, camera)),
         progress=not args.no_progress)
 
 
@@ -409,6 +426,15 @@ def events_config(args: argparse.Namespace, analytics: AnalyticsConfig
                          "add --line or --zone")
     secret = os.environ.get(WEBHOOK_SECRET_ENV, "") if webhook else ""
     return EventsConfig(webhook=webhook, webhook_secret=secret, mqtt=mqtt)
+
+
+def camera_events(args: argparse.Namespace, camera: CameraConfig) -> EventsConfig:
+    """A camera file's ``events:``, which need lines or zones to send."""
+    events = camera.events
+    if (events.webhook or events.mqtt) and not camera.analytics_enabled:
+        raise InputError(f"{args.config}: events: sends line and zone events, but "
+                         "no source has lines or zones")
+    return events
 
 
 def analytics_config(args: argparse.Namespace) -> AnalyticsConfig:
@@ -456,16 +482,18 @@ def setup_logging(level: str) -> None:
 
 
 def typed_configs(
-    args: argparse.Namespace,
+    args: argparse.Namespace, camera: CameraConfig | None = None,
 ) -> tuple[PipelineConfig, DetectorOptions]:
-    """The pipeline and detector configs of a run or benchmark, checked once."""
+    """The pipeline and detector configs of a run or benchmark, checked once
+    (``camera``: a camera file's, whose sources carry their own analytics)."""
     from engines.build import DetectorOptions
 
     if args.metrics is not None and not args.metrics.parent.is_dir():
         raise InputError(f"--metrics {args.metrics}: folder "
                          f"{args.metrics.parent} does not exist")
     try:
-        return pipeline_config(args), DetectorOptions(**detector_options(args))
+        return (pipeline_config(args, camera),
+                DetectorOptions(**detector_options(args)))
     except ValueError as exc:  # an option value out of range: the user's to fix
         raise InputError(str(exc)) from exc
 
@@ -491,6 +519,10 @@ def run_main(argv: list[str]) -> int:
     setup_logging(args.log_level)
     from pipeline.sources import expand_sources
 
+    camera = camera_config(args, argv, build_parser)
+    if camera is not None:
+        return run_pipeline(args, list(camera.sources), keep_alive=False,
+                            camera=camera)
     specs = expand_sources(args.source or [str(SAMPLE)])
     if not specs:
         raise InputError(f"--source {' '.join(args.source)}: lists no source")
@@ -504,11 +536,69 @@ def serve_main(argv: list[str]) -> int:
     setup_logging(args.log_level)
     from pipeline.sources import expand_sources
 
+    camera = camera_config(args, argv, build_serve_parser)
+    if camera is not None:
+        return run_pipeline(args, list(camera.sources), keep_alive=True,
+                            camera=camera)
     return run_pipeline(args, expand_sources(args.source or []), keep_alive=True)
 
 
-def run_pipeline(args: argparse.Namespace, specs: list[str], keep_alive: bool
-                 ) -> int:
+# Options a camera file replaces: the one-source shorthand (an error next to
+# --config, naming the file's key instead) ...
+SHORTHAND_KEYS = {
+    "source": "sources[].url", "line": "sources[].lines",
+    "zone": "sources[].zones", "anchor": "defaults.anchor",
+    "zone_inertia": "defaults.inertia", "loiter": "defaults.loiter_s",
+    "line_classes": "sources[].lines[].classes",
+    "zone_classes": "sources[].zones[].classes",
+    "webhook": "events.webhook", "mqtt": "events.mqtt",
+}
+# ... and the run-wide settings of defaults:, which a flag may give when the
+# file does not (both is an error: one place for each setting).
+DEFAULT_KEYS = ("model", "device", "tracker", "conf", "iou", "classes")
+
+
+def given_options(build: Callable[[], argparse.ArgumentParser],
+                  argv: list[str]) -> set[str]:
+    """The destinations of the options written in ``argv`` (a default is not
+    written: a fresh parser without defaults tells them apart)."""
+    parser = build()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def camera_config(args: argparse.Namespace, argv: list[str],
+                  build: Callable[[], argparse.ArgumentParser]
+                  ) -> CameraConfig | None:
+    """``--config FILE`` read and checked (None without it), its ``defaults:``
+    put in ``args`` where the command line leaves them out."""
+    from pipeline.camconfig import load_camera_config
+
+    if args.config is None:
+        return None
+    given = given_options(build, argv)
+    for dest, where in SHORTHAND_KEYS.items():
+        if dest in given:
+            flag = "--" + dest.replace("_", "-")
+            raise InputError(f"{flag} cannot be used with --config: the file "
+                             f"gives it ({where})")
+    camera = load_camera_config(args.config)
+    for dest in DEFAULT_KEYS:
+        value = getattr(camera.defaults, dest)
+        if value is None:
+            continue
+        if dest in given:
+            raise InputError(f"--{dest} and defaults.{dest} in {args.config} both "
+                             "set it; keep one")
+        setattr(args, dest, value)
+    log.info("%s: %d source(s): %s", args.config, len(camera.sources),
+             ", ".join(s.name for s in camera.sources))
+    return camera
+
+
+def run_pipeline(args: argparse.Namespace, specs: list[str] | list[SourceEntry],
+                 keep_alive: bool, camera: CameraConfig | None = None) -> int:
     """Build and run one pipeline until its sources end (or, ``keep_alive``,
     until Ctrl-C / SIGTERM); print its table and write ``--metrics``."""
     from pipeline.build import build_pipeline
@@ -523,7 +613,7 @@ def run_pipeline(args: argparse.Namespace, specs: list[str], keep_alive: bool
             pipeline.request_stop()
 
     received = install_signal_handlers(stop)
-    config, options = typed_configs(args)
+    config, options = typed_configs(args, camera)
     with open_detector(args, options) as detector:
         try:
             pipeline = build_pipeline(specs, detector, config, keep_alive=keep_alive)

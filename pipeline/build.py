@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import logging
 import queue
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from core.events import Event
 from engines.base import Detector
 from engines.build import runtime_info
-from pipeline.analytics.stage import Analyze, EventCallback, EventLog
+from pipeline.analytics.stage import (
+    AnalyticsConfig,
+    Analyze,
+    EventCallback,
+    EventLog,
+)
+from pipeline.camconfig import SourceEntry
 from pipeline.config import PipelineConfig
 from pipeline.lanes import Lane
 from pipeline.live_view import LiveView
@@ -50,16 +56,25 @@ LIVE_QUEUE_SIZE = 2  # live frames only age in queues: keep them short
 SinkFactory = Callable[[Source], Sink]
 
 
-def build_sources(specs: Sequence[str | Source], config: SourceConfig | None = None,
+def build_sources(specs: Sequence[str | Source | SourceEntry],
+                  config: SourceConfig | None = None,
                   taken: Collection[str] = ()) -> list[Source]:
     """Sources for paths, camera indices, URLs, image folders and globs (objects
     already built pass through), each with a distinct safe id (``name``,
-    ``name_2``, ...) that no id in ``taken`` uses."""
+    ``name_2``, ...) that no id in ``taken`` uses. A ``SourceEntry`` keeps its
+    name as its id; one that is taken is a ValueError."""
     used = set(taken) | {s.source_id for s in specs if isinstance(s, Source)}
+    for entry in (s for s in specs if isinstance(s, SourceEntry)):
+        if entry.name in used:
+            raise ValueError(f"source name {entry.name!r} is already in use")
+        used.add(entry.name)
     sources = []
     for spec in specs:
         if isinstance(spec, Source):
             sources.append(spec)
+            continue
+        if isinstance(spec, SourceEntry):
+            sources.append(make_source(spec.url, config, spec.name))
             continue
         base = safe_name(str(spec).strip()) if str(spec).strip() else "source"
         sid, n = base, 1
@@ -121,16 +136,23 @@ class LaneBuilder:
     ``URL/SOURCE_ID`` (several sources) instead of the URL itself.
     ``extra_sinks`` build further sinks per source (live view, callbacks).
     ``on_event``: called with every line and zone event, on the source's
-    analytics thread."""
+    analytics thread. ``source_analytics``: lines and zones of the sources
+    named (a camera file's), instead of ``config.analytics``."""
 
     def __init__(self, detector: Detector, config: PipelineConfig, metrics: Metrics,
                  extra_sinks: Sequence[SinkFactory] = (),
                  rtsp_per_source: bool = False,
-                 on_event: Sequence[EventCallback] = ()) -> None:
+                 on_event: Sequence[EventCallback] = (),
+                 source_analytics: Mapping[str, AnalyticsConfig] | None = None
+                 ) -> None:
         self.detector, self.config, self.metrics = detector, config, metrics
         self.extra_sinks = list(extra_sinks)
         self.on_event = list(on_event)
         self.rtsp_per_source = rtsp_per_source
+        self.source_analytics = dict(source_analytics or {})
+
+    def analytics_for(self, source_id: str) -> AnalyticsConfig:
+        return self.source_analytics.get(source_id, self.config.analytics)
 
     def rtsp_url(self, source_id: str) -> str:
         url = self.config.outputs.rtsp_out
@@ -142,7 +164,7 @@ class LaneBuilder:
         """The source's lines and zones, their events going to
         ``OUT/SOURCE.events.jsonl`` (with the JSON Lines outputs) and to
         ``on_event``; None without lines and zones."""
-        analytics = self.config.analytics
+        analytics = self.analytics_for(source_id)
         if not analytics.enabled:
             return None
         lines, zones = analytics.build(source_id, class_names)
@@ -163,7 +185,8 @@ class LaneBuilder:
         # the tracker run at the processed rate, so playback and motion stay true.
         fps = source.fps / config.sources.stride
         tracker = make_tracker(config.tracker, frame_rate=fps, **config.tracker_params)
-        overlay = (Overlay(names, config.overlay, *config.analytics.shapes())
+        shapes = self.analytics_for(source.source_id).shapes()
+        overlay = (Overlay(names, config.overlay, *shapes)
                    if config.outputs.needs_overlay else None)
         refiner = (FlowRefiner() if config.detect_every != 1 and config.flow_refine
                    else None)
@@ -190,35 +213,52 @@ class LaneBuilder:
                     write=Write(sinks, metrics, on_written))
 
 
-def build_pipeline(sources: Sequence[str | Source], detector: Detector,
+def build_pipeline(sources: Sequence[str | Source | SourceEntry], detector: Detector,
                    config: PipelineConfig | None = None, *,
                    extra_sinks: Sequence[SinkFactory] = (),
                    keep_alive: bool = False,
-                   on_event: Sequence[Callable[[Event], None]] = ()) -> Pipeline:
-    """A ``Pipeline`` over ``sources`` (specs or built sources) with one
-    ``detector``. ``keep_alive``: the run waits for sources to join (a server)
-    and ends only at a stop; otherwise at least one source is required.
-    ``on_event``: callbacks for every line and zone event (analytics thread)."""
+                   on_event: Sequence[Callable[[Event], None]] = (),
+                   source_analytics: Mapping[str, AnalyticsConfig] | None = None
+                   ) -> Pipeline:
+    """A ``Pipeline`` over ``sources`` (specs, built sources or a camera
+    file's entries) with one ``detector``. ``keep_alive``: the run waits for
+    sources to join (a server) and ends only at a stop; otherwise at least one
+    source is required. ``on_event``: callbacks for every line and zone event
+    (analytics thread). Each source runs ``config.analytics`` unless it has
+    its own: a ``SourceEntry``'s, or ``source_analytics[its name]``."""
     config = config or PipelineConfig()
     built = build_sources(sources, config.sources)
     if not built and not keep_alive:
         raise ValueError("no sources given")
+    per_source = {s.name: s.analytics for s in sources if isinstance(s, SourceEntry)}
+    per_source.update(source_analytics or {})
     names = list(getattr(detector, "class_names", []))
     # Class names of lines and zones resolve against the model's: a name the
     # model lacks fails now, before any source opens.
     config.analytics.build("check", names)
+    for source_id, analytics in per_source.items():
+        try:
+            analytics.build(source_id, names)
+        except ValueError as exc:
+            raise ValueError(f"source {source_id}: {exc}") from None
+    analyzed = config.analytics.enabled or any(
+        a.enabled for a in per_source.values())
+    if analyzed and config.tracker == "none":
+        raise ValueError("tracker 'none' cannot be used with lines or zones: they "
+                         "count tracked objects")
     metrics = Metrics(runtime=runtime_info(detector), class_names=names)
     live_view = None
     factories = list(extra_sinks)
     if config.outputs.serve:
         live_view = LiveView(config.outputs.serve, metrics)
         factories.append(lambda source: live_view.sink(source.source_id))
-    fanout = config.events.open() if config.analytics.enabled else None
+    fanout = config.events.open() if analyzed else None
     try:
         lanes = LaneBuilder(
             detector, config, metrics, factories,
             rtsp_per_source=len(built) > 1 or keep_alive,
-            on_event=[*on_event, *([fanout.publish] if fanout else [])])
+            on_event=[*on_event, *([fanout.publish] if fanout else [])],
+            source_analytics=per_source)
         return Pipeline(detector, built, lanes, metrics, config, live_view=live_view,
                         keep_alive=keep_alive, events=fanout)
     except BaseException:

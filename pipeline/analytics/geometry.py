@@ -260,10 +260,17 @@ def check_timestamp(timestamp: float, last: float | None, what: str) -> float:
 
 @dataclass(frozen=True)
 class ShapeSpec:
-    """A line or zone parsed from the CLI shorthand: its name and its points."""
+    """A line or zone as given (the CLI shorthand, a config file entry): its
+    name, its points and the options it sets itself, which override the
+    analytics config's (None: the config's; lines ignore inertia and loiter_s).
+    """
 
     name: str
     points: Points
+    anchor: str | None = None
+    classes: tuple[int | str, ...] | None = None
+    inertia: int | None = None
+    loiter_s: float | None = None
 
 
 def _parse_spec(

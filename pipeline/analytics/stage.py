@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from core.events import Event
 from core.types import Result, SceneCounts
@@ -38,6 +38,7 @@ Publish = Callable[[Event], None]
 EventCallback = Callable[[Event], None]
 LineSpec = str | ShapeSpec | LineCounter
 ZoneSpec = str | ShapeSpec | Zone
+T = TypeVar("T")
 
 
 def _line(spec: LineSpec) -> ShapeSpec | LineCounter:
@@ -110,17 +111,23 @@ class AnalyticsConfig:
         """Fresh line counters and zones for one source."""
         names = list(class_names)
         lines = [_copy_for(s, source_id) if isinstance(s, LineCounter) else
-                 LineCounter(s.points, s.name, anchor=self.anchor,
-                             classes=self.line_classes, class_names=names,
-                             source=source_id)
+                 LineCounter(s.points, s.name, anchor=s.anchor or self.anchor,
+                             classes=_either(s.classes, self.line_classes),
+                             class_names=names, source=source_id)
                  for s in self.lines]
         zones = [_copy_for(s, source_id) if isinstance(s, Zone) else
-                 Zone(s.points, s.name, anchor=self.anchor,
-                      inertia=self.zone_inertia, loiter_s=self.loiter_s,
-                      classes=self.zone_classes, class_names=names,
-                      source=source_id)
+                 Zone(s.points, s.name, anchor=s.anchor or self.anchor,
+                      inertia=_either(s.inertia, self.zone_inertia),
+                      loiter_s=_either(s.loiter_s, self.loiter_s),
+                      classes=_either(s.classes, self.zone_classes),
+                      class_names=names, source=source_id)
                  for s in self.zones]
         return lines, zones
+
+
+def _either(own: T | None, default: T) -> T:
+    """A shape's own option, else the config's."""
+    return default if own is None else own
 
 
 def _numbered(specs: list, base: str) -> list:
