@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from engines.base import Detector
     from engines.build import DetectorOptions
     from pipeline.analytics.stage import AnalyticsConfig
+    from pipeline.clips import ClipConfig
     from pipeline.events import EventsConfig
     from pipeline.runner import PipelineConfig
 
@@ -203,6 +204,31 @@ def add_analytics_args(p: argparse.ArgumentParser) -> None:
     ana.add_argument("--mqtt", metavar="URL", default="",
                      help="also publish every event to mqtt[s]://[user:pass@]host"
                           "[:port]/topic (as TOPIC/EVENT_KIND)")
+    from pipeline.clips import CLIP_EVENTS
+
+    ana.add_argument("--clip-on", type=event_list, metavar="EVENT[,EVENT]",
+                     help="write OUT/clips/SOURCE_TIME_EVENT.mp4 (and .jpg, the "
+                          "event's frame) for these events, cut from the encoded "
+                          f"video with pre-roll ({', '.join(CLIP_EVENTS)})")
+    ana.add_argument("--clip-pre", type=float, metavar="S",
+                     help="seconds of video before the event (default 5; up to "
+                          "one keyframe interval more)")
+    ana.add_argument("--clip-post", type=float, metavar="S",
+                     help="seconds after the clip's last event (default 5)")
+    ana.add_argument("--clip-max-s", type=float, metavar="S",
+                     help="longest clip; events past it start a new one "
+                          "(default 60)")
+    ana.add_argument("--clip-max-mb", type=float, metavar="MB",
+                     help="size of OUT/clips past which the oldest clips are "
+                          "deleted (default: no limit)")
+
+
+def event_list(text: str) -> tuple[str, ...]:
+    """``--clip-on line_cross,loiter``: event kinds, comma-separated."""
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not items:
+        raise argparse.ArgumentTypeError("expected event kinds, e.g. line_cross")
+    return items
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -393,8 +419,28 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
                              serve=getattr(args, "serve", "")),
         overlay=OverlayConfig(hud=args.hud, line_width=args.line_width,
                               font_scale=args.font_scale),
-        events=events_config(args, analytics),
+        events=events_config(args, analytics), clips=clip_config(args),
         progress=not args.no_progress)
+
+
+CLIP_OPTIONS = {"clip_pre": "pre_s", "clip_post": "post_s", "clip_max_s": "max_s",
+                "clip_max_mb": "max_mb"}
+
+
+def clip_config(args: argparse.Namespace) -> ClipConfig:
+    """``--clip-on`` and its options (commands without them get no clips); an
+    option without ``--clip-on`` is an error rather than quietly unused."""
+    from pipeline.clips import ClipConfig
+
+    if not hasattr(args, "clip_on"):
+        return ClipConfig()
+    given = {field: getattr(args, name) for name, field in CLIP_OPTIONS.items()
+             if getattr(args, name) is not None}
+    if given and not args.clip_on:
+        flag = "--" + next(n for n, f in CLIP_OPTIONS.items()
+                           if f in given).replace("_", "-")
+        raise InputError(f"{flag} needs --clip-on EVENT[,EVENT]")
+    return ClipConfig(on=args.clip_on or (), **given)
 
 
 def events_config(args: argparse.Namespace, analytics: AnalyticsConfig
