@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -45,7 +46,9 @@ def scene(frames: int, period: int = 60) -> list[tuple[np.ndarray, float]]:
         image = np.full((HEIGHT, WIDTH, 3), 40, np.uint8)
         x = object_x(i, period)
         image[40:56, x:x + 16] = (0, 220, 255)
-        image[:8, :int(WIDTH * i / frames) + 1] = (200, 120, 0)  # not the blob
+        # A bar along the bottom, one column longer per frame: which frame a
+        # clip starts with is read off its first image (red stays low: no blob).
+        image[-8:, :int(WIDTH * i / frames) + 1] = (200, 120, 0)
         out.append((image, i / FPS))
     return out
 
@@ -79,9 +82,23 @@ def frame_times(path: Path) -> list[float]:
     return times
 
 
-def test_a_crossing_gets_a_clip_with_pre_roll_and_post(tmp_path: Path) -> None:
-    # One crossing at frame ~30 (3 s): pre 2 s, post 1.5 s.
-    run(tmp_path, ClipConfig(on=("line_cross",), pre_s=2.0, post_s=1.5),
+def first_frame_index(path: Path, frames: int) -> float:
+    """Source index of a clip's first frame, read from the bar that ``scene``
+    draws along the bottom (``WIDTH * i / frames`` + 1 columns from the left;
+    the first gap ends it, so a line drawn across it further right is no bar)."""
+    with av.open(str(path)) as container:
+        image = next(container.decode(video=0)).to_ndarray(format="bgr24")
+    bar = (image[-6:-2, :, 0] > 120).all(axis=0)
+    columns = int(np.argmin(bar)) if not bar.all() else len(bar)
+    return (columns - 1) * frames / WIDTH
+
+
+@pytest.mark.parametrize("pre", [2.0, 0.5])
+def test_a_crossing_gets_a_clip_with_pre_roll_and_post(tmp_path: Path,
+                                                       pre: float) -> None:
+    # One crossing at ~2.9 s, keyframes every second: pre 2 s starts at 0 s,
+    # pre 0.5 s at 2 s.
+    run(tmp_path, ClipConfig(on=("line_cross",), pre_s=pre, post_s=1.5),
         frames=55, period=110)
     [event] = [e for e in events(tmp_path) if e.event == "line_cross"]
     assert event.clip and event.snapshot
@@ -91,14 +108,15 @@ def test_a_crossing_gets_a_clip_with_pre_roll_and_post(tmp_path: Path) -> None:
     assert snapshot.exists() and snapshot.with_suffix(".mp4") == clip
     assert snapshot.read_bytes()[:2] == b"\xff\xd8"
     times = frame_times(clip)
-    # The clip's time starts at 0; its length tells where it began: the first
-    # frame is within pre + one keyframe interval before the event, and no later
-    # than pre before it (there was a keyframe there).
-    assert times[0] == pytest.approx(0.0)
-    frames = len(times)
-    first = event.timestamp + 1.5 - (frames - 1) / FPS  # if it ends at event+post
-    assert event.timestamp - 2.0 - GOP_S - 1e-6 <= first <= event.timestamp - 2.0
-    assert times[-1] >= 2.0 + 1.5 - 1e-6  # covers pre and post
+    assert times[0] == pytest.approx(0.0)  # the clip's own clock
+    # The first frame is within pre + one keyframe interval before the event,
+    # and not after pre before it (there was a keyframe there); one frame of
+    # slack for reading the bar off a compressed frame.
+    first = first_frame_index(clip, 55) / FPS
+    t = event.timestamp
+    assert t - pre - GOP_S - 0.1 <= first <= t - pre + 0.1
+    # It runs to post after the event.
+    assert first + times[-1] >= t + 1.5 - 0.1
     assert (tmp_path / "cam.mp4").exists()
 
 
@@ -141,7 +159,6 @@ def test_max_mb_deletes_the_oldest(tmp_path: Path) -> None:
         path = folder / f"old_{i}.mp4"
         path.write_bytes(b"\0" * size)
         t = time.time() - 100 + i
-        import os
         os.utime(path, (t, t))
     store = ClipStore.open(folder, max_mb=1.0)
     store.opened(folder / "old_0.mp4")  # an open clip is never deleted
