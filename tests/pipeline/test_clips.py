@@ -298,3 +298,21 @@ def test_bad_clip_flags_exit_2_in_one_line(argv: list[str], message: str,
     assert code == 2
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0]
+
+
+def test_the_python_api_takes_clips_and_callbacks_get_the_paths(
+        tmp_path: Path) -> None:
+    import streamdet
+
+    got: list[Event] = []
+    source = FrameSource(scene(50, 100), name="cam", fps=FPS, config=SourceConfig())
+    with streamdet.open_pipeline(
+            source, BlobDetector(), lines=[LINE], on_event=got.append,
+            clips=streamdet.ClipConfig(on=("line_cross",), pre_s=1.0, post_s=1.0),
+            outputs=OutputConfig(out_dir=tmp_path, video=False,
+                                 jsonl=False)) as pipe:
+        pipe.run()
+    [event] = [e for e in got if e.event == "line_cross"]
+    assert event.clip and Path(event.clip).exists()
+    assert event.snapshot and Path(event.snapshot).exists()
+    assert not (tmp_path / "cam.mp4").exists()
