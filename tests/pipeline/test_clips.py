@@ -23,6 +23,7 @@ from pipeline.clips import ClipConfig, ClipRecorder, ClipStore
 from pipeline.config import PipelineConfig
 from pipeline.sinks import EncoderConfig, OutputConfig
 from pipeline.sources import FrameSource, SourceConfig
+from pipeline.video_writer import nvenc_available
 from tests.pipeline.test_analytics_stage import BlobDetector
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,11 +55,11 @@ def scene(frames: int, period: int = 60) -> list[tuple[np.ndarray, float]]:
 
 
 def run(tmp_path: Path, clips: ClipConfig, frames: int = 120, period: int = 60,
-        video: bool = True) -> None:
+        video: bool = True, codec: str = "libx264") -> None:
     cfg = PipelineConfig(
         analytics=AnalyticsConfig.of([LINE]), clips=clips, progress=False,
         outputs=OutputConfig(out_dir=tmp_path, video=video, jsonl=True,
-                             encoder=EncoderConfig(codec="libx264", gop_s=GOP_S)))
+                             encoder=EncoderConfig(codec=codec, gop_s=GOP_S)))
     source = FrameSource(scene(frames, period), name="cam", fps=FPS,
                          config=SourceConfig())
     build_pipeline([source], BlobDetector(), cfg).run()
@@ -93,13 +94,19 @@ def first_frame_index(path: Path, frames: int) -> float:
     return (columns - 1) * frames / WIDTH
 
 
-@pytest.mark.parametrize("pre", [2.0, 0.5])
+NVENC_MARKS = [pytest.mark.gpu, pytest.mark.skipif(
+    not nvenc_available(), reason="no NVIDIA GPU encoder (h264_nvenc)")]
+
+
+@pytest.mark.parametrize("pre, codec", [(2.0, "libx264"), (0.5, "libx264"),
+                                        pytest.param(2.0, "h264_nvenc",
+                                                     marks=NVENC_MARKS)])
 def test_a_crossing_gets_a_clip_with_pre_roll_and_post(tmp_path: Path,
-                                                       pre: float) -> None:
+                                                       pre: float, codec: str) -> None:
     # One crossing at ~2.9 s, keyframes every second: pre 2 s starts at 0 s,
     # pre 0.5 s at 2 s.
     run(tmp_path, ClipConfig(on=("line_cross",), pre_s=pre, post_s=1.5),
-        frames=55, period=110)
+        frames=55, period=110, codec=codec)
     [event] = [e for e in events(tmp_path) if e.event == "line_cross"]
     assert event.clip and event.snapshot
     clip, snapshot = Path(event.clip), Path(event.snapshot)
@@ -206,6 +213,7 @@ from pipeline.clips import ClipConfig
 from pipeline.config import PipelineConfig
 from pipeline.sinks import EncoderConfig, OutputConfig
 from pipeline.sources import FrameSource, SourceConfig
+from pipeline.video_writer import nvenc_available
 from tests.pipeline.test_analytics_stage import BlobDetector
 from tests.pipeline.test_clips import scene
 
@@ -316,3 +324,16 @@ def test_the_python_api_takes_clips_and_callbacks_get_the_paths(
     assert event.clip and Path(event.clip).exists()
     assert event.snapshot and Path(event.snapshot).exists()
     assert not (tmp_path / "cam.mp4").exists()
+
+
+def test_clip_flags_become_the_typed_config() -> None:
+    import run_stream
+
+    args = run_stream.build_parser().parse_args(
+        ["--line", LINE, "--clip-on", "line_cross, loiter", "--clip-pre", "2",
+         "--clip-post", "3", "--clip-max-s", "30", "--clip-max-mb", "50"])
+    config, _ = run_stream.typed_configs(args)
+    assert config.clips == ClipConfig(on=("line_cross", "loiter"), pre_s=2.0,
+                                      post_s=3.0, max_s=30.0, max_mb=50.0)
+    args = run_stream.build_parser().parse_args(["--line", LINE])
+    assert not run_stream.typed_configs(args)[0].clips.enabled
