@@ -191,9 +191,7 @@ class LaneBuilder:
             sinks += [make(source) for make in self.extra_sinks]
             analyze = self.analyze(source.source_id, names)
             if analyze is not None and clips is not None:
-                # Planned before publishing, so each event carries its clip's paths.
-                publish = analyze.publish
-                analyze.publish = lambda event: publish(clips.plan(event))
+                analyze.publish = clips.planning(analyze.publish)
         except BaseException:
             for sink in sinks:
                 sink.close()

@@ -23,6 +23,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,15 @@ class ClipRecorder:
         snapshot = self.store.folder / f"{stem}.jpg"
         self._orders.put(_Order(event.frame, snapshot, opens, plan.start, plan.until))
         return event.with_paths(snapshot=str(snapshot), clip=str(plan.path))
+
+    def planning(self, publish: Callable[[Event], None]) -> Callable[[Event], None]:
+        """``publish`` preceded by ``plan``: what the analytics stage calls, so
+        every event it publishes carries its clip's paths."""
+
+        def plan_then_publish(event: Event) -> None:
+            publish(self.plan(event))
+
+        return plan_then_publish
 
     def _name(self, event: Event) -> str:
         """``SOURCE_TIME_EVENT`` from the event's wall time (UTC), made unique."""
