@@ -46,7 +46,8 @@ RECENT_NAMES = 64  # names remembered to keep two events of one instant apart
 class ClipConfig:
     """Which events get a clip and how long it is (``--clip-*``).
 
-    ``on``: event kinds (of :data:`CLIP_EVENTS`); empty: no clips. ``pre_s``:
+    ``on``: event kinds (of :data:`CLIP_EVENTS`; a string is split at commas);
+    empty: no clips. ``pre_s``:
     seconds before the event (the clip starts at the keyframe at or before
     that, so up to one keyframe interval more). ``post_s``: seconds after the
     last event of the clip. ``max_s``: longest clip (from ``pre_s`` before its
@@ -62,7 +63,8 @@ class ClipConfig:
     max_mb: float | None = None
 
     def __post_init__(self) -> None:
-        on = tuple(dict.fromkeys(self.on))
+        kinds = self.on.split(",") if isinstance(self.on, str) else self.on
+        on = tuple(dict.fromkeys(k.strip() for k in kinds if k.strip()))
         for kind in on:
             if kind not in CLIP_EVENTS:
                 raise ValueError(f"--clip-on {kind!r} is not a clip event; allowed: "

@@ -284,6 +284,11 @@ def test_bad_clip_config_is_refused(kwargs: dict, message: str) -> None:
         ClipConfig(**kwargs)
 
 
+def test_clip_events_given_as_text_are_split() -> None:
+    assert ClipConfig(on="loiter, line_cross,loiter").on == ("loiter", "line_cross")
+    assert not ClipConfig(on="").enabled
+
+
 def test_clips_need_lines_or_zones() -> None:
     with pytest.raises(ValueError, match="--clip-on loiter needs"):
         PipelineConfig(clips=ClipConfig(on=("loiter",)))
