@@ -220,10 +220,13 @@ from tests.pipeline.test_clips import scene
 
 class Slow(BlobDetector):
     def box(self, image):
-        time.sleep(0.02)
+        time.sleep(0.05)
         return super().box(image)
 
-frames = scene(60, 120) + [(scene(1)[0][0], 6.0 + i / 10) for i in range(3000)]
+# The crossing at ~3 s, then noise (large packets) for a minute: killed mid-clip.
+rng = np.random.default_rng(0)
+frames = scene(60, 120) + [(rng.integers(0, 60, (96, 160, 3), np.uint8),
+                            6.0 + i / 10) for i in range(1200)]
 cfg = PipelineConfig(analytics=AnalyticsConfig.of(["0.5,0,0.5,1:door"]),
                      clips=ClipConfig(on=("line_cross",), pre_s=1.0, post_s=600.0,
                                       max_s=900.0),
