@@ -253,6 +253,7 @@ def test_a_clip_decodes_after_sigkill(tmp_path: Path) -> None:
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             time.sleep(0.2)
         assert clips, "no clip started"
+        assert proc.poll() is None  # still writing: the kill comes mid-clip
     finally:
         proc.kill()
         proc.wait()
