@@ -24,7 +24,8 @@ Examples:
 `python run_stream.py ...` is the same command without installing the package.
 Outputs go to --out (default ./output): SOURCE.mp4 (annotated, H.264 in fragmented
 MP4: playable after a kill), SOURCE.jsonl (one record per frame) and, with --mot,
-SOURCE.mot.txt. --serve shows the live annotated streams and metrics in a browser;
+SOURCE.mot.txt; with --clip-on, clips/SOURCE_TIME_EVENT.mp4 and .jpg per event.
+--serve shows the live annotated streams and metrics in a browser;
 --rtsp-out pushes the annotated stream to an RTSP server. Ctrl-C stops cleanly and
 finalises every output; a second Ctrl-C forces exit.
 
