@@ -25,7 +25,8 @@ Examples:
 `python run_stream.py ...` is the same command without installing the package.
 Outputs go to --out (default ./output): SOURCE.mp4 (annotated, H.264 in fragmented
 MP4: playable after a kill), SOURCE.jsonl (one record per frame) and, with --mot,
-SOURCE.mot.txt. --serve shows the live annotated streams and metrics in a browser;
+SOURCE.mot.txt; with --clip-on, clips/SOURCE_TIME_EVENT.mp4 and .jpg per event.
+--serve shows the live annotated streams and metrics in a browser;
 --rtsp-out pushes the annotated stream to an RTSP server. Ctrl-C stops cleanly and
 finalises every output; a second Ctrl-C forces exit.
 
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from engines.build import DetectorOptions
     from pipeline.analytics.stage import AnalyticsConfig
     from pipeline.camconfig import CameraConfig, SourceEntry
+    from pipeline.clips import ClipConfig
     from pipeline.events import EventsConfig
     from pipeline.runner import PipelineConfig
 
@@ -205,6 +207,31 @@ def add_analytics_args(p: argparse.ArgumentParser) -> None:
     ana.add_argument("--mqtt", metavar="URL", default="",
                      help="also publish every event to mqtt[s]://[user:pass@]host"
                           "[:port]/topic (as TOPIC/EVENT_KIND)")
+    from pipeline.clips import CLIP_EVENTS
+
+    ana.add_argument("--clip-on", type=event_list, metavar="EVENT[,EVENT]",
+                     help="write OUT/clips/SOURCE_TIME_EVENT.mp4 (and .jpg, the "
+                          "event's frame) for these events, cut from the encoded "
+                          f"video with pre-roll ({', '.join(CLIP_EVENTS)})")
+    ana.add_argument("--clip-pre", type=float, metavar="S",
+                     help="seconds of video before the event (default 5; up to "
+                          "one keyframe interval more)")
+    ana.add_argument("--clip-post", type=float, metavar="S",
+                     help="seconds after the clip's last event (default 5)")
+    ana.add_argument("--clip-max-s", type=float, metavar="S",
+                     help="longest clip; events past it start a new one "
+                          "(default 60)")
+    ana.add_argument("--clip-max-mb", type=float, metavar="MB",
+                     help="size of OUT/clips past which the oldest clips are "
+                          "deleted (default: no limit)")
+
+
+def event_list(text: str) -> tuple[str, ...]:
+    """``--clip-on line_cross,loiter``: event kinds, comma-separated."""
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not items:
+        raise argparse.ArgumentTypeError("expected event kinds, e.g. line_cross")
+    return items
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -411,7 +438,48 @@ def pipeline_config(args: argparse.Namespace,
                               font_scale=args.font_scale),
         events=(events_config(args, analytics) if camera is None
                 else camera_events(args, camera)),
+        clips=clip_config(args) if camera is None else camera_clips(args, camera),
         progress=not args.no_progress)
+
+
+CLIP_OPTIONS = {"clip_pre": "pre_s", "clip_post": "post_s", "clip_max_s": "max_s",
+                "clip_max_mb": "max_mb"}
+
+
+def clip_config(args: argparse.Namespace) -> ClipConfig:
+    """``--clip-on`` and its options (commands without them get no clips); an
+    option without ``--clip-on`` is an error rather than quietly unused."""
+    from pipeline.clips import ClipConfig
+
+    if not hasattr(args, "clip_on"):
+        return ClipConfig()
+    given = {field: getattr(args, name) for name, field in CLIP_OPTIONS.items()
+             if getattr(args, name) is not None}
+    if given and not args.clip_on:
+        flag = "--" + next(n for n, f in CLIP_OPTIONS.items()
+                           if f in given).replace("_", "-")
+        raise InputError(f"{flag} needs --clip-on EVENT[,EVENT]")
+    clips = ClipConfig(on=args.clip_on or (), **given)
+    if clips.enabled and not (args.line or args.zone):
+        raise InputError(f"--clip-on {','.join(clips.on)} needs the events of "
+                         "--line or --zone")
+    return clips
+
+
+def camera_clips(args: argparse.Namespace, camera: CameraConfig) -> ClipConfig:
+    """The camera file's ``clips:``. One clip setting serves a whole run, so
+    the sources that set it must agree; the flags cannot add to the file."""
+    from pipeline.clips import ClipConfig
+
+    if getattr(args, "clip_on", None) or any(
+            getattr(args, name, None) is not None for name in CLIP_OPTIONS):
+        raise InputError(f"--clip-* options cannot be used with --config "
+                         f"{args.config}: set clips: there")
+    settings = {s.clips for s in camera.sources if s.clips is not None}
+    if len(settings) > 1:
+        raise InputError(f"{args.config}: sources set different clips: settings; "
+                         "a run records clips one way for every source")
+    return settings.pop() if settings else ClipConfig()
 
 
 def events_config(args: argparse.Namespace, analytics: AnalyticsConfig

@@ -18,6 +18,7 @@ from pipeline.analytics.stage import (
     EventLog,
 )
 from pipeline.camconfig import SourceEntry
+from pipeline.clips import ClipRecorder, ClipSink, ClipStore
 from pipeline.config import PipelineConfig
 from pipeline.lanes import Lane
 from pipeline.live_view import LiveView
@@ -46,7 +47,7 @@ from pipeline.sources import (
 from pipeline.stages import Capture, Draw, Track, Write
 from pipeline.tracking import make_tracker
 from pipeline.tracking.flow import FlowRefiner
-from pipeline.video_writer import AvVideoSink
+from pipeline.video_writer import AvVideoSink, AvVideoWriter
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +89,22 @@ def build_sources(specs: Sequence[str | Source | SourceEntry],
 
 def open_sinks(config: OutputConfig, source_id: str, fps: float, size: tuple[int, int],
                class_names: list[str], image_source: bool,
-               on_quit: Callable[[], None], rtsp_url: str = "") -> list[Sink]:
+               on_quit: Callable[[], None], rtsp_url: str = "",
+               clips: ClipRecorder | None = None) -> list[Sink]:
     """All sinks for one source, opened now; on failure the opened ones are closed.
 
     ``rtsp_url``: where this source's annotated stream is pushed ("" = nowhere).
+    ``clips``: cuts clips from the packets of the MP4's encoder, which then runs
+    even without ``config.video`` (writing no file).
     """
     sinks: list[Sink] = []
     try:
         out = config.out_dir
-        if config.video:
+        if clips is not None and not image_source:
+            target = output_path(out, source_id, ".mp4") if config.video else None
+            sinks.append(ClipSink(AvVideoWriter(target, fps, size, config.encoder),
+                                  clips))
+        elif config.video:
             if image_source:
                 sinks.append(ImageSink(output_path(out, source_id, "")))
             else:
@@ -150,6 +158,10 @@ class LaneBuilder:
         self.on_event = list(on_event)
         self.rtsp_per_source = rtsp_per_source
         self.source_analytics = dict(source_analytics or {})
+        clips = config.clips
+        self.clip_store = (ClipStore.open(output_path(config.outputs.out_dir,
+                                                      "clips", ""), clips.max_mb)
+                           if clips.enabled else None)
 
     def analytics_for(self, source_id: str) -> AnalyticsConfig:
         return self.source_analytics.get(source_id, self.config.analytics)
@@ -186,17 +198,23 @@ class LaneBuilder:
         fps = source.fps / config.sources.stride
         tracker = make_tracker(config.tracker, frame_rate=fps, **config.tracker_params)
         shapes = self.analytics_for(source.source_id).shapes()
+        # Clips show what the main video would, boxes and lines drawn.
         overlay = (Overlay(names, config.overlay, *shapes)
-                   if config.outputs.needs_overlay else None)
+                   if config.outputs.needs_overlay or config.clips.enabled else None)
         refiner = (FlowRefiner() if config.detect_every != 1 and config.flow_refine
                    else None)
+        clips = (ClipRecorder(config.clips, source.source_id, self.clip_store)
+                 if self.clip_store is not None
+                 and not isinstance(source, ImageFolderSource) else None)
         sinks = open_sinks(config.outputs, source.source_id, fps, source.size, names,
                            isinstance(source, ImageFolderSource), on_quit,
-                           self.rtsp_url(source.source_id))
+                           self.rtsp_url(source.source_id), clips)
         analyze = None
         try:
             sinks += [make(source) for make in self.extra_sinks]
             analyze = self.analyze(source.source_id, names)
+            if analyze is not None and clips is not None:
+                analyze.publish = clips.planning(analyze.publish)
         except BaseException:
             for sink in sinks:
                 sink.close()
@@ -246,6 +264,9 @@ def build_pipeline(sources: Sequence[str | Source | SourceEntry], detector: Dete
     if analyzed and config.tracker == "none":
         raise ValueError("tracker 'none' cannot be used with lines or zones: they "
                          "count tracked objects")
+    if config.clips.enabled and not analyzed:
+        raise ValueError(f"--clip-on {','.join(config.clips.on)} needs the events "
+                         "of --line or --zone")
     metrics = Metrics(runtime=runtime_info(detector), class_names=names)
     live_view = None
     factories = list(extra_sinks)

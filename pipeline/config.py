@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.analytics.stage import AnalyticsConfig, choose_tracker
+from pipeline.clips import ClipConfig
 from pipeline.events import EventsConfig
 from pipeline.overlay import OverlayConfig
 from pipeline.sinks import OutputConfig
@@ -22,7 +23,8 @@ class PipelineConfig:
     ``tracker_params``; None: none, or the recommended one when ``analytics``
     has lines or zones (resolved at construction, so it is a name afterwards).
     ``analytics``: lines and zones run on every source. ``events``: where their
-    events go besides ``OUT/SOURCE.events.jsonl`` (webhook, MQTT).
+    events go besides ``OUT/SOURCE.events.jsonl`` (webhook, MQTT). ``clips``:
+    which of those events get a clip with pre-roll in ``OUT/clips/``.
     ``drain_timeout_s``: after a stop request, how long queued frames may finish
     before the rest is abandoned. ``progress``: a progress bar for file sources.
     ``detect_every``: run the detector on every Nth processed frame of a source
@@ -45,6 +47,7 @@ class PipelineConfig:
     flow_refine: bool = True
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    clips: ClipConfig = field(default_factory=ClipConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tracker",

@@ -17,7 +17,10 @@ The price is a file about 1.5x that of ``veryfast``, at a luma PSNR as good (see
 
 from __future__ import annotations
 
+import io
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +45,36 @@ FRAGMENTED_MP4 = {
 TIME_BASE = Fraction(1, 90_000)  # the MPEG clock; MPEG-4 Part 2 allows < 2**16
 SINGLE_THREAD_PIXELS = 1920 * 1088  # x264 encodes up to 1080p on one thread
 MPEG4_TIME_BASE = Fraction(1, 1000)
+
+
+@dataclass(frozen=True)
+class EncodedPacket:
+    """One encoded packet, copied out before muxing (the muxer takes the
+    original's data). ``pts``/``dts`` count ``time_base`` units from the writer's
+    first frame; ``time``: the packet's presentation time in seconds on the
+    source's clock (``Frame.timestamp``)."""
+
+    data: bytes
+    pts: int
+    dts: int
+    keyframe: bool
+    time_base: Fraction
+    time: float
+
+
+# Receives each frame's encoded packets (e.g. the ring buffer clips are cut from).
+PacketTap = Callable[[list[EncodedPacket]], None]
+
+
+class _Discard(io.RawIOBase):
+    """A file that forgets what is written: the container of an encoder that
+    only feeds a packet tap (clips with ``--no-video``)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        return len(data)
 
 
 @lru_cache(maxsize=1)
@@ -106,26 +139,31 @@ def codec_options(codec: str, config: EncoderConfig) -> dict[str, str]:
 class AvVideoWriter:
     """Encodes BGR frames into a container (a file, or an RTSP server to push to).
 
-    ``target``: file path or URL. ``fps``: the source's rate (encoder hint and
-    keyframe spacing). ``size``: (width, height); odd sizes lose their last
-    row/column (4:2:0 needs even sizes). ``container_format``: FFmpeg muxer name
+    ``target``: file path or URL; None: encode for ``tap`` only, write no file
+    (muxed into fragmented MP4 that is thrown away, so the stream's parameters are
+    those of a file). ``tap``: called with each frame's packets before they are
+    muxed. ``fps``: the source's rate (encoder hint and keyframe spacing).
+    ``size``: (width, height); odd sizes lose their last row/column (4:2:0
+    needs even sizes). ``container_format``: FFmpeg muxer name
     (``None`` = from the suffix; fragmented MP4 options are added for ``.mp4``).
     """
 
     def __init__(
         self,
-        target: str | Path,
+        target: str | Path | None,
         fps: float,
         size: tuple[int, int],
         config: EncoderConfig | None = None,
         container_format: str | None = None,
         container_options: dict[str, str] | None = None,
+        tap: PacketTap | None = None,
     ) -> None:
         import av
 
         self.config = config or EncoderConfig()
-        self.target = str(target)
-        self.name = redact_url(self.target)
+        self.tap = tap
+        self.target = "" if target is None else str(target)
+        self.name = redact_url(self.target) if target is not None else "(no file)"
         if size[0] < 2 or size[1] < 2:
             raise SinkError(f"{self.name}: cannot write video of size {size}")
         if not fps or fps <= 0:
@@ -133,11 +171,14 @@ class AvVideoWriter:
         self.size = (size[0] - size[0] % 2, size[1] - size[1] % 2)
         self.codec = resolve_codec(self.config.codec)
         options = dict(container_options or {})
-        if container_format is None and str(target).lower().endswith(".mp4"):
+        if target is None:
+            container_format, options = "mp4", {**FRAGMENTED_MP4, **options}
+        elif container_format is None and str(target).lower().endswith(".mp4"):
             options = {**FRAGMENTED_MP4, **options}
         try:
             self.container = av.open(
-                str(target), "w", format=container_format, options=options
+                _Discard() if target is None else str(target), "w",
+                format=container_format, options=options
             )
         except (av.FFmpegError, OSError) as exc:
             raise SinkError(
@@ -224,12 +265,25 @@ class AvVideoWriter:
         )
         frame.pts, frame.time_base = pts, self.time_base
         try:
-            self.container.mux(self.stream.encode(frame))
+            self._mux(self.stream.encode(frame))
         except (av.FFmpegError, OSError) as exc:
             raise SinkError(
                 f"{self.name}: writing frame failed ({self._why(exc)})"
             ) from exc
         self.frames += 1
+
+    @property
+    def start_time(self) -> float | None:
+        """Source time of the first frame written (pts 0), None before it."""
+        return self._t0
+
+    def _mux(self, packets: list[Any]) -> None:
+        if self.tap is not None and packets:
+            t0 = self._t0 or 0.0
+            self.tap([EncodedPacket(bytes(p), p.pts, p.dts, p.is_keyframe,
+                                    p.time_base, t0 + float(p.pts * p.time_base))
+                      for p in packets])
+        self.container.mux(packets)
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
         w, h = self.size
@@ -250,7 +304,7 @@ class AvVideoWriter:
         if self.container is None:
             return
         try:
-            self.container.mux(self.stream.encode(None))
+            self._mux(self.stream.encode(None))
         except (av.FFmpegError, OSError) as exc:
             log.error("%s: flushing the encoder failed: %s", self.name, self._why(exc))
         finally:

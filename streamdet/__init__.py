@@ -19,6 +19,7 @@ from engines.base import Detector
 from engines.build import DetectorOptions, load_detector
 from pipeline.analytics import LineCounter, Zone
 from pipeline.analytics.stage import AnalyticsConfig
+from pipeline.clips import ClipConfig
 from pipeline.config import PipelineConfig
 from pipeline.events import EventsConfig
 from pipeline.metrics import Metrics
@@ -33,6 +34,7 @@ __all__ = [
     "SAMPLE_VIDEO",
     "TRACKERS",
     "AnalyticsConfig",
+    "ClipConfig",
     "Detections",
     "Detector",
     "DetectorOptions",

@@ -25,6 +25,7 @@ from engines.base import Detector
 from engines.build import load_detector
 from pipeline.analytics.stage import AnalyticsConfig, LineSpec, ZoneSpec
 from pipeline.build import build_pipeline, build_sources
+from pipeline.clips import ClipConfig
 from pipeline.config import PipelineConfig
 from pipeline.metrics import Metrics
 from pipeline.runner import Pipeline
@@ -218,6 +219,7 @@ def open_pipeline(
     on_result: ResultCallback | None = None,
     on_event: EventCallback | None = None,
     keep_alive: bool = False,
+    clips: ClipConfig | None = None,
     **detector_options: Any,
 ) -> Stream:
     """A pipeline over ``sources`` — paths, URLs, camera indices, image
@@ -233,6 +235,7 @@ def open_pipeline(
     loitering and class filters. ``on_event``: as ``Stream.on_event``.
     ``outputs``: files to write (default: none; results come to Python only;
     with JSON Lines on, events go to ``OUT/SOURCE.events.jsonl`` too).
+    ``clips``: which events get a clip in ``OUT/clips/`` (``ClipConfig``).
     ``config``: every other setting (``PipelineConfig``). ``keep_alive``: the
     run waits for sources added later and ends only at ``stop()``/``close()``.
     Nothing runs until ``stream()``, ``run()`` or ``start()``.
@@ -250,6 +253,8 @@ def open_pipeline(
         tracker = tracker or cfg.tracker
     cfg = replace(cfg, outputs=outputs or (cfg.outputs if config else OutputConfig(
         video=False, jsonl=False)), tracker=tracker, analytics=analytics)
+    if clips is not None:
+        cfg = replace(cfg, clips=clips)
     single = isinstance(sources, (str, int, Path, Source))
     specs = [_spec(s) for s in ([sources] if single else sources)]
     owns = not isinstance(model, Detector)

@@ -20,7 +20,6 @@ from pathlib import Path
 from pipeline.camconfig.reader import ConfigError, expand_env, hide, read_yaml
 from pipeline.camconfig.schema import (
     CameraConfig,
-    ClipsConfig,
     Defaults,
     SourceEntry,
     parse_config,
@@ -45,7 +44,6 @@ def load_camera_config(path: Path, environ: Mapping[str, str] | None = None
 
 __all__ = [
     "CameraConfig",
-    "ClipsConfig",
     "ConfigError",
     "Defaults",
     "SourceEntry",

@@ -31,6 +31,7 @@ from pipeline.camconfig.reader import (
     seq,
     text,
 )
+from pipeline.clips import CLIP_EVENTS, ClipConfig
 from pipeline.events import EventsConfig
 from pipeline.events.urls import check_url
 from pipeline.tracking import TRACKER_CHOICES
@@ -47,7 +48,6 @@ NAME_CHARS = 64
 # no '.', so one source's "a.events" can never write another's events file.
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _SHAPE_NAME = re.compile(r"^[\w.-]+$")
-CLIP_EVENTS = ("line_cross", "zone_enter", "zone_exit", "loiter")
 
 
 @dataclass(frozen=True)
@@ -70,18 +70,6 @@ class Defaults:
 
 
 @dataclass(frozen=True)
-class ClipsConfig:
-    """``clips:`` of a source: clips of ``pre_s`` seconds before to ``post_s``
-    after each event of the kinds ``on``, extended while events keep coming up
-    to ``max_s``."""
-
-    on: tuple[str, ...]
-    pre_s: float = 5.0
-    post_s: float = 5.0
-    max_s: float = 60.0
-
-
-@dataclass(frozen=True)
 class SourceEntry:
     """One ``sources:`` entry: its ``name`` (its output files' stem), ``url``
     (kept out of the repr: it may carry credentials), its lines and zones as
@@ -90,7 +78,7 @@ class SourceEntry:
     name: str
     url: str = field(repr=False)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
-    clips: ClipsConfig | None = None
+    clips: ClipConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -308,7 +296,7 @@ def _classes(data: object, path: str) -> tuple[int | str, ...]:
     return tuple(out)
 
 
-def parse_clips(data: object, path: str = "clips") -> ClipsConfig:
+def parse_clips(data: object, path: str = "clips") -> ClipConfig:
     d = mapping(data, path, ("on", "pre_s", "post_s", "max_s"), ("on",))
     on = seq(d["on"], key(path, "on"), len(CLIP_EVENTS))
     if not on:
@@ -322,7 +310,10 @@ def parse_clips(data: object, path: str = "clips") -> ClipsConfig:
             out[name] = float(number(d[name], key(path, name)))
     if "max_s" in d:
         out["max_s"] = float(number(d["max_s"], key(path, "max_s"), strict=True))
-    clips = ClipsConfig(on=tuple(dict.fromkeys(kinds)), **out)
+    try:
+        clips = ClipConfig(on=tuple(dict.fromkeys(kinds)), **out)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if clips.max_s < clips.pre_s + clips.post_s:
         raise ConfigError(f"{key(path, 'max_s')}: {clips.max_s:g} is shorter than "
                           f"pre_s + post_s ({clips.pre_s + clips.post_s:g})")

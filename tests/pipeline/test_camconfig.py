@@ -13,7 +13,6 @@ from pipeline.analytics.geometry import ShapeSpec, parse_points
 from pipeline.analytics.stage import AnalyticsConfig
 from pipeline.build import build_pipeline
 from pipeline.camconfig import (
-    ClipsConfig,
     ConfigError,
     Defaults,
     SourceEntry,
@@ -21,6 +20,7 @@ from pipeline.camconfig import (
     parse_source_entry,
 )
 from pipeline.camconfig.reader import MAX_FILE_BYTES
+from pipeline.clips import ClipConfig
 from pipeline.config import PipelineConfig
 from pipeline.sinks import OutputConfig
 from pipeline.sources import FrameSource, SourceConfig
@@ -83,7 +83,7 @@ def test_a_full_file_becomes_typed_sections(tmp_path) -> None:
     door, yard = config.sources
     assert (door.name, door.url) == ("door", "rtsp://admin:pw-Secret-1@camera-1/stream")
     assert yard.url == "/videos/yard.mp4"
-    assert door.clips == ClipsConfig(on=("line_cross", "loiter"), pre_s=5.0,
+    assert door.clips == ClipConfig(on=("line_cross", "loiter"), pre_s=5.0,
                                      post_s=5.0, max_s=60.0)
     assert yard.clips is None
     # the source's analytics: the defaults, overridden by the source, then by
