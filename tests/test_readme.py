@@ -58,9 +58,12 @@ def files(tmp_path_factory) -> dict[str, str]:
     videos.mkdir()
     write_video(videos / "one.mp4", frames=3, size=(256, 192))
     (root / "cams.txt").write_text(f"{clip}\n{clip}\n")
+    (root / "cams.yaml").write_text(
+        f"sources:\n  - name: door\n    url: {clip}\n"
+        "    lines: [{name: entrance, points: [[0.5, 0.1], [0.5, 0.9]]}]\n")
     return {"video.mp4": str(clip), "a.mp4": str(clip), "b.mp4": str(clip),
             "frames/": str(frames), "videos/": str(videos),
-            "cams.txt": str(root / "cams.txt"),
+            "cams.txt": str(root / "cams.txt"), "cams.yaml": str(root / "cams.yaml"),
             "model.onnx": str(ROOT / "models" / "yolo_demo.onnx"),
             "metrics.json": str(root / "metrics.json")}
 
