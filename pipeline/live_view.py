@@ -24,6 +24,7 @@ import time
 from collections import deque
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -34,6 +35,8 @@ from pipeline.metrics import Metrics, prometheus_analytics
 from pipeline.sinks import Sink, SinkError
 
 log = logging.getLogger(__name__)
+
+PAGE = Path(__file__).with_name("live_page.html")  # the page's HTML, CSS and JS
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -340,58 +343,4 @@ def page(source_ids: list[str]) -> str:
         f"<figcaption>{html.escape(sid)}</figcaption></figure>"
         for sid in source_ids
     )
-    return _PAGE.replace("{tiles}", tiles)
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>streamdet live</title>
-<style>
-body{font:14px system-ui,sans-serif;margin:1em;background:#111;color:#eee}
-figure{display:inline-block;margin:0 1em 1em 0}img{max-width:640px;display:block}
-table{border-collapse:collapse;margin:.5em 0}td,th{padding:2px 10px;text-align:right}
-th{background:#222}h2{font-size:15px;margin:1em 0 .2em}
-</style></head>
-<body data-updates="0" data-fps-seen="">
-<h1>streamdet <small>FPS <span id="fps">-</span></small></h1>
-{tiles}
-<h2>sources</h2><table id="sources"></table>
-<h2>stages (ms per frame)</h2><table id="stages"></table>
-<h2>queues (depth mean / max)</h2><table id="queues"></table>
-<p id="updated">waiting for metrics</p>
-<script>
-function rows(id, head, body) {
-  const t = document.getElementById(id);
-  t.innerHTML = "<tr>" + head.map(h => "<th>" + h + "</th>").join("") + "</tr>" +
-    body.map(r => "<tr>" + r.map(c => "<td>" + c + "</td>").join("") + "</tr>")
-      .join("");
-}
-async function refresh() {
-  try {
-    const s = await (await fetch("/stats.json", {cache: "no-store"})).json();
-    const fps = s.live_fps_total.toFixed(1);
-    document.getElementById("fps").textContent = fps;
-    rows("sources", ["source", "FPS", "read", "written", "dropped", "lost",
-                     "reconnects", "status"],
-      Object.entries(s.sources).map(([k, c]) => [k, (s.live_fps[k] || 0).toFixed(1),
-        c.read, c.written, c.dropped, c.lost, c.reconnects, c.status]));
-    rows("stages", ["stage", "mean", "p50", "p95"],
-      Object.entries(s.stages_ms).concat([["end-to-end", s.end_to_end_ms]])
-        .map(([k, v]) => [k, v.mean.toFixed(2), v.p50.toFixed(2), v.p95.toFixed(2)]));
-    rows("queues", ["queue", "mean", "max"],
-      Object.entries(s.queue_depth).map(([k, v]) => [k, v.mean.toFixed(1), v.max]));
-    const b = document.body;
-    b.dataset.updates = Number(b.dataset.updates) + 1;
-    const seen = b.dataset.fpsSeen ? b.dataset.fpsSeen.split("|") : [];
-    if (seen[seen.length - 1] !== fps) b.dataset.fpsSeen = seen.concat([fps])
-      .slice(-10).join("|");
-    document.getElementById("updated").textContent =
-      "updated " + new Date().toLocaleTimeString() + " (" + s.frames_written +
-      " frames written)";
-  } catch (e) {
-    document.getElementById("updated").textContent = "metrics unavailable: " + e;
-  }
-}
-refresh();
-setInterval(refresh, 1000);
-</script></body></html>
-"""
+    return PAGE.read_text(encoding="utf-8").replace("{tiles}", tiles)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.analytics.stage import AnalyticsConfig
 from pipeline.build import build_pipeline
 from pipeline.config import PipelineConfig
 from pipeline.live_view import LiveView, parse_address
@@ -35,13 +36,15 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[Pipeline]:
-    """Two looping clips paced as cameras, served on a free port of 127.0.0.1."""
+    """Two looping clips paced as cameras, served on a free port of 127.0.0.1,
+    with a zone over the whole frame (the stub's box is always in it)."""
     clips = [str(write_video(tmp_path / f"cam{i}.mp4", frames=40, fps=20.0))
              for i in range(2)]
     cfg = PipelineConfig(
         sources=SourceConfig(realtime=True, loop=True, max_frames=2000),
         outputs=OutputConfig(out_dir=tmp_path / "out", video=False,
                              serve="127.0.0.1:0"),
+        analytics=AnalyticsConfig.of([], ["0,0,1,0,1,1,0,1:all"]),
         progress=False)
     pipeline = build_pipeline(clips, StubDetector(), cfg)
     thread = threading.Thread(target=pipeline.run, daemon=True)
@@ -219,6 +222,8 @@ def test_page_in_headless_chromium(running: Pipeline, tmp_path: Path) -> None:
                          "i.complete ? 0 : 1, i.naturalWidth])")
             table = browser.evaluate(
                 session, "document.getElementById('sources').innerText")
+            scene = browser.evaluate(
+                session, "document.getElementById('scene').innerText")
             shot = browser.call("Page.captureScreenshot", {"format": "png"}, session)
         finally:
             browser.close()
@@ -228,6 +233,7 @@ def test_page_in_headless_chromium(running: Pipeline, tmp_path: Path) -> None:
     assert [src for src, _, _ in images] == ["/stream/cam0.mjpg", "/stream/cam1.mjpg"]
     assert all(width == 160 for _, _, width in images)  # the MJPEG frames render
     assert "cam0" in table and "cam1" in table
+    assert "zone all" in scene and "thing 1 inside" in scene, scene
     path = tmp_path / "live_view.png"
     path.write_bytes(base64.b64decode(shot["data"]))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
