@@ -69,7 +69,6 @@ class Stream:
         self._streaming = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._metrics: Metrics | None = None
         self.detector, self._owns_detector = detector, owns_detector
         self.pipeline = pipeline_for([lambda source: _CallbackSink(self._deliver)],
                                      [self._deliver_event])
@@ -122,7 +121,7 @@ class Stream:
 
     def _run(self) -> None:
         try:
-            self._metrics = self.pipeline.run()
+            self.pipeline.run()
         except BaseException as exc:
             self._error = exc
 
