@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from pipeline.clips import ClipConfig
     from pipeline.events import EventsConfig
     from pipeline.runner import PipelineConfig
+    from pipeline.sinks import RecordConfig
 
 ROOT = Path(__file__).resolve().parent
 SAMPLE = ROOT / "samples" / "vtest.mp4"
@@ -258,6 +259,15 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
     out.add_argument("--preset", default="ultrafast",
                      help="x264 preset (default ultrafast: least CPU; "
                           "superfast/veryfast write smaller files for more CPU)")
+    out.add_argument("--segment-s", type=float, metavar="S",
+                     help="write the MP4 and JSON Lines as OUT/SOURCE/SOURCE_"
+                          "YYYYmmddTHHMMSSZ.mp4/.jsonl segments of S seconds "
+                          "(default: one file each per source)")
+    out.add_argument("--keep-days", type=float, metavar="DAYS",
+                     help="with --segment-s: delete segments older than DAYS")
+    out.add_argument("--keep-gb", type=float, metavar="GB",
+                     help="with --segment-s: delete the oldest segments while a "
+                          "source's total more than GB")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--log-level", default="INFO",
                      choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -433,13 +443,27 @@ def pipeline_config(args: argparse.Namespace,
                              encoder=EncoderConfig(codec=args.codec,
                                                    preset=args.preset),
                              rtsp_out=getattr(args, "rtsp_out", ""),
-                             serve=getattr(args, "serve", "")),
+                             serve=getattr(args, "serve", ""),
+                             record=record_config(args)),
         overlay=OverlayConfig(hud=args.hud, line_width=args.line_width,
                               font_scale=args.font_scale),
         events=(events_config(args, analytics) if camera is None
                 else camera_events(args, camera)),
         clips=clip_config(args) if camera is None else camera_clips(args, camera),
         progress=not args.no_progress)
+
+
+def record_config(args: argparse.Namespace) -> RecordConfig | None:
+    """``--segment-s`` and its retention (None: no rotation); a camera file's
+    ``record:`` applies to its source instead."""
+    from pipeline.sinks import RecordConfig
+
+    if args.segment_s is None:
+        for flag in ("keep_days", "keep_gb"):
+            if getattr(args, flag) is not None:
+                raise InputError(f"--{flag.replace('_', '-')} needs --segment-s")
+        return None
+    return RecordConfig(args.segment_s, args.keep_days, args.keep_gb)
 
 
 CLIP_OPTIONS = {"clip_pre": "pre_s", "clip_post": "post_s", "clip_max_s": "max_s",

@@ -25,6 +25,7 @@ from pipeline.live_view import LiveView
 from pipeline.metrics import Metrics
 from pipeline.overlay import Overlay
 from pipeline.policy import DetectEvery, DetectPolicy, EveryFrame
+from pipeline.recording import SegmentSink
 from pipeline.runner import Pipeline
 from pipeline.scheduler import Preprocess
 from pipeline.sinks import (
@@ -32,6 +33,7 @@ from pipeline.sinks import (
     JsonlSink,
     MotSink,
     OutputConfig,
+    RecordConfig,
     Sink,
     TxtSink,
     WindowSink,
@@ -90,21 +92,29 @@ def build_sources(specs: Sequence[str | Source | SourceEntry],
 def open_sinks(config: OutputConfig, source_id: str, fps: float, size: tuple[int, int],
                class_names: list[str], image_source: bool,
                on_quit: Callable[[], None], rtsp_url: str = "",
-               clips: ClipRecorder | None = None) -> list[Sink]:
+               clips: ClipRecorder | None = None,
+               record: RecordConfig | None = None) -> list[Sink]:
     """All sinks for one source, opened now; on failure the opened ones are closed.
 
     ``rtsp_url``: where this source's annotated stream is pushed ("" = nowhere).
     ``clips``: cuts clips from the packets of the MP4's encoder, which then runs
-    even without ``config.video`` (writing no file).
+    even without ``config.video`` (writing no file). ``record``: this source's
+    rotation, instead of ``config.record``.
     """
     sinks: list[Sink] = []
     try:
         out = config.out_dir
+        record = None if image_source else record or config.record
+        if record is not None and (config.video or config.jsonl):
+            sinks.append(SegmentSink(output_path(out, source_id, ""), source_id,
+                                     record, fps, size, config.encoder, config.video,
+                                     class_names if config.jsonl else None))
         if clips is not None and not image_source:
-            target = output_path(out, source_id, ".mp4") if config.video else None
+            target = (output_path(out, source_id, ".mp4")
+                      if config.video and record is None else None)
             sinks.append(ClipSink(AvVideoWriter(target, fps, size, config.encoder),
                                   clips))
-        elif config.video:
+        elif config.video and record is None:
             if image_source:
                 sinks.append(ImageSink(output_path(out, source_id, "")))
             else:
@@ -112,7 +122,7 @@ def open_sinks(config: OutputConfig, source_id: str, fps: float, size: tuple[int
                                          size, config.encoder))
         if rtsp_url and not image_source:
             sinks.append(AvVideoSink(rtsp_url, fps, size, config.encoder))
-        if config.jsonl:
+        if config.jsonl and record is None:
             sinks.append(JsonlSink(output_path(out, source_id, ".jsonl"), class_names))
         if config.mot:
             sinks.append(MotSink(output_path(out, source_id, ".mot.txt")))
@@ -151,13 +161,15 @@ class LaneBuilder:
                  extra_sinks: Sequence[SinkFactory] = (),
                  rtsp_per_source: bool = False,
                  on_event: Sequence[EventCallback] = (),
-                 source_analytics: Mapping[str, AnalyticsConfig] | None = None
+                 source_analytics: Mapping[str, AnalyticsConfig] | None = None,
+                 source_record: Mapping[str, RecordConfig] | None = None
                  ) -> None:
         self.detector, self.config, self.metrics = detector, config, metrics
         self.extra_sinks = list(extra_sinks)
         self.on_event = list(on_event)
         self.rtsp_per_source = rtsp_per_source
         self.source_analytics = dict(source_analytics or {})
+        self.source_record = dict(source_record or {})
         clips = config.clips
         self.clip_store = (ClipStore.open(output_path(config.outputs.out_dir,
                                                       "clips", ""), clips.max_mb)
@@ -208,7 +220,8 @@ class LaneBuilder:
                  and not isinstance(source, ImageFolderSource) else None)
         sinks = open_sinks(config.outputs, source.source_id, fps, source.size, names,
                            isinstance(source, ImageFolderSource), on_quit,
-                           self.rtsp_url(source.source_id), clips)
+                           self.rtsp_url(source.source_id), clips,
+                           self.source_record.get(source.source_id))
         analyze = None
         try:
             sinks += [make(source) for make in self.extra_sinks]
@@ -279,7 +292,9 @@ def build_pipeline(sources: Sequence[str | Source | SourceEntry], detector: Dete
             detector, config, metrics, factories,
             rtsp_per_source=len(built) > 1 or keep_alive,
             on_event=[*on_event, *([fanout.publish] if fanout else [])],
-            source_analytics=per_source)
+            source_analytics=per_source,
+            source_record={s.name: s.record for s in sources
+                           if isinstance(s, SourceEntry) and s.record is not None})
         return Pipeline(detector, built, lanes, metrics, config, live_view=live_view,
                         keep_alive=keep_alive, events=fanout)
     except BaseException:

@@ -29,6 +29,7 @@ class SinkError(InputError):
 
 
 AUTO = "auto"
+MIN_SEGMENT_S = 1.0  # segment names resolve seconds: shorter ones could share one
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,32 @@ class EncoderConfig:
 
 
 @dataclass(frozen=True)
+class RecordConfig:
+    """How the main recording rotates (``pipeline.recording``). ``segment_s``:
+    seconds of source time per segment (cut at the next frame once a segment has
+    lasted that long; at least 1 s, as names resolve seconds).
+    ``keep_days``: delete segments that closed more than this many days ago;
+    ``keep_gb``: delete the oldest while a source's segments (video and JSON
+    Lines) total more than this many gigabytes (10**9 bytes). At most one of the
+    two; neither keeps everything."""
+
+    segment_s: float
+    keep_days: float | None = None
+    keep_gb: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.segment_s >= MIN_SEGMENT_S:
+            raise ValueError(f"segment_s must be >= {MIN_SEGMENT_S:g} s, "
+                             f"got {self.segment_s:g}")
+        if self.keep_days is not None and self.keep_gb is not None:
+            raise ValueError("give keep_days or keep_gb, not both")
+        for name in ("keep_days", "keep_gb"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value:g}")
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Which outputs to write, into ``out_dir`` (one set of files per source).
 
@@ -71,7 +98,8 @@ class OutputConfig:
     annotated stream to this RTSP URL (several sources: one path per source id).
     ``serve``: ``HOST:PORT`` of the live view (``pipeline.live_view``).
     ``txt``: YOLO-format labels per frame in Ultralytics' layout (``labels/``),
-    with the score appended when ``txt_conf``.
+    with the score appended when ``txt_conf``. ``record``: the MP4 and JSON Lines
+    rotate in segments under ``out_dir/SOURCE/``; None: one file each per source.
     """
 
     out_dir: Path = Path("output")
@@ -84,6 +112,7 @@ class OutputConfig:
     serve: str = ""
     txt: bool = False
     txt_conf: bool = False
+    record: RecordConfig | None = None
 
     @property
     def needs_overlay(self) -> bool:

@@ -34,6 +34,7 @@ from pipeline.camconfig.reader import (
 from pipeline.clips import CLIP_EVENTS, ClipConfig
 from pipeline.events import EventsConfig
 from pipeline.events.urls import check_url
+from pipeline.sinks import RecordConfig
 from pipeline.tracking import TRACKER_CHOICES
 
 MAX_SOURCES = 256
@@ -73,12 +74,14 @@ class Defaults:
 class SourceEntry:
     """One ``sources:`` entry: its ``name`` (its output files' stem), ``url``
     (kept out of the repr: it may carry credentials), its lines and zones as
-    an ``AnalyticsConfig`` (the defaults applied), and its ``clips``."""
+    an ``AnalyticsConfig`` (the defaults applied), its ``clips`` and ``record``
+    (how its main recording rotates; None: as the command line says)."""
 
     name: str
     url: str = field(repr=False)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     clips: ClipConfig | None = None
+    record: RecordConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -235,10 +238,10 @@ def parse_source_entry(data: object, defaults: Defaults | None = None,
                 raise ConfigError(f"{key(key(path, what), i)}.name: {n!r} is given "
                                   "twice in this source")
     clips = parse_clips(d["clips"], key(path, "clips")) if "clips" in d else None
-    if "record" in d:
-        check_record(d["record"], key(path, "record"))
+    record = parse_record(d["record"], key(path, "record")) if "record" in d else None
     analytics = AnalyticsConfig.of(lines, zones, **options)
-    return SourceEntry(name=name, url=url, analytics=analytics, clips=clips)
+    return SourceEntry(name=name, url=url, analytics=analytics, clips=clips,
+                       record=record)
 
 
 def _shape(data: object, path: str, *, line: bool) -> ShapeSpec:
@@ -320,15 +323,14 @@ def parse_clips(data: object, path: str = "clips") -> ClipConfig:
     return clips
 
 
-def check_record(data: object, path: str = "record") -> None:
-    """``record:`` is part of the schema but not built yet: a valid section is
-    refused as unsupported rather than silently not recorded."""
+def parse_record(data: object, path: str = "record") -> RecordConfig:
+    """``record: {segment_s, keep_days | keep_gb}`` as a ``RecordConfig``."""
     d = mapping(data, path, ("segment_s", "keep_days", "keep_gb"), ("segment_s",))
-    number(d["segment_s"], key(path, "segment_s"), strict=True)
     if "keep_days" in d and "keep_gb" in d:
         raise ConfigError(f"{path}: give keep_days or keep_gb, not both")
-    for name in ("keep_days", "keep_gb"):
-        if name in d:
-            number(d[name], key(path, name), strict=True)
-    raise ConfigError(f"{path}: continuous recording is not supported yet; remove "
-                      "the section (clips: records around events)")
+    values = {name: float(number(d[name], key(path, name), strict=True))
+              for name in ("segment_s", "keep_days", "keep_gb") if name in d}
+    try:
+        return RecordConfig(**values)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

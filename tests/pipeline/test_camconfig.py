@@ -210,8 +210,10 @@ BAD = [
      "sources[0].clips.max_s: 12 is shorter than pre_s + post_s (15)"),
     ("sources: [{name: a, url: a, clips: {on: [loiter], pre_s: -1}}]\n",
      "sources[0].clips.pre_s: -1 must be a number >= 0"),
-    ("sources: [{name: a, url: a, record: {segment_s: 3600, keep_days: 7}}]\n",
-     "sources[0].record: continuous recording is not supported yet"),
+    ("sources: [{name: a, url: a, record: {segment_s: 0.5, keep_days: 7}}]\n",
+     "sources[0].record: segment_s must be >= 1 s, got 0.5"),
+    ("sources: [{name: a, url: a, record: {segment_s: 60, keep_gb: -1}}]\n",
+     "sources[0].record.keep_gb: "),
     ("sources: [{name: a, url: a, record: {segment_s: 60, keep_days: 7, "
      "keep_gb: 5}}]\n", "sources[0].record: give keep_days or keep_gb, not both"),
     ("sources: [{name: a, url: a, record: {keep_days: 7}}]\n",
