@@ -79,7 +79,8 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--timeout", type=float, default=5.0, metavar="S",
                      help="open/read timeout for network streams (default 5)")
     src.add_argument("--reconnect", type=int, default=5, metavar="N",
-                     help="reconnect attempts after a stream stalls (default 5)")
+                     help="reconnect attempts after a stream stalls (default 5; "
+                          "serve retries for as long as it runs)")
     src.add_argument("--rtsp-transport", choices=["tcp", "udp"], default="tcp",
                      help="RTSP transport (default tcp: survives NATs, firewalls "
                           "and lossy links; udp: lower latency on a clean LAN)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import queue
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 
 from core.events import Event
 from engines.base import Detector
@@ -20,6 +21,7 @@ from pipeline.analytics.stage import (
 from pipeline.camconfig import SourceEntry
 from pipeline.clips import ClipRecorder, ClipSink, ClipStore
 from pipeline.config import PipelineConfig
+from pipeline.health import HealthLog, health_reporter
 from pipeline.lanes import Lane
 from pipeline.live_view import LiveView
 from pipeline.metrics import Metrics
@@ -40,6 +42,7 @@ from pipeline.sinks import (
     output_path,
 )
 from pipeline.sources import (
+    HealthCallback,
     ImageFolderSource,
     Source,
     SourceConfig,
@@ -199,6 +202,18 @@ class LaneBuilder:
         return Analyze(source_id, lines, zones, events.publish, self.metrics,
                        close=events.close)
 
+    def health(self, source_id: str, analyze: Analyze | None,
+               sinks: list[Sink]) -> HealthCallback:
+        """``source_down``/``source_up`` to where the source's line and zone
+        events go; without lines and zones, to a ``HealthLog`` among ``sinks``."""
+        if analyze is not None:
+            return health_reporter(source_id, analyze.publish)
+        outputs = self.config.outputs
+        log_ = HealthLog(output_path(outputs.out_dir, source_id, ".events.jsonl")
+                         if outputs.jsonl else None, self.on_event)
+        sinks.append(log_)
+        return health_reporter(source_id, log_.publish)
+
     def __call__(self, source: Source, on_quit: Callable[[], None],
                  on_written: Callable[[], None] | None = None) -> Lane:
         config, metrics = self.config, self.metrics
@@ -226,6 +241,7 @@ class LaneBuilder:
         try:
             sinks += [make(source) for make in self.extra_sinks]
             analyze = self.analyze(source.source_id, names)
+            source.on_health = self.health(source.source_id, analyze, sinks)
             if analyze is not None and clips is not None:
                 analyze.publish = clips.planning(analyze.publish)
         except BaseException:
@@ -258,6 +274,9 @@ def build_pipeline(sources: Sequence[str | Source | SourceEntry], detector: Dete
     (analytics thread). Each source runs ``config.analytics`` unless it has
     its own: a ``SourceEntry``'s, or ``source_analytics[its name]``."""
     config = config or PipelineConfig()
+    if keep_alive:  # a server's cameras are retried until they come back
+        config = replace(config, sources=replace(config.sources,
+                                                 reconnect_forever=True))
     built = build_sources(sources, config.sources)
     if not built and not keep_alive:
         raise ValueError("no sources given")

@@ -18,11 +18,13 @@ from core.formats import IMAGE_SUFFIXES
 from core.types import Frame
 from pipeline.sources.base import (
     DEFAULT_FPS,
+    HEALTH_STATES,
     LOST_GAP_FRAMES,
     MAX_PIXELS,
     MAX_TIMESTAMP_GAP_S,
     RTSP_TRANSPORTS,
     URL_SCHEMES,
+    HealthCallback,
     Source,
     SourceConfig,
     SourceError,
@@ -102,12 +104,14 @@ def media_info(spec: str | Path) -> tuple[int, float, tuple[int, int]]:
 
 __all__ = [
     "DEFAULT_FPS",
+    "HEALTH_STATES",
     "LOST_GAP_FRAMES",
     "MAX_PIXELS",
     "MAX_TIMESTAMP_GAP_S",
     "RTSP_TRANSPORTS",
     "URL_SCHEMES",
     "FrameSource",
+    "HealthCallback",
     "ImageFolderSource",
     "Source",
     "SourceConfig",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -31,6 +31,9 @@ URL_SCHEMES = (
     "srt://",
 )
 DEFAULT_FPS = 25.0
+HEALTH_STATES = ("source_down", "source_up")
+# (state, frame index): a live source went down or came back
+HealthCallback = Callable[[str, int], None]
 RTSP_TRANSPORTS = ("tcp", "udp")
 # A gap in the stream's own timestamps longer than this many frame intervals
 # counts the frames in between as lost (jitter below it is not a loss).
@@ -59,7 +62,9 @@ class SourceConfig:
     firewalls, what IP cameras serve reliably) or ``udp`` (lower latency on a
     clean LAN). ``decode``: ``auto`` (NVDEC where an NVIDIA GPU is, else OpenCV's
     FFmpeg), ``cpu`` (OpenCV), ``pyav`` (FFmpeg's libraries on the CPU) or
-    ``nvdec``; webcams always use OpenCV.
+    ``nvdec``; webcams always use OpenCV. ``reconnect_forever``: a live source
+    that goes down is retried with backoff until it comes back or the run
+    stops, whatever ``reconnect_attempts`` says (a server's cameras).
     """
 
     timeout_s: float = 5.0
@@ -74,6 +79,7 @@ class SourceConfig:
     max_pixels: int = MAX_PIXELS
     rtsp_transport: str = "tcp"
     decode: str = "auto"
+    reconnect_forever: bool = False
 
     def __post_init__(self) -> None:
         if self.decode not in DECODERS:
@@ -184,7 +190,20 @@ class Source:
         self.fps = DEFAULT_FPS
         self.size: tuple[int, int] = (0, 0)  # (width, height) of the first frame
         self.frame_count = 0  # frames in the file when known, else 0
+        # Told "source_down" when a live source's frames stop and "source_up"
+        # when they come back, with the frame index; set by the lane's builder.
+        self.on_health: HealthCallback | None = None
         self._closed = threading.Event()
+
+    def _health(self, state: str, index: int) -> None:
+        """Report a state change; a failing receiver is logged, never stops
+        the capture (the camera matters more than its notification)."""
+        if self.on_health is None:
+            return
+        try:
+            self.on_health(state, index)
+        except Exception:
+            log.exception("%s: reporting %s failed", self.display_name, state)
 
     def open(self) -> None:
         """Open and read enough to know size and FPS; raise SourceError if unusable."""

@@ -4,6 +4,7 @@ reconnects with backoff, frames lost counted from the stream's timestamps."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -275,18 +276,22 @@ class VideoSource(Source):
         return True
 
     def _reconnect(self) -> bool:
-        """Reopen a stalled stream or a failed device with exponential backoff."""
+        """Reopen a stalled stream or a failed device with exponential backoff
+        (``reconnect_attempts`` times, or until it works or the run stops)."""
         delay = self.config.backoff_s
         self._last_pos_ms = None  # a new session starts its own clock
-        for attempt in range(1, self.config.reconnect_attempts + 1):
+        forever = self.config.reconnect_forever
+        attempts = itertools.count(1) if forever else range(
+            1, self.config.reconnect_attempts + 1)
+        for attempt in attempts:
             if self._closed.wait(delay):
                 return False
             log.warning(
-                "%s: %s; reconnect attempt %d/%d",
+                "%s: %s; reconnect attempt %d/%s",
                 self.display_name,
                 "read failed" if self.is_webcam else "stream stalled",
                 attempt,
-                self.config.reconnect_attempts,
+                "forever" if forever else self.config.reconnect_attempts,
             )
             if self.cap is not None:
                 self.cap.release()
@@ -314,6 +319,7 @@ class VideoSource(Source):
                     return
                 # A live stream or device: a failed read is an outage, not an end.
                 stalled_at = read_started
+                self._health("source_down", index)
                 if not self._reconnect():
                     if self._closed.is_set():
                         return
@@ -328,6 +334,7 @@ class VideoSource(Source):
                 lost = int((time.monotonic() - stalled_at) * self.fps)
                 self.stats.lost += lost
                 index += lost
+                self._health("source_up", index)
                 continue
             self._check_size(image)
             self.stats.read += 1
