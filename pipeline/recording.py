@@ -17,6 +17,7 @@ clock, and a file's segments are spaced by their media time).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -40,8 +41,9 @@ def segment_stem(source_id: str, start: float) -> str:
 def segments(folder: Path, source_id: str) -> list[Path]:
     """The source's video segments in ``folder``, oldest first (names sort by
     start time)."""
+    name = re.compile(re.escape(source_id) + r"_\d{8}T\d{6}Z(_\d+)?")
     return sorted(p for p in folder.glob(f"{source_id}_*{VIDEO}")
-                  if p.stem[len(source_id) + 1:][:1].isdigit())
+                  if name.fullmatch(p.stem))
 
 
 def _size(path: Path) -> int:

@@ -92,12 +92,14 @@ def test_keep_days_deletes_only_segments_older_than_that(tmp_path: Path) -> None
     for stem, age in zip(names, (3 * 86400, 86400, 60), strict=True):
         os.utime(tmp_path / f"{stem}.mp4", (now - age, now - age))
     (tmp_path / "other_20000101T000000Z.mp4").write_bytes(b"x")  # not cam's
+    (tmp_path / "cam_2_20000101T000000Z.mp4").write_bytes(b"x")  # nor this
     deleted = apply_retention(tmp_path, "cam", RecordConfig(2.0, keep_days=2.0),
                               now=now)
     assert [p.stem for p in deleted] == names[:1]
     assert [p.stem for p in segments(tmp_path, "cam")] == names[1:]
     assert not (tmp_path / f"{names[0]}.jsonl").exists()
     assert (tmp_path / "other_20000101T000000Z.mp4").exists()
+    assert (tmp_path / "cam_2_20000101T000000Z.mp4").exists()
     # The open segment is never deleted, however old.
     deleted = apply_retention(tmp_path, "cam", RecordConfig(2.0, keep_days=0.5),
                               keep=tmp_path / f"{names[1]}.mp4", now=now)
