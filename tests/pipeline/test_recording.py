@@ -140,9 +140,11 @@ def test_sigkill_mid_segment_leaves_every_segment_playable(tmp_path: Path) -> No
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             found = segments(folder, "cam") if folder.exists() else []
-            # two closed segments, the third a second and a half in
-            if len(found) == 3 and len(
-                    found[2].with_suffix(".jsonl").read_text().splitlines()) >= 15:
+            # two closed segments, the third a second and a half in (its JSON
+            # Lines file opens just after its video file)
+            log = found[2].with_suffix(".jsonl") if len(found) == 3 else None
+            if log is not None and log.exists() and len(
+                    log.read_text().splitlines()) >= 15:
                 break
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             time.sleep(0.1)
