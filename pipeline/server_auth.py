@@ -1,0 +1,225 @@
+"""Who may use the live view's server, and how much they may send it.
+
+``ServerAuth`` is the server's typed security setting: the bearer token and the
+TLS certificate. ``require_auth`` is the one FastAPI dependency that every route
+runs (``pipeline.server_app`` gives it to the app itself):
+
+- with a token, a request needs ``Authorization: Bearer TOKEN``, compared with
+  ``secrets.compare_digest``; a GET may instead carry the cookie that
+  ``POST /login`` sets (HttpOnly, SameSite=Strict), so the page's images and
+  fetches work in a browser; POST/PATCH/DELETE always need the header;
+- a token in the query string is refused (400): URLs end up in logs and history;
+- the token never appears in a response or a log line; the cookie holds an HMAC
+  of it, not the token.
+
+``BodyLimit`` answers 413 to a body over ``MAX_BODY`` (64 KiB: a camera entry is
+well under 1 KiB), whether announced by ``Content-Length`` or streamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "STREAMDET_AUTH_TOKEN"
+COOKIE = "streamdet_session"
+MAX_BODY = 64 * 1024
+MIN_TOKEN_CHARS = 16  # shorter tokens are guessable over a network
+QUERY_TOKEN_NAMES = {"token", "access_token", "auth", "auth_token", "bearer"}
+SAFE_METHODS = {"GET", "HEAD"}
+LOGIN_FORM = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+    "<title>streamdet: sign in</title></head><body>"
+    '<form method="post" action="/login"><label>token '
+    '<input type="password" name="token" autocomplete="current-password">'
+    '</label> <button>sign in</button></form></body></html>')
+
+
+@dataclass(frozen=True)
+class ServerAuth:
+    """``token``: the bearer token (None: no authentication, loopback only).
+    ``tls_cert``/``tls_key``: PEM files for HTTPS (both or neither)."""
+
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.token is not None and len(self.token) < MIN_TOKEN_CHARS:
+            raise InputError(f"the auth token must have at least {MIN_TOKEN_CHARS} "
+                             "characters")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InputError("--tls-cert and --tls-key go together")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not Path(path).is_file():
+                raise InputError(f"TLS file not found: {path}")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def __repr__(self) -> str:  # never show the token
+        return (f"ServerAuth(token={'set' if self.token else None}, "
+                f"tls_cert={self.tls_cert}, tls_key={self.tls_key})")
+
+    def cookie_value(self) -> str:
+        """What the session cookie holds: an HMAC of the token, not the token."""
+        assert self.token is not None
+        return hmac.new(self.token.encode(), b"streamdet-session",
+                        hashlib.sha256).hexdigest()
+
+    def check(self, host: str) -> None:
+        """Refuse to serve ``host`` beyond loopback without a token."""
+        if self.token is None and not is_loopback(host):
+            raise InputError(f"--serve {host} is reachable from the network: set a "
+                             f"token in {TOKEN_ENV} (or --auth-token)")
+
+
+def auth_from_env(token: str | None, tls_cert: Path | None = None,
+                  tls_key: Path | None = None) -> ServerAuth:
+    """``ServerAuth`` from the CLI's values, the token falling back to
+    ``STREAMDET_AUTH_TOKEN``."""
+    return ServerAuth(token=token or os.environ.get(TOKEN_ENV) or None,
+                      tls_cert=tls_cert, tls_key=tls_key)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AuthError(Exception):
+    """A request refused before its route runs: ``status`` and a short reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+async def require_auth(request: Request) -> None:
+    """The dependency of every route; raises ``AuthError`` (400/401)."""
+    if any(key.lower() in QUERY_TOKEN_NAMES for key in request.query_params):
+        raise AuthError(400, "credentials are not accepted in the query string")
+    auth: ServerAuth = request.app.state.auth
+    if auth.token is None:
+        return
+    token = auth.token.encode()
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() == "bearer" and secrets.compare_digest(
+            given.strip().encode(), token):
+        return
+    if request.url.path == "/login" and request.method == "POST":
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        if secrets.compare_digest(form.get("token", [""])[0].encode(), token):
+            return
+    cookie = request.cookies.get(COOKIE, "")
+    if request.method in SAFE_METHODS and cookie and secrets.compare_digest(
+            cookie.encode(), auth.cookie_value().encode()):
+        return
+    raise AuthError(401, "authentication required")
+
+
+async def auth_error_response(request: Request, exc: AuthError) -> Response:
+    """401 and 400 answers: a sign-in form for a browser asking for the page."""
+    headers = {"Cache-Control": "no-store"}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+        if (request.method == "GET"
+                and "text/html" in request.headers.get("accept", "")):
+            return HTMLResponse(LOGIN_FORM, status_code=401, headers=headers)
+    return JSONResponse({"detail": exc.reason}, status_code=exc.status,
+                        headers=headers)
+
+
+def login_response(request: Request) -> Response:
+    """After ``require_auth`` let ``POST /login`` through: the session cookie, and
+    a redirect to the page (a form) or 204 (a script)."""
+    auth: ServerAuth = request.app.state.auth
+    wants_page = "application/x-www-form-urlencoded" in request.headers.get(
+        "content-type", "")
+    response: Response = (RedirectResponse("/", status_code=303) if wants_page
+                          else Response(status_code=204))
+    if auth.token is not None:
+        response.set_cookie(COOKIE, auth.cookie_value(), httponly=True,
+                            samesite="strict", secure=auth.tls, path="/")
+    return response
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``MAX_BODY`` bytes."""
+
+    def __init__(self, app: Any, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"].startswith("//"):  # as http.server does: "//x" is "/x"
+            scope = {**scope, "path": "/" + scope["path"].lstrip("/")}
+        length = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        try:
+            too_big = int(length) > self.limit
+        except ValueError:
+            too_big = True
+        if too_big:
+            await _too_large(send)
+            return
+        # read the whole (bounded) body first, then replay it to the app: a
+        # route never sees a body that is too large, and nothing is half-answered
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await _too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _too_large(send: Any) -> None:
+    body = b'{"detail":"request body over 64 KiB"}'
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
