@@ -271,7 +271,8 @@ def build_pipeline(sources: Sequence[str | Source | SourceEntry], detector: Dete
     live_view = None
     factories = list(extra_sinks)
     if config.outputs.serve:
-        live_view = LiveView(config.outputs.serve, metrics)
+        live_view = LiveView(config.outputs.serve, metrics,
+                             auth=config.outputs.serve_auth)
         factories.append(lambda source: live_view.sink(source.source_id))
     fanout = config.events.open() if analyzed else None
     try:

@@ -31,37 +31,20 @@ import numpy as np
 
 from core.types import Result
 from pipeline.metrics import Metrics, prometheus_analytics
-from pipeline.server_auth import ServerAuth
+from pipeline.server_config import DEFAULT_HOST, ServerAuth, parse_address
 from pipeline.sinks import Sink, SinkError
+
+__all__ = ["DEFAULT_HOST", "LiveView", "LiveViewSink", "parse_address"]
 
 log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).with_name("live_page.html")  # the page's HTML, CSS and JS
 
-DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 FPS_WINDOW_S = 2.0  # the live FPS is over this many seconds
 PART_WAIT_S = 1.0  # an MJPEG client re-checks for shutdown this often
 START_WAIT_S = 5.0  # uvicorn is up well within this on a loaded machine
 STOP_WAIT_S = 1.0  # close() returns within this
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``:PORT`` or ``PORT`` → (host, port); host defaults to
-    127.0.0.1. Raises ``SinkError`` (a ``ValueError``) naming the value."""
-    host, sep, port_text = address.strip().rpartition(":")
-    if not sep:
-        host, port_text = "", address.strip()
-    host = host.strip("[]") or DEFAULT_HOST
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise SinkError(
-            f"--serve expects HOST:PORT (e.g. 127.0.0.1:8080), got {address!r}"
-        ) from None
-    if not 0 <= port <= 65535:
-        raise SinkError(f"--serve port must be in 0..65535, got {port}")
-    return host, port
 
 
 class LiveView:
@@ -94,6 +77,7 @@ class LiveView:
         self._last_encode: dict[str, float] = {}
         self._changed = threading.Condition()
         self._closed = threading.Event()
+        self.asgi: Any = None  # the served app, once started
         self._server: Any = None  # uvicorn.Server
         self._thread: threading.Thread | None = None
 
@@ -186,8 +170,9 @@ class LiveView:
                 f"({exc.strerror or exc})"
             ) from exc
         self.port = sock.getsockname()[1]
+        self.asgi = build_app(self)
         config = uvicorn.Config(
-            build_app(self), log_level="warning", access_log=False, lifespan="off",
+            self.asgi, log_level="warning", access_log=False, lifespan="off",
             timeout_graceful_shutdown=STOP_WAIT_S / 2,
             ssl_certfile=self.auth.tls_cert, ssl_keyfile=self.auth.tls_key)
         self._server = uvicorn.Server(config)

@@ -1,8 +1,8 @@
 """Who may use the live view's server, and how much they may send it.
 
-``ServerAuth`` is the server's typed security setting: the bearer token and the
-TLS certificate. ``require_auth`` is the one FastAPI dependency that every route
-runs (``pipeline.server_app`` gives it to the app itself):
+The setting, ``ServerAuth``, is in ``pipeline.server_config``. ``require_auth``
+is the one FastAPI dependency that every route runs (``pipeline.server_app``
+gives it to the app itself):
 
 - with a token, a request needs ``Authorization: Bearer TOKEN``, compared with
   ``secrets.compare_digest``; a GET may instead carry the cookie that
@@ -18,28 +18,20 @@ well under 1 KiB), whether announced by ``Content-Length`` or streamed.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import ipaddress
 import logging
-import os
 import secrets
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from core.errors import InputError
+from pipeline.server_config import ServerAuth
 
 log = logging.getLogger(__name__)
 
-TOKEN_ENV = "STREAMDET_AUTH_TOKEN"
 COOKIE = "streamdet_session"
 MAX_BODY = 64 * 1024
-MIN_TOKEN_CHARS = 16  # shorter tokens are guessable over a network
 QUERY_TOKEN_NAMES = {"token", "access_token", "auth", "auth_token", "bearer"}
 SAFE_METHODS = {"GET", "HEAD"}
 LOGIN_FORM = (
@@ -48,63 +40,6 @@ LOGIN_FORM = (
     '<form method="post" action="/login"><label>token '
     '<input type="password" name="token" autocomplete="current-password">'
     '</label> <button>sign in</button></form></body></html>')
-
-
-@dataclass(frozen=True)
-class ServerAuth:
-    """``token``: the bearer token (None: no authentication, loopback only).
-    ``tls_cert``/``tls_key``: PEM files for HTTPS (both or neither)."""
-
-    token: str | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-
-    def __post_init__(self) -> None:
-        if self.token is not None and len(self.token) < MIN_TOKEN_CHARS:
-            raise InputError(f"the auth token must have at least {MIN_TOKEN_CHARS} "
-                             "characters")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise InputError("--tls-cert and --tls-key go together")
-        for path in (self.tls_cert, self.tls_key):
-            if path is not None and not Path(path).is_file():
-                raise InputError(f"TLS file not found: {path}")
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_cert is not None
-
-    def __repr__(self) -> str:  # never show the token
-        return (f"ServerAuth(token={'set' if self.token else None}, "
-                f"tls_cert={self.tls_cert}, tls_key={self.tls_key})")
-
-    def cookie_value(self) -> str:
-        """What the session cookie holds: an HMAC of the token, not the token."""
-        assert self.token is not None
-        return hmac.new(self.token.encode(), b"streamdet-session",
-                        hashlib.sha256).hexdigest()
-
-    def check(self, host: str) -> None:
-        """Refuse to serve ``host`` beyond loopback without a token."""
-        if self.token is None and not is_loopback(host):
-            raise InputError(f"--serve {host} is reachable from the network: set a "
-                             f"token in {TOKEN_ENV} (or --auth-token)")
-
-
-def auth_from_env(token: str | None, tls_cert: Path | None = None,
-                  tls_key: Path | None = None) -> ServerAuth:
-    """``ServerAuth`` from the CLI's values, the token falling back to
-    ``STREAMDET_AUTH_TOKEN``."""
-    return ServerAuth(token=token or os.environ.get(TOKEN_ENV) or None,
-                      tls_cert=tls_cert, tls_key=tls_key)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class AuthError(Exception):
