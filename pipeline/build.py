@@ -281,8 +281,13 @@ def build_pipeline(sources: Sequence[str | Source | SourceEntry], detector: Dete
             rtsp_per_source=len(built) > 1 or keep_alive,
             on_event=[*on_event, *([fanout.publish] if fanout else [])],
             source_analytics=per_source)
-        return Pipeline(detector, built, lanes, metrics, config, live_view=live_view,
-                        keep_alive=keep_alive, events=fanout)
+        pipeline = Pipeline(detector, built, lanes, metrics, config,
+                            live_view=live_view, keep_alive=keep_alive, events=fanout)
+        if live_view is not None:  # the control API drives this pipeline
+            from pipeline.server_api import ControlAPI
+
+            live_view.control = ControlAPI(pipeline, config.sources, build_sources)
+        return pipeline
     except BaseException:
         if fanout is not None:
             fanout.close(0.0)

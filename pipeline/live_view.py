@@ -148,6 +148,11 @@ class LiveView:
         summary["live_fps_total"] = round(sum(fps.values()), 2)
         return summary
 
+    def publish_event(self, event: Any) -> None:
+        """Send a ``core.events.Event`` to the control API's event streams."""
+        if self.control is not None:
+            self.control.publish(event)
+
     def page(self) -> str:
         return page(self.source_ids())
 
@@ -197,6 +202,8 @@ class LiveView:
     def close(self) -> None:
         """Stop serving within ``STOP_WAIT_S``: open MJPEG streams end first."""
         self._closed.set()
+        if self.control is not None:
+            self.control.close()
         with self._changed:
             self._changed.notify_all()
         if self._server is not None:
