@@ -279,7 +279,8 @@ def build_pipeline(sources: Sequence[str | Source | SourceEntry], detector: Dete
         lanes = LaneBuilder(
             detector, config, metrics, factories,
             rtsp_per_source=len(built) > 1 or keep_alive,
-            on_event=[*on_event, *([fanout.publish] if fanout else [])],
+            on_event=[*on_event, *([fanout.publish] if fanout else []),
+                      *([live_view.publish_event] if live_view else [])],
             source_analytics=per_source)
         pipeline = Pipeline(detector, built, lanes, metrics, config,
                             live_view=live_view, keep_alive=keep_alive, events=fanout)
