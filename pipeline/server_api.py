@@ -99,9 +99,8 @@ class ControlAPI:
 
     # -- sources -------------------------------------------------------------
     def listing(self) -> list[dict[str, Any]]:
-        with self.pipeline._lock:
-            sources = list(self.pipeline.sources)
         out = []
+        sources = self.pipeline.current_sources()
         for source in sources:
             counts = dataclasses.asdict(self.pipeline.metrics.source(source.source_id))
             out.append({"name": source.source_id, "url": redact_url(source.spec),
@@ -109,8 +108,7 @@ class ControlAPI:
         return out
 
     def names(self) -> set[str]:
-        with self.pipeline._lock:
-            return {s.source_id for s in self.pipeline.sources}
+        return {s.source_id for s in self.pipeline.current_sources()}
 
     def add(self, data: object, replace: str | None = None) -> str:
         """Check ``data`` as one camera entry and add it (``replace``: the name
@@ -196,7 +194,7 @@ class ControlAPI:
 def json_body(body: bytes) -> object:
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ApiError(400, f"the body is not JSON ({type(exc).__name__})") from None
 
 

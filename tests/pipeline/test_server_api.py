@@ -171,6 +171,7 @@ def test_camera_added_shows_frames_and_leaves(running: Pipeline) -> None:
 @pytest.mark.parametrize("method,path,body,raw,status", [
     ("POST", "/api/sources", None, b"{not json", 400),
     ("POST", "/api/sources", None, b"\xff\xfe", 400),
+    ("POST", "/api/sources", None, b"[" * 60_000, 400),
     ("POST", "/api/sources", None, b"x" * (64 * 1024 + 1), 413),
     ("POST", "/api/sources", ["a", "list"], None, 400),
     ("POST", "/api/sources", {"name": "x", "url": "http://127.0.0.1:9/a",

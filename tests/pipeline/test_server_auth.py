@@ -8,11 +8,14 @@ token, in one line."""
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +25,7 @@ import pytest
 from pipeline.live_view import LiveView
 from pipeline.metrics import Metrics
 from pipeline.server_config import ServerAuth
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 
@@ -175,3 +178,38 @@ def test_https_with_a_self_signed_certificate(tmp_path: Path) -> None:
             conn.close()
     with pytest.raises(ValueError, match="go together"):
         ServerAuth(token=TOKEN, tls_cert=cert)
+
+
+def test_serve_with_token_from_env_never_logs_it(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "STREAMDET_AUTH_TOKEN": TOKEN}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_stream.py"), "serve", "--model", "hog",
+         "--serve", f"127.0.0.1:{port}", "--out", str(tmp_path),
+         "--log-level", "DEBUG"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env)
+    try:
+        statuses: list[int] = []
+        deadline = time.monotonic() + 30
+        while not statuses and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/stats.json")
+                statuses.append(conn.getresponse().status)
+                conn.close()
+            except OSError:
+                time.sleep(0.2)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/stats.json", headers={
+            "Authorization": f"Bearer {TOKEN}"})
+        statuses.append(conn.getresponse().status)
+        conn.close()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert statuses == [401, 200]
+    assert TOKEN not in out and TOKEN not in err
+    assert "live view at http://127.0.0.1" in err
