@@ -61,7 +61,7 @@ class ControlAPI:
         self.pipeline = pipeline
         self.source_config = source_config
         self.build_sources = build_sources
-        self._subscribers: list[queue.Queue[Event]] = []
+        self._subscribers: list[queue.Queue[Event | None]] = []
         self._lock = threading.Lock()  # one change of the source set at a time
         self._sub_lock = threading.Lock()
         self._closed = threading.Event()
@@ -79,9 +79,17 @@ class ControlAPI:
                 log.debug("event stream subscriber is behind: event dropped")
 
     def close(self) -> None:
+        """End every event stream now (None wakes each one)."""
         self._closed.set()
+        with self._sub_lock:
+            subscribers = list(self._subscribers)
+        for q in subscribers:
+            try:
+                q.put_nowait(None)
+            except queue.Full:
+                pass  # it re-checks within HEARTBEAT_S
 
-    def _stream(self, q: queue.Queue[Event]) -> Iterator[bytes]:
+    def _stream(self, q: queue.Queue[Event | None]) -> Iterator[bytes]:
         try:
             yield b": streamdet events\n\n"
             while not self._closed.is_set():
@@ -90,6 +98,8 @@ class ControlAPI:
                 except queue.Empty:
                     yield b": keep-alive\n\n"
                     continue
+                if event is None:
+                    return
                 yield (f"id: {event.event_id}\nevent: {event.event}\n"
                        f"data: {event.to_json()}\n\n").encode()
         finally:
@@ -182,7 +192,7 @@ class ControlAPI:
         @app.get("/api/events")
         def events() -> Response:
             """Server-sent events: one ``core.events.Event`` per message."""
-            q: queue.Queue[Event] = queue.Queue(SUBSCRIBER_QUEUE)
+            q: queue.Queue[Event | None] = queue.Queue(SUBSCRIBER_QUEUE)
             with api._sub_lock:
                 if len(api._subscribers) >= MAX_SUBSCRIBERS:
                     raise ApiError(429, "too many event streams open")

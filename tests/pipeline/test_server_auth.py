@@ -213,3 +213,23 @@ def test_serve_with_token_from_env_never_logs_it(tmp_path: Path) -> None:
     assert statuses == [401, 200]
     assert TOKEN not in out and TOKEN not in err
     assert "live view at http://127.0.0.1" in err
+
+
+def test_close_within_a_second_with_a_stream_open() -> None:
+    live = LiveView("127.0.0.1:0", Metrics()).start()
+    live.sink("cam0")
+    live.publish("cam0", np.zeros((48, 64, 3), np.uint8))
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=5)
+    try:
+        conn.request("GET", "/stream/cam0.mjpg")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.readline().startswith(b"--streamdet-frame")
+        started = time.monotonic()
+        live.close()
+        assert time.monotonic() - started < 1.5
+    finally:
+        conn.close()
+    with pytest.raises(OSError):
+        http.client.HTTPConnection("127.0.0.1", live.port, timeout=2).request(
+            "GET", "/stats.json")
