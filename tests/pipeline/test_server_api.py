@@ -110,10 +110,12 @@ class EventStream:
         except (OSError, ValueError, AttributeError):
             return  # closed by close(): http.client drops its file mid-read
 
-    def wait_for(self, kind: str, source: str, timeout: float = 10) -> None:
+    def wait_for(self, kind: str, source: str, count: int = 1,
+                 timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(k == kind and d.get("source") == source for k, d in self.events):
+            if sum(k == kind and d.get("source") == source
+                   for k, d in self.events) >= count:
                 return
             time.sleep(0.05)
         raise AssertionError(f"no {kind} for {source}: {self.events}")
@@ -153,16 +155,37 @@ def test_camera_added_shows_frames_and_leaves(running: Pipeline) -> None:
         # the same name again is a conflict, and changes nothing
         assert call(running, "POST", "/api/sources",
                     {"name": "netcam", "url": url})[0] == 409
+        # PATCH: the same name, another camera; frames come from the new one
+        second = MjpegServer(free_port()).start()
+        try:
+            status, body = call(running, "PATCH", "/api/sources/netcam",
+                                {"name": "netcam", "url": second.url})
+            assert status == 200, body
+            status, listing = call(running, "GET", "/api/sources")
+            urls = {s["name"]: s["url"] for s in json.loads(listing)["sources"]}
+            assert urls == {"cam0": urls["cam0"], "netcam": second.url}
+            events.wait_for("source_removed", "netcam")
+            sequence = running.live_view.latest("netcam")[0]
+            deadline = time.monotonic() + 5
+            while (running.live_view.latest("netcam")[0] <= sequence
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
+            assert running.live_view.latest("netcam")[0] > sequence
+        finally:
+            camera.kill()
+            camera = second
         before = written(running, "cam0")
         status, _ = call(running, "DELETE", "/api/sources/netcam")
         assert status == 204
-        events.wait_for("source_removed", "netcam")
+        events.wait_for("source_removed", "netcam", count=2)  # PATCH, DELETE
         assert call(running, "DELETE", "/api/sources/netcam")[0] == 404
         time.sleep(1.0)
         assert written(running, "cam0") > before  # the other source goes on
         status, listing = call(running, "GET", "/api/sources")
         assert [s["name"] for s in json.loads(listing)["sources"]] == ["cam0"]
         assert all(PASSWORD not in json.dumps(d) for _, d in events.events)
+        assert [k for k, d in events.events if d.get("source") == "netcam"] == [
+            "source_added", "source_removed", "source_added", "source_removed"]
     finally:
         events.close()
         camera.kill()
