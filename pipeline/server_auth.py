@@ -115,11 +115,10 @@ class BodyLimit:
         if scope["path"].startswith("//"):  # as http.server does: "//x" is "/x"
             scope = {**scope, "path": "/" + scope["path"].lstrip("/")}
         length = dict(scope.get("headers") or []).get(b"content-length", b"0")
-        try:
-            too_big = int(length) > self.limit
-        except ValueError:
-            too_big = True
-        if too_big:
+        if not length.isdigit():
+            await _refuse(send, 400, b'{"detail":"bad Content-Length"}')
+            return
+        if int(length) > self.limit:
             await _too_large(send)
             return
         # read the whole (bounded) body first, then replay it to the app: a
@@ -152,8 +151,11 @@ class BodyLimit:
 
 
 async def _too_large(send: Any) -> None:
-    body = b'{"detail":"request body over 64 KiB"}'
-    await send({"type": "http.response.start", "status": 413,
+    await _refuse(send, 413, b'{"detail":"request body over 64 KiB"}')
+
+
+async def _refuse(send: Any, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
