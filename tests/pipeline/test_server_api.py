@@ -212,6 +212,8 @@ def test_camera_added_shows_frames_and_leaves(running: Pipeline) -> None:
      None, 400),
     ("PATCH", "/api/sources/nope", {"name": "nope", "url": "http://127.0.0.1:9/"},
      None, 404),
+    ("POST", "/api/sources", {"name": "dead", "url": f"http://u:{PASSWORD}@"
+                              "127.0.0.1:9/x"}, None, 422),
     ("DELETE", "/api/sources/nope", None, None, 404),
     ("DELETE", "/api/sources/..%2F..%2Fetc", None, None, 404),
     ("POST", "/api/sources?token=" + TOKEN, {"name": "x", "url": "http://a/"},
@@ -223,7 +225,7 @@ def test_hostile_requests_change_nothing(running: Pipeline, method: str, path: s
     before = written(running, "cam0")
     got, answer = call(running, method, path, body, raw=raw)
     assert got == status, answer
-    assert TOKEN.encode() not in answer
+    assert TOKEN.encode() not in answer and PASSWORD.encode() not in answer
     time.sleep(0.3)
     _, listing = call(running, "GET", "/api/sources")
     assert [s["name"] for s in json.loads(listing)["sources"]] == ["cam0"]
