@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from pipeline.clips import ClipConfig
     from pipeline.events import EventsConfig
     from pipeline.runner import PipelineConfig
+    from pipeline.server_config import ServerAuth
     from pipeline.sinks import RecordConfig
 
 ROOT = Path(__file__).resolve().parent
@@ -293,6 +294,24 @@ def add_live_args(p: argparse.ArgumentParser, serve_default: str = "") -> None:
                      default=serve_default,
                      help="live view in the browser: annotated streams, metrics and "
                           "/metrics for Prometheus (default bind 127.0.0.1:8080)")
+    live.add_argument("--auth-token", metavar="TOKEN", default=None,
+                     help="bearer token of the --serve server (better: the "
+                          "STREAMDET_AUTH_TOKEN environment variable, which "
+                          "process lists do not show); required beyond loopback")
+    live.add_argument("--tls-cert", metavar="PEM", type=Path, default=None,
+                     help="certificate for HTTPS on the --serve server")
+    live.add_argument("--tls-key", metavar="PEM", type=Path, default=None,
+                     help="private key of --tls-cert")
+
+
+def serve_auth(args: argparse.Namespace) -> ServerAuth:
+    """The --serve server's token (--auth-token, else STREAMDET_AUTH_TOKEN) and
+    TLS files."""
+    from pipeline.server_config import auth_from_env
+
+    return auth_from_env(getattr(args, "auth_token", None),
+                         getattr(args, "tls_cert", None),
+                         getattr(args, "tls_key", None))
 
 
 def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -445,7 +464,8 @@ def pipeline_config(args: argparse.Namespace,
                                                    preset=args.preset),
                              rtsp_out=getattr(args, "rtsp_out", ""),
                              serve=getattr(args, "serve", ""),
-                             record=record_config(args)),
+                             record=record_config(args),
+                             serve_auth=serve_auth(args)),
         overlay=OverlayConfig(hud=args.hud, line_width=args.line_width,
                               font_scale=args.font_scale),
         events=(events_config(args, analytics) if camera is None

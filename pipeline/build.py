@@ -303,19 +303,26 @@ def build_pipeline(sources: Sequence[str | Source | SourceEntry], detector: Dete
     live_view = None
     factories = list(extra_sinks)
     if config.outputs.serve:
-        live_view = LiveView(config.outputs.serve, metrics)
+        live_view = LiveView(config.outputs.serve, metrics,
+                             auth=config.outputs.serve_auth)
         factories.append(lambda source: live_view.sink(source.source_id))
     fanout = config.events.open() if analyzed else None
     try:
         lanes = LaneBuilder(
             detector, config, metrics, factories,
             rtsp_per_source=len(built) > 1 or keep_alive,
-            on_event=[*on_event, *([fanout.publish] if fanout else [])],
+            on_event=[*on_event, *([fanout.publish] if fanout else []),
+                      *([live_view.publish_event] if live_view else [])],
             source_analytics=per_source,
             source_record={s.name: s.record for s in sources
                            if isinstance(s, SourceEntry) and s.record is not None})
-        return Pipeline(detector, built, lanes, metrics, config, live_view=live_view,
-                        keep_alive=keep_alive, events=fanout)
+        pipeline = Pipeline(detector, built, lanes, metrics, config,
+                            live_view=live_view, keep_alive=keep_alive, events=fanout)
+        if live_view is not None:  # the control API drives this pipeline
+            from pipeline.server_api import ControlAPI
+
+            live_view.control = ControlAPI(pipeline, config.sources, build_sources)
+        return pipeline
     except BaseException:
         if fanout is not None:
             fanout.close(0.0)

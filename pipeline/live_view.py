@@ -2,7 +2,7 @@
 
 ``LiveView`` keeps the latest annotated JPEG of every source (published by a
 ``LiveViewSink`` per source, like any other sink) and serves, with the standard
-library's threaded HTTP server:
+FastAPI app (``pipeline.server_app``) run by uvicorn in a daemon thread:
 
 - ``/``: a page with one MJPEG image per source and a table of live metrics
   (FPS, per-stage latency, queue depths, drops, losses, reconnects), refreshed
@@ -11,19 +11,18 @@ library's threaded HTTP server:
   frame; ``/frame/SOURCE.jpg``: the latest frame;
 - ``/metrics``: the same numbers in Prometheus text format.
 
-It binds to 127.0.0.1 unless told otherwise: the page shows camera images.
+It binds to 127.0.0.1 unless told otherwise: the page shows camera images. Any
+other address needs a token (``pipeline.server_auth``); see docs/server.md.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import logging
+import socket
 import threading
 import time
 from collections import deque
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,35 +31,20 @@ import numpy as np
 
 from core.types import Result
 from pipeline.metrics import Metrics, prometheus_analytics
+from pipeline.server_config import DEFAULT_HOST, ServerAuth, parse_address
 from pipeline.sinks import Sink, SinkError
+
+__all__ = ["DEFAULT_HOST", "LiveView", "LiveViewSink", "parse_address"]
 
 log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).with_name("live_page.html")  # the page's HTML, CSS and JS
 
-DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 FPS_WINDOW_S = 2.0  # the live FPS is over this many seconds
 PART_WAIT_S = 1.0  # an MJPEG client re-checks for shutdown this often
-BOUNDARY = "streamdet-frame"
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``:PORT`` or ``PORT`` → (host, port); host defaults to
-    127.0.0.1. Raises ``SinkError`` (a ``ValueError``) naming the value."""
-    host, sep, port_text = address.strip().rpartition(":")
-    if not sep:
-        host, port_text = "", address.strip()
-    host = host.strip("[]") or DEFAULT_HOST
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise SinkError(
-            f"--serve expects HOST:PORT (e.g. 127.0.0.1:8080), got {address!r}"
-        ) from None
-    if not 0 <= port <= 65535:
-        raise SinkError(f"--serve port must be in 0..65535, got {port}")
-    return host, port
+START_WAIT_S = 5.0  # uvicorn is up well within this on a loaded machine
+STOP_WAIT_S = 1.0  # close() returns within this
 
 
 class LiveView:
@@ -69,6 +53,8 @@ class LiveView:
     ``address``: ``HOST:PORT`` (port 0 = any free port; ``url`` tells which).
     ``max_fps``: JPEG encodes per source and second at most (the encode runs on
     the sink thread, so this bounds what the view costs). ``jpeg_quality``: 0-100.
+    ``auth``: token and TLS (default: none, which only a loopback bind allows).
+    ``control``: the control API's routes (``pipeline.server_api``), if any.
     """
 
     def __init__(
@@ -77,8 +63,12 @@ class LiveView:
         metrics: Metrics,
         max_fps: float = 15.0,
         jpeg_quality: int = 80,
+        auth: ServerAuth | None = None,
     ) -> None:
         self.host, self.port = parse_address(address)
+        self.auth = auth or ServerAuth()
+        self.auth.check(self.host)
+        self.control: Any = None
         self.metrics = metrics
         self.max_fps = max_fps
         self.jpeg_quality = jpeg_quality
@@ -87,12 +77,15 @@ class LiveView:
         self._last_encode: dict[str, float] = {}
         self._changed = threading.Condition()
         self._closed = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
+        self.asgi: Any = None  # the served app, once started
+        self._server: Any = None  # uvicorn.Server
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        scheme = "https" if self.auth.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}/"
 
     # -- frames in -----------------------------------------------------------
     def sink(self, source_id: str) -> LiveViewSink:
@@ -155,41 +148,68 @@ class LiveView:
         summary["live_fps_total"] = round(sum(fps.values()), 2)
         return summary
 
+    def publish_event(self, event: Any) -> None:
+        """Send a ``core.events.Event`` to the control API's event streams."""
+        if self.control is not None:
+            self.control.publish(event)
+
+    def page(self) -> str:
+        return page(self.source_ids())
+
+    def prometheus(self) -> bytes:
+        return prometheus_text(self)
+
     # -- server --------------------------------------------------------------
     def start(self) -> LiveView:
         """Bind and serve in a daemon thread; ``SinkError`` when the port is taken."""
-        view = self
+        import uvicorn
 
-        class Handler(_Handler):
-            live_view = view
+        from pipeline.server_app import build_app
 
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         try:
-            self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+            sock = socket.create_server((self.host, self.port), family=family)
         except OSError as exc:
             raise SinkError(
                 f"live view: cannot listen on {self.host}:{self.port} "
                 f"({exc.strerror or exc})"
             ) from exc
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
+        self.port = sock.getsockname()[1]
+        self.asgi = build_app(self)
+        config = uvicorn.Config(
+            self.asgi, log_level="warning", access_log=False, lifespan="off",
+            timeout_graceful_shutdown=STOP_WAIT_S / 2,
+            ssl_certfile=self.auth.tls_cert, ssl_keyfile=self.auth.tls_key)
+        self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+            target=self._server.run, kwargs={"sockets": [sock]},
             name="live-view", daemon=True,
         )
         self._thread.start()
-        if self.host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("live view listens on %s: anyone who can reach it sees the "
-                        "video", self.host)
+        deadline = time.monotonic() + START_WAIT_S
+        while not self._server.started and self._thread.is_alive() and (
+                time.monotonic() < deadline):
+            time.sleep(0.01)
+        if not self._server.started:
+            self.close()
+            raise SinkError(f"live view: the server on {self.host}:{self.port} "
+                            "did not start")
+        if self.auth.token is None and self.host != "localhost":
+            log.info("live view without a token (loopback only)")
         log.info("live view at %s (metrics: %smetrics)", self.url, self.url)
         return self
 
     def close(self) -> None:
+        """Stop serving within ``STOP_WAIT_S``: open MJPEG streams end first."""
         self._closed.set()
+        if self.control is not None:
+            self.control.close()
         with self._changed:
             self._changed.notify_all()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.should_exit = True
+            if self._thread is not None:
+                self._thread.join(STOP_WAIT_S)
             self._server = None
 
     def __enter__(self) -> LiveView:
@@ -212,74 +232,6 @@ class LiveViewSink(Sink):
 
     def write(self, result: Result) -> None:
         self.view.publish(self.source_id, result.output_image)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    live_view: LiveView
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        view = self.live_view
-        if path in ("/", "/index.html"):
-            self._send(HTTPStatus.OK, "text/html; charset=utf-8",
-                       page(view.source_ids()).encode())
-        elif path == "/stats.json":
-            self._send(HTTPStatus.OK, "application/json",
-                       json.dumps(view.stats()).encode())
-        elif path == "/metrics":
-            from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-            self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, prometheus_text(view))
-        elif path.startswith("/frame/") and path.endswith(".jpg"):
-            item = view.latest(path[len("/frame/"):-len(".jpg")])
-            if item is None:
-                self._send(HTTPStatus.NOT_FOUND, "text/plain", b"no frame yet\n")
-            else:
-                self._send(HTTPStatus.OK, "image/jpeg", item[1])
-        elif path.startswith("/stream/") and path.endswith(".mjpg"):
-            self._stream(path[len("/stream/"):-len(".mjpg")])
-        else:
-            self._send(HTTPStatus.NOT_FOUND, "text/plain", b"not found\n")
-
-    def _send(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _stream(self, source_id: str) -> None:
-        view = self.live_view
-        if source_id not in view.source_ids():
-            self._send(HTTPStatus.NOT_FOUND, "text/plain", b"no such source\n")
-            return
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type",
-                         f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        sequence = 0
-        try:
-            while not view.closed:
-                item = view.wait_newer(source_id, sequence)
-                if item is None:
-                    continue
-                sequence, jpeg = item
-                self.wfile.write(
-                    f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                    f"Content-Length: {len(jpeg)}\r\n\r\n".encode()
-                    + jpeg + b"\r\n"
-                )
-                self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the viewer went away
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("live view: " + format, *args)
 
 
 def prometheus_text(view: LiveView) -> bytes:

@@ -78,6 +78,11 @@ class Pipeline:
         self._leaving: set[str] = set()  # removed, finishing what they queued
         self._progress: tqdm | None = None
 
+    def current_sources(self) -> list[Source]:
+        """The sources in the run now (a copy; others may join or leave)."""
+        with self._lock:
+            return list(self.sources)
+
     def request_stop(self) -> None:
         """Stop reading; what is queued finishes (bounded by ``drain_timeout_s``)."""
         if not self.state.stopping.is_set():

@@ -20,6 +20,7 @@ import cv2
 from core.errors import InputError
 from core.formats import mot_lines, yolo_label_lines
 from core.types import Result
+from pipeline.server_config import ServerAuth, parse_address
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,8 @@ class OutputConfig:
     CSV. ``show``: an OpenCV window (q or Esc stops). ``encoder``: how the MP4 is
     encoded (H.264 in fragmented MP4 by default). ``rtsp_out``: also push the
     annotated stream to this RTSP URL (several sources: one path per source id).
-    ``serve``: ``HOST:PORT`` of the live view (``pipeline.live_view``).
+    ``serve``: ``HOST:PORT`` of the live view (``pipeline.live_view``);
+    ``serve_auth``: its token and TLS files (a bind beyond loopback needs a token).
     ``txt``: YOLO-format labels per frame in Ultralytics' layout (``labels/``),
     with the score appended when ``txt_conf``. ``record``: the MP4 and JSON Lines
     rotate in segments under ``out_dir/SOURCE/``; None: one file each per source.
@@ -110,9 +112,14 @@ class OutputConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     rtsp_out: str = ""
     serve: str = ""
+    serve_auth: ServerAuth = field(default_factory=ServerAuth)
     txt: bool = False
     txt_conf: bool = False
     record: RecordConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.serve:
+            self.serve_auth.check(parse_address(self.serve)[0])
 
     @property
     def needs_overlay(self) -> bool:

@@ -27,6 +27,7 @@ from pipeline.config import PipelineConfig
 from pipeline.live_view import LiveView, parse_address
 from pipeline.metrics import Metrics
 from pipeline.runner import Pipeline
+from pipeline.server_config import ServerAuth
 from pipeline.sinks import OutputConfig, SinkError
 from pipeline.sources import SourceConfig
 from tests.conftest import StubDetector, write_video
@@ -34,16 +35,22 @@ from tests.conftest import StubDetector, write_video
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+TOKEN = "live-view-test-token-0123456789"
+
+
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[Pipeline]:
+def running(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
     """Two looping clips paced as cameras, served on a free port of 127.0.0.1,
-    with a zone over the whole frame (the stub's box is always in it)."""
+    with a zone over the whole frame (the stub's box is always in it). A test
+    that parametrizes it indirectly with a token gets a server that needs it."""
+    token = getattr(request, "param", None)
     clips = [str(write_video(tmp_path / f"cam{i}.mp4", frames=40, fps=20.0))
              for i in range(2)]
     cfg = PipelineConfig(
         sources=SourceConfig(realtime=True, loop=True, max_frames=2000),
         outputs=OutputConfig(out_dir=tmp_path / "out", video=False,
-                             serve="127.0.0.1:0"),
+                             serve="127.0.0.1:0",
+                             serve_auth=ServerAuth(token=token)),
         analytics=AnalyticsConfig.of([], ["0,0,1,0,1,1,0,1:all"]),
         progress=False)
     pipeline = build_pipeline(clips, StubDetector(), cfg)
@@ -239,6 +246,44 @@ def test_page_in_headless_chromium(running: Pipeline, tmp_path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 10_000
     print(f"screenshot kept: {path}")
+
+
+@pytest.mark.parametrize("running", [TOKEN], indirect=True)
+@pytest.mark.skipif(CHROMIUM is None,
+                    reason="chromium not installed (Debian package chromium)")
+def test_sign_in_then_page_in_headless_chromium(running: Pipeline) -> None:
+    """Without the token the page is a sign-in form; the form's POST sets the
+    HttpOnly cookie, and the page, its streams and its metrics then load."""
+    url = running.live_view.url
+    with tempfile.TemporaryDirectory() as profile:
+        browser = Chromium(profile)
+        try:
+            session = browser.open(url)
+            form = None
+            deadline = time.monotonic() + 10
+            while form is None and time.monotonic() < deadline:
+                form = browser.evaluate(
+                    session, "document.querySelector('form[action=\"/login\"]') "
+                             "? 'form' : null")
+                time.sleep(0.1)
+            assert form == "form", "no sign-in form"
+            browser.evaluate(session, "document.querySelector('input[name=token]')"
+                                      f".value = {json.dumps(TOKEN)}; "
+                                      "document.querySelector('form').submit()")
+            fps = "-"
+            deadline = time.monotonic() + 10
+            while fps in ("-", None) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                fps = browser.evaluate(
+                    session, "(document.getElementById('fps') || {}).textContent")
+            images = browser.evaluate(
+                session, "[...document.images].map(i => i.naturalWidth)")
+            cookie_js = browser.evaluate(session, "document.cookie")
+        finally:
+            browser.close()
+    assert fps not in ("-", None), "the page did not load its metrics after sign-in"
+    assert images == [160, 160]
+    assert cookie_js == ""  # HttpOnly: not readable by scripts
 
 
 def test_address_parsing_and_busy_port() -> None:
