@@ -276,8 +276,11 @@ def test_sign_in_then_page_in_headless_chromium(running: Pipeline) -> None:
                 time.sleep(0.2)
                 fps = browser.evaluate(
                     session, "(document.getElementById('fps') || {}).textContent")
-            images = browser.evaluate(
-                session, "[...document.images].map(i => i.naturalWidth)")
+            images: list[int] = []
+            while time.monotonic() < deadline and images != [160, 160]:
+                images = browser.evaluate(  # each stream shows its first frame
+                    session, "[...document.images].map(i => i.naturalWidth)")
+                time.sleep(0.1)
             cookie_js = browser.evaluate(session, "document.cookie")
         finally:
             browser.close()
