@@ -13,7 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import pytest
 
 import run_stream
@@ -21,25 +20,16 @@ from pipeline.tracking import RECOMMENDED_TRACKER
 from tests.conftest import decoded_frames, free_port, needs_broker
 from tests.pipeline.event_helpers import Receiver
 from tests.pipeline.test_analytics_stage import (
-    FPS,
-    HEIGHT,
     LINE,
-    WIDTH,
     ZONE,
     BlobDetector,
-    scene_frames,
+    write_scene_video,
 )
 
 
 @pytest.fixture
 def scene_video(tmp_path: Path) -> Path:
-    path = tmp_path / "cam.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS,
-                             (WIDTH, HEIGHT))
-    for image, _ in scene_frames():
-        writer.write(image)
-    writer.release()
-    return path
+    return write_scene_video(tmp_path / "cam.mp4")
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import pytest
 
 import run_stream
@@ -20,31 +19,20 @@ from tests.conftest import needs_broker
 from tests.pipeline.event_helpers import Receiver
 from tests.pipeline.test_analytics_stage import (
     FPS,
-    HEIGHT,
-    WIDTH,
     BlobDetector,
-    scene_frames,
+    write_scene_video,
 )
 
 HOOK_SECRET = "hook-Secret-9f3"
 MQTT_PASSWORD = "mq/Pass:w0rd@x"
 
 
-def write_video(path: Path) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS,
-                             (WIDTH, HEIGHT))
-    for image, _ in scene_frames():
-        writer.write(image)
-    writer.release()
-    return path
-
-
 @pytest.fixture
 def videos(tmp_path: Path) -> Path:
     folder = tmp_path / "videos"
     folder.mkdir()
-    write_video(folder / "a.mp4")
-    write_video(folder / "b.mp4")
+    write_scene_video(folder / "a.mp4")
+    write_scene_video(folder / "b.mp4")
     return folder
 
 

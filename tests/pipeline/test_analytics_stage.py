@@ -56,6 +56,18 @@ def scene_frames() -> list[tuple[np.ndarray, float]]:
     return frames
 
 
+def write_scene_video(path: Path) -> Path:
+    """``scene_frames`` as an MP4 file, for runs that read a video."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS,
+                             (WIDTH, HEIGHT))
+    for image, _ in scene_frames():
+        writer.write(image)
+    writer.release()
+    return path
+
+
 class BlobDetector(StubDetector):
     """Puts one box where the bright object is (none on an empty frame)."""
 

@@ -30,6 +30,7 @@ from tests.pipeline.test_analytics_stage import (
     ZONE,
     BlobDetector,
     scene_frames,
+    write_scene_video,
 )
 
 ENV = {"CAM_PASS": "pw-Secret-1", "HOOK": "hook-Secret-2", "DIR": "/videos"}
@@ -320,16 +321,7 @@ def test_the_builder_gives_each_named_source_its_own_analytics(tmp_path) -> None
 
 
 def test_a_source_entry_keeps_its_name_and_analytics(tmp_path) -> None:
-    import cv2
-
-    from tests.pipeline.test_analytics_stage import HEIGHT, WIDTH
-
-    video = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), FPS,
-                             (WIDTH, HEIGHT))
-    for image, _ in scene_frames():
-        writer.write(image)
-    writer.release()
+    video = write_scene_video(tmp_path / "clip.mp4")
     entry = SourceEntry("cam-7", str(video), AnalyticsConfig.of([LINE], [ZONE]))
     cfg = PipelineConfig(progress=False, tracker="bytetrack",
                          outputs=OutputConfig(out_dir=tmp_path / "out", video=False,
